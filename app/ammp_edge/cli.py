@@ -1,0 +1,331 @@
+"""`ammp-edge`: one console script; every appliance program is a subcommand (`--help` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+from . import __version__, paths
+
+log = logging.getLogger("ammp_edge")
+
+
+def setup_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=getattr(logging, (level or paths.log_level()).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# validate
+
+
+def cmd_validate(args) -> int:
+    from . import config as cfg, drivers
+    from .outputs import compile_outputs
+    from .problems import ConfigUnusable, Problem
+
+    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    errors = 0
+    for name in args.files:
+        try:
+            doc = cfg.parse_json(Path(name).read_bytes(), "file")
+        except OSError as exc:
+            problems = [Problem("$", f"cannot read: {exc.strerror}")]
+        except ConfigUnusable as exc:
+            problems = exc.problems
+        else:
+            if isinstance(doc, dict) and ("devices" in doc or "readings" in doc):
+                try:
+                    config = cfg.load(doc, builtin)
+                    problems = list(config.problems) + compile_outputs(config.outputs)[1]
+                    for dname, driver in (doc.get("drivers") or {}).items():
+                        problems += [p for p in drivers.check_driver(driver, f"drivers.{dname}") if p not in problems]
+                except ConfigUnusable as exc:
+                    problems = exc.problems
+            elif isinstance(doc, dict) and "fields" in doc:
+                problems = drivers.check_driver(doc, Path(name).stem)
+                problems = [Problem(p.path.split(".", 1)[1] if "." in p.path else "$", p.message, p.severity) for p in problems]
+            else:
+                problems = [Problem("$", "neither a config (devices, readings) nor a driver (fields)")]
+        for p in problems:
+            print(f"{name}: {p}")
+        n = sum(1 for p in problems if p.severity == "error")
+        errors += n
+        if not problems:
+            print(f"{name}: ok")
+    return 1 if errors else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# read
+
+
+def _load_config_or_exit(path: str):
+    from . import config as cfg, drivers
+    from .problems import ConfigUnusable
+
+    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    try:
+        raw = cfg.parse_json(Path(path).read_bytes())
+        return cfg.load(raw, builtin)
+    except OSError as exc:
+        print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+    except ConfigUnusable as exc:
+        for p in exc.problems:
+            print(f"{path}: {p}", file=sys.stderr)
+    sys.exit(2)
+
+
+def cmd_read(args) -> int:
+    from .bus import BusPoller
+    from .outputs import compile_outputs
+    from .readout import build_message, dumps, table
+
+    config = _load_config_or_exit(args.config)
+    for p in config.problems:
+        print(f"{args.config}: {p}", file=sys.stderr)
+    if args.device:
+        unknown = [d for d in args.device if d not in config.devices]
+        if unknown:
+            print(f"{args.config}: no readable device {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        config.devices = {k: v for k, v in config.devices.items() if k in args.device}
+    if not config.devices:
+        print(f"{args.config}: not usable: no device can be read", file=sys.stderr)
+        return 2
+    outputs, out_problems = compile_outputs(config.outputs)
+    for p in out_problems:
+        print(f"{args.config}: {p}", file=sys.stderr)
+    t = int(time.time())
+    readouts: list[dict] = []
+
+    def poll(bus_id, devices):
+        poller = BusPoller(bus_id, devices, config.read_interval)
+        try:
+            readouts.append(poller.poll(t))
+        finally:
+            poller.close()
+
+    threads = [threading.Thread(target=poll, args=item) for item in config.buses().items()]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    readouts.sort(key=lambda r: r["bus"])
+    for r in readouts:
+        for dev, errs in r["errors"].items():
+            for e in errs:
+                print(f"{dev}: {e}", file=sys.stderr)
+    message, warnings = build_message(t, readouts, outputs, config.calc_vendor_id, config.config_id)
+    for w in warnings:
+        print(w, file=sys.stderr)
+    print(dumps(message) if args.json else table(message, config))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# bus
+
+
+def cmd_bus(args) -> int:
+    from .bus import ConfigSource, install_signal_handlers, run_bus
+    from .outbox import Outbox
+    from .readout import build_message, table
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    source = ConfigSource(Path(args.config) if args.config else None)
+    outbox = None if args.no_outbox else Outbox()
+
+    def sink(readout: dict) -> None:
+        if outbox is not None:
+            outbox.put(readout)  # committed before anything else happens to it
+        if args.print:
+            message, _ = build_message(readout["t"], [readout], [], "")
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(readout["t"]))
+            print(f"\n[{args.bus_id}] t={readout['t']} ({when} UTC)  {readout['requests']} requests in "
+                  f"{readout['duration']:.3f} s", flush=True)
+            print(table(message, source.config), flush=True)
+
+    try:
+        return run_bus(args.bus_id, source, sink, stop, once=args.once)
+    finally:
+        if outbox is not None:
+            outbox.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# simulate
+
+
+def _driver_arg(name: str) -> dict:
+    from . import drivers
+
+    path = Path(name)
+    if path.suffix == ".json" or path.exists():
+        return drivers.load_driver_file(path)
+    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    if name not in builtin:
+        raise SystemExit(f"simulate: no driver {name!r} (a built-in name or a .json file)")
+    return builtin[name]
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import Simulator
+
+    driver = _driver_arg(args.driver)
+    units = args.unit or [1]
+    values = {}
+    if args.values:
+        try:
+            doc = json.loads(Path(args.values).read_text())
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"simulate: --values {args.values}: {exc}") from None
+        if not isinstance(doc, dict):
+            raise SystemExit(f"simulate: --values {args.values}: must be a JSON object of field -> value")
+        values = {u: doc for u in units}
+    sim = Simulator({u: driver for u in units}, args.port, args.host, values, args.delay_ms / 1000, args.strict)
+    try:
+        sim.start()
+    except OSError as exc:
+        raise SystemExit(f"simulate: {exc}") from None
+    print(f"simulating {args.driver} on {args.host}:{args.port} unit(s) {', '.join(map(str, units))}; Ctrl-C stops",
+          flush=True)
+    stop = threading.Event()
+    from .bus import install_signal_handlers
+
+    install_signal_handlers(stop)
+    stop.wait()
+    sim.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def cmd_demo(args) -> int:
+    """Simulated devices on loopback, one bus process per bus, each readout printed as a table."""
+    import subprocess
+
+    from . import config as cfg, drivers
+    from .simulate import Simulator
+
+    config_path = paths.PACKAGE_DIR / "defaults" / "demo-config.json"
+    raw = json.loads(config_path.read_text())
+    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    config = cfg.load(raw, builtin)
+    sims = []
+    for dev in config.devices.values():
+        if dev.reading_type == "modbustcp":
+            sims.append(Simulator({dev.unit_id: builtin[dev.driver_name]}, int(dev.address["port"])).start())
+    procs = [subprocess.Popen([sys.executable, "-m", "ammp_edge", "bus", bus_id, "--config", str(config_path), "--print"])
+             for bus_id in config.buses()]
+    print(f"demo: {len(sims)} simulated devices, buses {', '.join(config.buses())}, every {config.read_interval} s;"
+          " Ctrl-C stops", flush=True)
+    stop = threading.Event()
+    from .bus import install_signal_handlers
+
+    install_signal_handlers(stop)
+    while not stop.is_set() and all(p.poll() is None for p in procs):
+        stop.wait(1)
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(10)
+    for s in sims:
+        s.stop()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# kvs
+
+
+def cmd_kvs(args) -> int:
+    from .kvs import KVStore
+
+    store = KVStore()
+    if args.action == "get":
+        raw = store.get_raw(args.key)
+        if raw is None:
+            print(f"Error: No value set for key '{args.key}'", file=sys.stderr)
+            return 1
+        value = json.loads(raw)
+        print(value if isinstance(value, str) else json.dumps(value))
+        return 0
+    try:  # as upstream: JSON when it parses, else a string
+        value = json.loads(args.value)
+    except ValueError:
+        value = args.value
+    store.set(args.key, value)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ammp-edge", description="Edge data logger for energy systems.")
+    p.add_argument("--version", action="version", version=f"ammp-edge {__version__}")
+    p.add_argument("--log-level", help="debug, info, warning, error (default: $LOGGING_LEVEL or info)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("read", help="read every device of a config once and print the values")
+    s.add_argument("--config", required=True, help="config JSON file")
+    s.add_argument("--device", action="append", metavar="ID", help="only this device (repeatable)")
+    s.add_argument("--json", action="store_true", help="print the upstream readout message instead of a table")
+    s.set_defaults(func=cmd_read)
+
+    s = sub.add_parser("validate", help="check config or driver files; prints FILE: json.path: message")
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("bus", help="poll the devices of one bus every cycle and commit each readout to the outbox")
+    s.add_argument("bus_id", metavar="BUS_ID", help="e.g. sys, tcp_192.168.1.10_502, serial_ttyUSB0")
+    s.add_argument("--config", help="config file (default: the KV store key 'config')")
+    s.add_argument("--print", action="store_true", help="also print each readout as a table")
+    s.add_argument("--once", action="store_true", help="one cycle now, then exit")
+    s.add_argument("--no-outbox", action="store_true", help="do not commit readouts (with --print, for trying a config)")
+    s.set_defaults(func=cmd_bus)
+
+    s = sub.add_parser("simulate", help="serve a simulated device over Modbus TCP from a driver")
+    s.add_argument("--driver", required=True, help="built-in driver name or a driver .json file")
+    s.add_argument("--port", type=int, required=True)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--unit", type=int, action="append", help="unit id to answer (repeatable; default 1)")
+    s.add_argument("--values", help="JSON file {field: value} (default: plausible changing values)")
+    s.add_argument("--delay-ms", type=float, default=0.0, help="added to every response")
+    s.add_argument("--strict", action="store_true", help="only the driver's registers exist (gaps answer illegal address)")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("demo", help="simulated inverter and meter on loopback, polled every 10 s, printed as tables")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("kvs", help="get or set a key in the KV store (AE_DATA_DIR/kvs-db/kvstore.db)")
+    kv = s.add_subparsers(dest="action", required=True)
+    g = kv.add_parser("get", help="print a value (strings bare, everything else as JSON)")
+    g.add_argument("key")
+    st = kv.add_parser("set", help="store a value (as JSON when it parses, else as a string)")
+    st.add_argument("key")
+    st.add_argument("value")
+    s.set_defaults(func=cmd_kvs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

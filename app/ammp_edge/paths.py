@@ -1,0 +1,65 @@
+"""Every path and environment variable the appliance uses, resolved in exactly one place.
+
+Environment (compatible with upstream):
+  AE_ROOT_DIR  install root; built-in drivers live in <root>/drivers  (default: the checkout)
+  AE_DATA_DIR  persistent data: KV store, outbox, broker persistence   (default: <root>/data)
+  AE_TEMP_DIR  volatile cache: last readings, scan results              (default: /tmp)
+  LOGGING_LEVEL / LOG_LEVEL  log level (default info)
+  MQTT_BRIDGE_HOST / MQTT_BRIDGE_PORT  local broker (default localhost:1883)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+_CHECKOUT_ROOT = PACKAGE_DIR.parent.parent
+
+
+def root_dir() -> Path:
+    return Path(os.environ.get("AE_ROOT_DIR") or _CHECKOUT_ROOT)
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("AE_DATA_DIR") or root_dir() / "data")
+
+
+def temp_dir() -> Path:
+    return Path(os.environ.get("AE_TEMP_DIR") or "/tmp")
+
+
+def drivers_dir() -> Path:
+    return root_dir() / "drivers"
+
+
+def schemas_dir() -> Path:
+    return PACKAGE_DIR / "schemas"
+
+
+def outbox_dir() -> Path:
+    return data_dir() / "outbox"
+
+
+def kvstore_path() -> Path:
+    return data_dir() / "kvs-db" / "kvstore.db"
+
+
+def legacy_config_db_path() -> Path:
+    return data_dir() / "config.db"
+
+
+def kvcache_path() -> Path:
+    return temp_dir() / "ae-kvcache.db"
+
+
+def log_level() -> str:
+    return (os.environ.get("LOGGING_LEVEL") or os.environ.get("LOG_LEVEL") or "info").upper()
+
+
+def mqtt_host() -> str:
+    return os.environ.get("MQTT_BRIDGE_HOST") or "localhost"
+
+
+def mqtt_port() -> int:
+    return int(os.environ.get("MQTT_BRIDGE_PORT") or 1883)
