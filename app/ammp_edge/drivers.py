@@ -219,8 +219,9 @@ def _bits(opts: dict, path: str) -> codec.BitField | None:
 def _order(opts: dict, path: str) -> str:
     try:
         return codec.normalize_order(opts.get("order"))
-    except ValueError as exc:
-        raise InvalidInput(join_path(path, "order"), str(exc)) from None
+    except ValueError:
+        raise InvalidInput(join_path(path, "order"),
+                           f"{opts.get('order')!r} is not one of msr, lsr, {', '.join(codec.ORDERS)}") from None
 
 
 def compile_modbus_field(name: str, opts: dict, path: str, warnings: list[Problem]) -> ModbusField:

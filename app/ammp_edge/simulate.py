@@ -139,6 +139,10 @@ class Simulator:
         return SimDevice(unit, simdata=(bits, list(bits), self._blocks(image[3]), self._blocks(image[4])),
                          action=self._make_action(unit))
 
+    async def _silent(self, *args):
+        self.requests += 1
+        await asyncio.sleep(3600)
+
     def _make_action(self, unit: int):
         async def action(fncode, start, address, count, current, set_values):
             self.requests += 1
@@ -173,6 +177,9 @@ class Simulator:
         async def main():
             self._loop = asyncio.get_running_loop()
             devices = [self._device(u) for u in self.fields]
+            # id 0 answers for every other unit id: it never answers, like an absent device behind a gateway
+            devices.append(SimDevice(0, simdata=[SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)],
+                                     action=self._silent))
             self._server = ModbusTcpServer(devices, address=(self.host, self.port), ignore_missing_devices=True)
             try:
                 listening = await self._server.listen()

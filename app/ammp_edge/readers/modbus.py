@@ -29,7 +29,6 @@ EXCEPTION_NAMES = {
     11: "gateway target failed to respond",
 }
 SPLIT_ON = (2, 3)  # exceptions that mean "this block is not all readable"
-SILENT_EXCEPTIONS = (11,)  # a gateway saying its target is silent
 
 
 class ModbusException(Exception):
@@ -84,7 +83,7 @@ class ModbusDevice:
 
     def read(self, deadline: float) -> DeviceResult:
         res = DeviceResult()
-        answered = False
+        answered = succeeded = False
         queue = list(self.blocks)
         new_plan: list[planner.Block] = []
         while queue:
@@ -108,8 +107,6 @@ class ModbusDevice:
                     queue[0:0] = parts
                     continue
                 new_plan.append(block)
-                if exc.code in SILENT_EXCEPTIONS and not answered:
-                    res.failed = True
                 self._fail_items(block, str(exc), res)
                 continue
             except DeviceSilent as exc:
@@ -135,10 +132,12 @@ class ModbusDevice:
                     new_plan.extend(queue)
                     break
                 continue
-            answered = True
+            answered = succeeded = True
             new_plan.append(block)
             self._decode_block(block, regs, res)
         self.blocks = new_plan
+        if not succeeded and self.blocks:
+            res.failed = True  # nothing could be read: counts as down (backoff), whatever the reason
         return res
 
     def _read_block(self, block: planner.Block, timeout: float) -> list[int]:

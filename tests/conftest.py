@@ -1,0 +1,75 @@
+"""Shared fixtures: free loopback ports, temporary data dirs, built-in drivers, simulated devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from ammp_edge import drivers, paths
+
+REPO = Path(__file__).resolve().parent.parent
+REFERENCE = REPO.parent / "shared" / "reference"
+UPSTREAM_DRIVERS = REFERENCE / "upstream-drivers"
+UPSTREAM_CONFIGS = REFERENCE / "upstream-configs"
+AMMP_EDGE = [sys.executable, "-m", "ammp_edge"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path, monkeypatch):
+    """Every test gets its own AE_DATA_DIR and AE_TEMP_DIR (tests run beside a live appliance)."""
+    data, temp = tmp_path / "data", tmp_path / "temp"
+    data.mkdir()
+    temp.mkdir()
+    monkeypatch.setenv("AE_DATA_DIR", str(data))
+    monkeypatch.setenv("AE_TEMP_DIR", str(temp))
+    monkeypatch.setenv("AE_ROOT_DIR", str(REPO))
+    return data, temp
+
+
+@pytest.fixture(scope="session")
+def builtin_drivers() -> dict[str, dict]:
+    return drivers.load_builtin_drivers(REPO / "drivers")
+
+
+@pytest.fixture
+def simulator():
+    """Factory: simulator({unit: driver_dict}, **kw) -> started Simulator on a free port; stopped after."""
+    from ammp_edge.simulate import Simulator
+
+    started = []
+
+    def make(units, **kw):
+        sim = Simulator(units, kw.pop("port", None) or free_port(), **kw).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+def write_json(path: Path, doc) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def child_env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
