@@ -48,7 +48,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, float):
-        return f"{value:.6g}" if abs(value) < 1e15 else repr(value)
+        return f"{value:.10g}"
     return str(value)
 
 
