@@ -184,25 +184,21 @@ class ConfigSource:
 
 
 def next_cycle(now: float, interval: int, roundtime: bool, last_t: int | None) -> tuple[int, int]:
-    """(next cycle start t, number of missed cycles). The grid is multiples of the interval with
-    roundtime, else last_t + k * interval; a late cycle skips the missed slots instead of bursting."""
-    if roundtime:
-        t = (math.floor(now / interval) + 1) * interval
-        if last_t is not None and last_t % interval == 0:
-            missed = max(0, (t - last_t) // interval - 1)
-        else:
-            missed = 0
-        if last_t is not None and t <= last_t:
-            t = last_t + interval
-        return t, missed
+    """(next cycle start t, number of missed cycles).
+
+    The grid is the multiples of the interval with roundtime, else last_t + k x interval. The next slot
+    may start up to a grace period late (min(2 s, interval / 4)); a slot later than that is skipped and
+    counted as missed instead of bursting or drifting."""
     if last_t is None:
-        return math.ceil(now), 0
-    t = last_t + interval
-    missed = 0
-    if t < now - 0.5:
-        missed = math.ceil((now - t) / interval)
-        t += missed * interval
-    return t, missed
+        return (math.ceil(now / interval) * interval if roundtime else math.ceil(now)), 0
+    slot = last_t + interval
+    if roundtime and slot % interval:  # the interval changed: back onto its grid
+        slot = math.ceil(slot / interval) * interval
+    grace = min(2.0, interval / 4)
+    if now - slot <= grace:
+        return slot, 0
+    missed = math.ceil((now - slot - grace) / interval)
+    return slot + missed * interval, missed
 
 
 def sleep_until(t: float, stop: threading.Event) -> bool:
@@ -241,7 +237,11 @@ def run_bus(bus_id: str, source: ConfigSource, sink: Callable[[dict], None], sto
             poller_config = config
             log.info("[%s] polling %d device(s) every %d s: %s", bus_id, len(devices), config.read_interval,
                      ", ".join(d.key for d in devices))
-        t, missed = next_cycle(time.time(), config.read_interval, config.read_roundtime, last_t)
+        now = time.time()
+        if last_t is not None and now < last_t - config.read_interval:
+            log.warning("[%s] the clock went back %.0f s; starting a new cycle grid", bus_id, last_t - now)
+            last_t = None
+        t, missed = next_cycle(now, config.read_interval, config.read_roundtime, last_t)
         if missed:
             overruns += missed
             log.warning("[%s] cycle overran: skipped %d cycle(s) (%d in total)", bus_id, missed, overruns)
