@@ -107,6 +107,7 @@ def merge_field(driver: dict, name: str) -> dict:
     """`common` under the field's own keys (a field's empty valuemap keeps the common one)."""
     common = driver.get("common") or {}
     own = (driver.get("fields") or {}).get(name) or {}
+    own = own if isinstance(own, dict) else {}  # a non-object field is reported by compile_field
     merged = {**common, **own} if isinstance(common, dict) else dict(own)
     if isinstance(common, dict) and own.get("valuemap") == {} and common.get("valuemap"):
         merged["valuemap"] = common["valuemap"]
@@ -326,7 +327,7 @@ def compile_status_item(driver: dict, key: str, path: str) -> StatusItem:
         raise InvalidInput(join_path(path, "words"), "status bits read exactly one register")
     level_map = opts.get("status_level_value_map") or []
     if not isinstance(level_map, list) or not all(
-        isinstance(p, list) and len(p) == 2 and isinstance(p[1], int) and 0 <= p[1] <= 4 for p in level_map
+        isinstance(p, list) and len(p) == 2 and type(p[1]) is int and 0 <= p[1] <= 4 for p in level_map
     ):
         raise InvalidInput(join_path(path, "status_level_value_map"), "must be a list of [value, level 0..4] pairs")
     spec = codec.StatusSpec(content, bits, _order(opts, path), tuple((v, lvl) for v, lvl in level_map))
