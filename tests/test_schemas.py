@@ -196,7 +196,7 @@ GOOD_DRIVER = {
     "fields": {
         "P": {"register": 30775, "datatype": "int32", "unit": "W", "valuemap": {"0x80000000": None}},
         "E": {"register": "0x7741", "datatype": "uint64", "order": "DCBA", "multiplier": 0.001, "offset": 5},
-        "relay": {"register": 200, "start_bit": 2, "length_bits": 3, "bit_order": "msb_reversed", "typecast": "int"},
+        "relay": {"register": 200, "start_bit": 2, "length_bits": 3, "bit_order": "msb_natural", "typecast": "int"},
         "model": {"register": 40, "datatype": "str16", "typecast": "str", "barrier": True},
     },
     "status_info_common": {"status_level_value_map": [[0, 0], [1, 3]]},

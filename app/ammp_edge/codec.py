@@ -38,7 +38,10 @@ NUMERIC_TYPES = {
 INFERRED_TYPES = {1: "uint8", 2: "uint16", 4: "uint32", 8: "double"}
 TEXT_RE = re.compile(r"^(?:str|string|text)(\d*)$")
 TYPECASTS = ("int", "float", "str", "bool")
-BIT_ORDERS = ("lsb", "msb", "msb_reversed")
+# lsb: bit 0 is the least significant. msb: upstream's (the 16 bits reversed, then shifted and masked:
+# a multi-bit value comes out bit-reversed, kept so upstream configs publish the same numbers).
+# msb_natural: bit 0 is the most significant and a multi-bit field keeps its natural bit order.
+BIT_ORDERS = ("lsb", "msb", "msb_natural")
 
 
 class DecodeError(ValueError):
@@ -162,10 +165,10 @@ class BitField:
         mask = (1 << self.length) - 1
         if self.order == "lsb":
             return (word >> self.start) & mask
-        if self.order == "msb":
+        if self.order == "msb_natural":
             # bit 0 is the most significant bit; the field's bits keep their natural order
             return (word >> (16 - self.start - self.length)) & mask
-        # "msb_reversed": upstream's msb (the 16 bits reversed, then shifted and masked)
+        # "msb", as upstream: the 16 bits reversed, then shifted and masked
         rev = int(f"{word:016b}"[::-1], 2)
         return (rev >> self.start) & mask
 
@@ -175,7 +178,7 @@ class BitField:
         if self.order == "lsb":
             shift = self.start
             return (word & ~(mask << shift) & 0xFFFF) | (value << shift)
-        if self.order == "msb":
+        if self.order == "msb_natural":
             shift = 16 - self.start - self.length
             return (word & ~(mask << shift) & 0xFFFF) | (value << shift)
         rev = int(f"{word:016b}"[::-1], 2)
@@ -238,7 +241,8 @@ def scale(value: Any, spec: ValueSpec) -> Any:
 def decode_text(raw: bytes, nbytes: int | None = None) -> str:
     if nbytes is not None:
         raw = raw[:nbytes]
-    return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace").strip()
+    # NUL ends the text; trailing padding spaces go, leading spaces are part of the text
+    return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace").rstrip()
 
 
 def unpack(raw: bytes, datatype: str | None) -> Any:
@@ -271,7 +275,7 @@ def decode_bytes(raw: bytes, spec: ValueSpec) -> Any:
             hit, mapped = spec.valuemap.lookup_text(text)
             if hit:
                 return scale(mapped, spec)
-        return _typecast(text, spec.typecast) if spec.typecast not in (None, "str") else text
+        return _finite(_typecast(text, spec.typecast)) if spec.typecast not in (None, "str") else text
     return scale(unpack(raw, spec.datatype), spec)
 
 
@@ -280,7 +284,17 @@ def decode_registers(registers: list[int] | tuple[int, ...], spec: ValueSpec) ->
         # text keeps register order; BADC/DCBA swap the two characters inside each register
         order = "BADC" if spec.order in ("BADC", "DCBA") else "ABCD"
         return decode_bytes(registers_to_bytes(registers, order), spec)
-    return decode_bytes(registers_to_bytes(registers, spec.order), spec)
+    raw = registers_to_bytes(registers, spec.order)
+    if (spec.bits is None and spec.datatype in NUMERIC_TYPES and NUMERIC_TYPES[spec.datatype][1] == 1
+            and len(raw) == 2):
+        # int8/uint8 in one register: the low byte of the value (as encode_registers writes it);
+        # the valuemap still sees the full register
+        if spec.valuemap is not None:
+            hit, mapped = spec.valuemap.lookup(raw)
+            if hit:
+                return scale(mapped, spec)
+        return scale(unpack(raw[1:], spec.datatype), spec)
+    return decode_bytes(raw, spec)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -357,6 +357,8 @@ def _attach_status(raw: dict, drivers: dict, devices: dict[str, Device], problem
         if any(s.key == rkey for s in dev.status):
             continue
         try:
-            dev.status.append(drv.compile_status_item(driver, rkey, join_path(_driver_path(dev.driver_name, raw), "status_info", rkey)))
+            warnings: list[Problem] = []
+            dev.status.append(drv.compile_status_item(driver, rkey, join_path(_driver_path(dev.driver_name, raw), "status_info", rkey), warnings))
+            problems.extend(w for w in warnings if w not in problems)
         except InvalidInput as exc:
             problems.append(exc.problem)

@@ -204,7 +204,7 @@ def _datatype(opts: dict, path: str, words: int | None) -> tuple[str | None, int
     )
 
 
-def _bits(opts: dict, path: str) -> codec.BitField | None:
+def _bits(opts: dict, path: str, warnings: list[Problem] | None = None) -> codec.BitField | None:
     if opts.get("start_bit") is None:
         return None
     start = _int(opts, "start_bit", path, 0, 15)
@@ -214,6 +214,11 @@ def _bits(opts: dict, path: str) -> codec.BitField | None:
         raise InvalidInput(join_path(path, "bit_order"), f"{order!r} is not one of {', '.join(codec.BIT_ORDERS)}")
     if start + length > 16:
         raise InvalidInput(join_path(path, "length_bits"), f"bits {start}..{start + length - 1} do not fit in one register")
+    if order == "msb" and length > 1 and warnings is not None:
+        warnings.append(Problem(join_path(path, "bit_order"),
+                                "msb (as upstream) returns a multi-bit field bit-reversed "
+                                "(0xB200, start 4, length 4 -> 4); bit_order msb_natural reads it in natural order (-> 2)",
+                                "warning"))
     return codec.BitField(start, length, order)
 
 
@@ -234,7 +239,7 @@ def compile_modbus_field(name: str, opts: dict, path: str, warnings: list[Proble
         raise InvalidInput(join_path(path, "fncode"), f"{fncode} is not supported (3 holding, 4 input registers)")
     words = _int(opts, "words", path, 1, MAX_BLOCK_REGISTERS)
     datatype, text_bytes = _datatype(opts, path, words)
-    bits = _bits(opts, path)
+    bits = _bits(opts, path, warnings)
     if bits is not None:
         if words not in (None, 1):
             raise InvalidInput(join_path(path, "words"), "a bit field (start_bit) reads exactly one register")
@@ -306,7 +311,7 @@ def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]):
     return compile_other_field(name, kind, opts, path)
 
 
-def compile_status_item(driver: dict, key: str, path: str) -> StatusItem:
+def compile_status_item(driver: dict, key: str, path: str, warnings: list[Problem] | None = None) -> StatusItem:
     common = driver.get("status_info_common") or {}
     own = (driver.get("status_info") or {}).get(key)
     if not isinstance(own, dict):
@@ -322,7 +327,7 @@ def compile_status_item(driver: dict, key: str, path: str) -> StatusItem:
     if fncode not in MODBUS_FNCODES:
         raise InvalidInput(join_path(path, "fncode"), f"{fncode} is not supported (3 or 4)")
     words = _int(opts, "words", path, 1, 4, default=1)
-    bits = _bits(opts, path)
+    bits = _bits(opts, path, warnings)
     if bits is not None and words != 1:
         raise InvalidInput(join_path(path, "words"), "status bits read exactly one register")
     level_map = opts.get("status_level_value_map") or []
@@ -356,7 +361,7 @@ def check_driver(driver: Any, path: str) -> list[Problem]:
     if isinstance(driver.get("status_info"), dict):
         for key in driver["status_info"]:
             try:
-                compile_status_item(driver, key, join_path(path, "status_info", key))
+                compile_status_item(driver, key, join_path(path, "status_info", key), problems)
             except InvalidInput as exc:
                 problems.append(exc.problem)
     return problems
