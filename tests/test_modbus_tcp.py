@@ -217,3 +217,43 @@ def test_connection_refused_then_device_appears(builtin_drivers, simulator, capl
     assert sum("not answering" in m for m in messages) == 1, "logged once when it fails"
     assert sum("answering again" in m for m in messages) == 1, "and once when it comes back"
     poller.close()
+
+
+def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simulator, builtin_drivers):
+    """The upstream end-to-end fixture: the EMS LSR floats and status bits, the SMA stubs, a unit that never
+    answers (sma_stp_2, unit 100) and JSONata output P_double placed into _calc."""
+    import json
+    import subprocess
+
+    from conftest import AMMP_EDGE, UPSTREAM_CONFIGS
+
+    raw = json.loads((UPSTREAM_CONFIGS / "docker-test-config.json").read_text())
+    ems_regs = {122: 0xCC5A, 123: 0x489E, 124: 0xF330, 125: 0x48AA, 126: 0xE441, 127: 0x489F,
+                200: 0b0000000000000100, 201: 0b1011001000000000, 202: 0b1111001000000101}
+    sma_regs = {30051: 0, 30052: 8081, 30053: 0, 30054: 9197, 30057: 18838, 30058: 722, 30529: 123, 30530: 45678,
+                30775: 0, 30776: 12345}
+    sim = simulator({1: raw["drivers"]["ems"], 3: builtin_drivers["sma_stp25000"]},
+                    registers={1: {3: ems_regs, 4: ems_regs}, 3: {3: sma_regs, 4: sma_regs}})
+    for dev in raw["devices"].values():
+        if dev["reading_type"] == "modbustcp":
+            dev["address"].update(host="127.0.0.1", port=sim.port)
+            dev["timeout"] = 1
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(raw))
+    r = subprocess.run([*AMMP_EDGE, "read", "--config", str(f), "--json"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    msg = json.loads(r.stdout)
+    recs = {rec["_d"]: rec for rec in msg["r"]}
+    ems = recs["ems"]
+    assert ems["P_L1"] == 325218.8125
+    assert ems["relay_status"] == 1
+    assert ems["alert_state"] == 3  # upstream msb: bits 2..5 of 1011 0010 ... (1100) read reversed
+    assert sorted(ems["_s"], key=lambda s: s["c"]) == [
+        {"c": "High Temperature Warning", "l": 2},
+        {"c": "Relay Fault Detected", "l": 3},
+        {"c": "System Alarm", "l": 4},  # exactly as upstream's status_info_e2e; "unavailable" (15) is dropped
+    ]
+    assert recs["sma_stp_1"]["total_yield"] == 123 * 65536 + 45678 and recs["sma_stp_1"]["P_total"] == 12345
+    assert recs["sma_stp_2"] == {"_d": "sma_stp_2", "_vid": "000"}
+    assert recs["_calc"] == {"_d": "_calc", "_vid": "calc-1", "P_double": 24690.0}
+    assert "sma_hycon_csv" in r.stderr and "not supported" in r.stderr

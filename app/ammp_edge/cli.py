@@ -108,11 +108,16 @@ def cmd_read(args) -> int:
     readouts: list[dict] = []
 
     def poll(bus_id, devices):
-        poller = BusPoller(bus_id, devices, config.read_interval)
         try:
-            readouts.append(poller.poll(t))
-        finally:
-            poller.close()
+            poller = BusPoller(bus_id, devices, config.read_interval)
+            try:
+                readouts.append(poller.poll(t))
+            finally:
+                poller.close()
+        except Exception as exc:  # noqa: BLE001 - report the bus, keep the others' values
+            log.exception("bus %s failed", bus_id)
+            readouts.append({"bus": bus_id, "duration": 0, "devices": [{"_d": d.key, "_vid": d.vendor_id} for d in devices],
+                             "errors": {d.key: [f"bus {bus_id} failed: {type(exc).__name__}: {exc}"] for d in devices}})
 
     threads = [threading.Thread(target=poll, args=item) for item in config.buses().items()]
     for th in threads:
@@ -192,13 +197,16 @@ def cmd_simulate(args) -> int:
         if not isinstance(doc, dict):
             raise SystemExit(f"simulate: --values {args.values}: must be a JSON object of field -> value")
         values = {u: doc for u in units}
-    sim = Simulator({u: driver for u in units}, args.port, args.host, values, args.delay_ms / 1000, args.strict)
+    serial = dict(serial_port=args.serial, baudrate=args.baudrate, parity=args.parity, stopbits=args.stopbits,
+                  emulate_airtime=args.airtime) if args.serial else {}
+    sim = Simulator({u: driver for u in units}, args.port, args.host, values, args.delay_ms / 1000, args.strict,
+                    **serial)
     try:
         sim.start()
     except OSError as exc:
         raise SystemExit(f"simulate: {exc}") from None
-    print(f"simulating {args.driver} on {args.host}:{args.port} unit(s) {', '.join(map(str, units))}; Ctrl-C stops",
-          flush=True)
+    where = f"serial {args.serial} ({args.baudrate} baud)" if args.serial else f"{args.host}:{args.port}"
+    print(f"simulating {args.driver} on {where} unit(s) {', '.join(map(str, units))}; Ctrl-C stops", flush=True)
     stop = threading.Event()
     from .bus import install_signal_handlers
 
@@ -299,8 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("simulate", help="serve a simulated device over Modbus TCP from a driver")
     s.add_argument("--driver", required=True, help="built-in driver name or a driver .json file")
-    s.add_argument("--port", type=int, required=True)
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", type=int, help="serve Modbus TCP on this port")
+    where.add_argument("--serial", metavar="PATH", help="serve Modbus RTU on this serial port instead")
     s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--baudrate", type=int, default=9600, help="RTU (default 9600)")
+    s.add_argument("--parity", default="none", choices=["none", "even", "odd"], help="RTU (default none)")
+    s.add_argument("--stopbits", type=int, default=1, choices=[1, 2], help="RTU (default 1)")
+    s.add_argument("--airtime", action="store_true", help="RTU: delay answers by their time on a real line at the baud rate")
     s.add_argument("--unit", type=int, action="append", help="unit id to answer (repeatable; default 1)")
     s.add_argument("--values", help="JSON file {field: value} (default: plausible changing values)")
     s.add_argument("--delay-ms", type=float, default=0.0, help="added to every response")

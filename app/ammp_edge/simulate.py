@@ -1,9 +1,15 @@
-"""A simulated Modbus TCP device served from a driver (pymodbus server), values encoded by our codec.
+"""A simulated Modbus device served from a driver (pymodbus server), values encoded by our codec.
 
 Used by the demo, the tests, the benchmarks and by driver authors: `ammp-edge simulate --driver
 sma_stp25000 --port 5020 --unit 3`. Values come from a JSON file ({field: value}) or are plausible
 and changing (power follows a slow wave, energy counts up). Unit ids not served get no answer, as a
 gateway whose device is switched off.
+
+Modbus TCP by default; with `serial_port=` the same units are served as RTU slaves on one serial
+line (pymodbus ModbusSerialServer, RTU framer), e.g. one end of a socat pty pair; units not served
+stay silent on the line. A pty moves bytes instantly whatever its baud rate, so `emulate_airtime`
+holds every response back by the time the request and the response would take on a real line,
+(request + response bytes) x bits per character / baud, on top of `delay` (the device's latency).
 """
 
 from __future__ import annotations
@@ -11,13 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import re
+import termios
 import threading
 import time
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator.simdata import SimData
 from pymodbus.simulator.simdevice import SimDevice
 from pymodbus.simulator.simutils import DataType
@@ -64,17 +73,40 @@ def plausible(name: str, fld: drivers.ModbusField, t: float) -> Any:
     return round(100 + 10 * wave, 2) if fld.spec.typecast == "float" else 1
 
 
-class Simulator:
-    """A Modbus TCP server in a background thread, serving one driver per unit id."""
+SEEN_MAX = 100_000  # requests kept in Simulator.seen (the oldest half goes when full)
+SERIAL_PARITY = {"none": "N", "n": "N", "even": "E", "e": "E", "odd": "O", "o": "O", "mark": "M", "space": "S"}
 
-    def __init__(self, units: dict[int, dict], port: int, host: str = "127.0.0.1",
-                 values: dict[int, dict] | None = None, delay: float = 0.0, strict: bool = False):
+
+class Simulator:
+    """A Modbus TCP server (or, with serial_port, an RTU slave line) in a background thread, serving
+    one driver per unit id.
+
+    `requests` counts the requests that reached a unit (refused ones are not counted); `seen` lists
+    every request decoded from the wire as (unit, fncode, address, count), refused ones included
+    (the last SEEN_MAX or more).
+    """
+
+    def __init__(self, units: dict[int, dict], port: int | None = None, host: str = "127.0.0.1",
+                 values: dict[int, dict] | None = None, delay: float = 0.0, strict: bool = False, *,
+                 serial_port: str | None = None, baudrate: int = 9600, bytesize: int = 8,
+                 parity: str = "none", stopbits: int = 1, emulate_airtime: bool = False,
+                 registers: dict[int, dict[int, dict[int, int]]] | None = None):
+        if port is None and serial_port is None:
+            raise ValueError("Simulator needs a TCP port or a serial_port")
         self.host, self.port, self.delay, self.strict = host, port, delay, strict
+        self.serial_port = serial_port
+        self.serial_settings = dict(baudrate=int(baudrate), bytesize=int(bytesize), stopbits=stopbits,
+                                    parity=SERIAL_PARITY[str(parity).lower()])
+        self.emulate_airtime = emulate_airtime
+        self.seen: list[tuple[int, int, int, int]] = []
+        self._request_bytes = 8
         self.values: dict[int, dict] = {u: dict((values or {}).get(u, {})) for u in units}
         self.fields: dict[int, dict[str, drivers.ModbusField]] = {}
         self.status: dict[int, dict[str, drivers.StatusItem]] = {}
         self.requests = 0
         self.silent_units: set[int] = set()
+        # raw register values laid over the driver's: {unit: {fncode: {address: value}}}
+        self.raw_registers = {u: {fc: dict(regs) for fc, regs in by_fc.items()} for u, by_fc in (registers or {}).items()}
         self.refuse_larger_than: int | None = None
         for unit, driver in units.items():
             self.fields[unit] = {}
@@ -92,7 +124,7 @@ class Simulator:
                 except InvalidInput:
                     continue
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
 
@@ -116,6 +148,8 @@ class Simulator:
             regs = image[s.fncode]
             word = regs.get(s.register, 0)
             regs[s.register] = s.spec.bits.insert(word, value) if s.spec.bits else value & 0xFFFF
+        for fncode, regs in self.raw_registers.get(unit, {}).items():
+            image.setdefault(fncode, {}).update(regs)
         return image
 
     def _blocks(self, regs: dict[int, int]) -> list[SimData]:
@@ -146,7 +180,7 @@ class Simulator:
     def _make_action(self, unit: int):
         async def action(fncode, start, address, count, current, set_values):
             self.requests += 1
-            if self.delay:
+            if self.delay and self.serial_port is None:  # on a serial line: held back in _trace_packet
                 await asyncio.sleep(self.delay)
             if unit in self.silent_units:
                 await asyncio.sleep(3600)
@@ -161,12 +195,50 @@ class Simulator:
 
         return action
 
+    # -- serial line --------------------------------------------------------------------------
+    def line_settings(self) -> dict:
+        """The settings given to the serial port. A pty keeps neither parity nor a data size other
+        than 8 bits (Linux clears them, and pymodbus's next reconfiguration of the port then fails
+        with EINVAL), so on a pty those two stay 8/none; they still count in the airtime."""
+        settings = dict(self.serial_settings)
+        if os.path.realpath(self.serial_port or "").startswith("/dev/pts/"):
+            settings.update(parity="N", bytesize=8)
+        return settings
+
+    def airtime(self, nbytes: int) -> float:
+        """Seconds nbytes take on the line: a start bit, data bits, a parity bit and stop bits each."""
+        s = self.serial_settings
+        bits = 1 + s["bytesize"] + (s["parity"] != "N") + s["stopbits"]
+        return nbytes * bits / s["baudrate"]
+
+    def _trace_pdu(self, sending: bool, pdu):
+        if not sending:
+            if len(self.seen) >= SEEN_MAX:
+                del self.seen[: SEEN_MAX // 2]
+            self.seen.append((pdu.dev_id, pdu.function_code, getattr(pdu, "address", 0), getattr(pdu, "count", 0)))
+            try:
+                self._request_bytes = len(pdu.encode()) + 4  # + unit id, function code, CRC
+            except Exception:  # noqa: BLE001 - only for the airtime estimate
+                self._request_bytes = 8
+        return pdu
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if sending and data and self.serial_port is not None:
+            hold = self.delay + (self.airtime(self._request_bytes + len(data)) if self.emulate_airtime else 0.0)
+            if hold > 0:
+                time.sleep(hold)  # the line is busy: nothing else happens on it meanwhile
+        return data
+
     # -- server -------------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        return self.serial_port if self.serial_port is not None else f"{self.host}:{self.port}"
+
     def start(self) -> "Simulator":
-        self._thread = threading.Thread(target=self._run, name=f"sim:{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"sim:{self.where}", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError(f"simulator on port {self.port} did not start")
+            raise RuntimeError(f"simulator on {self.where} did not start")
         if self._error:
             raise self._error
         return self
@@ -180,13 +252,19 @@ class Simulator:
             # id 0 answers for every other unit id: it never answers, like an absent device behind a gateway
             devices.append(SimDevice(0, simdata=[SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)],
                                      action=self._silent))
-            self._server = ModbusTcpServer(devices, address=(self.host, self.port), ignore_missing_devices=True)
+            if self.serial_port is None:
+                self._server = ModbusTcpServer(devices, address=(self.host, self.port), ignore_missing_devices=True,
+                                               trace_pdu=self._trace_pdu)
+            else:
+                self._server = ModbusSerialServer(devices, framer=FramerType.RTU, port=self.serial_port,
+                                                  ignore_missing_devices=True, trace_pdu=self._trace_pdu,
+                                                  trace_packet=self._trace_packet, **self.line_settings())
             try:
                 listening = await self._server.listen()
-            except OSError as exc:
+            except (OSError, termios.error) as exc:  # OSError includes serial.SerialException
                 listening, self._error = None, exc
             if not listening:
-                self._error = self._error or OSError(f"cannot listen on {self.host}:{self.port}")
+                self._error = self._error or OSError(f"cannot listen on {self.where}")
                 self._ready.set()
                 return
             self._ready.set()
