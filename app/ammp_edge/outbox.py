@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterator
-
 import diskcache
 
 from . import paths
@@ -62,24 +60,45 @@ class Outbox:
     def dropped(self) -> int:
         return int(self.cache.get(_DROPPED, 0, retry=True))
 
-    def pending(self, limit: int = 100) -> list[tuple[int, dict]]:
-        """The oldest records, oldest first, without removing them."""
+    def bounds(self) -> tuple[int | None, int | None]:
+        """(first key, last key) of the records in the outbox, or (None, None) when empty."""
+        first, _ = self.cache.peek(side="front", default=(None, None), retry=True)
+        last, _ = self.cache.peek(side="back", default=(None, None), retry=True)
+        return first, last
+
+    def read_from(self, key: int | None, limit: int = 1000) -> list[tuple[int, dict]]:
+        """Records with keys >= key (all when None), oldest first. Keys are consecutive integers given
+        out by one SQLite transaction each, so reading forward is a run of primary-key lookups."""
+        first, last = self.bounds()
+        if first is None:
+            return []
+        key = first if key is None or key < first else key
         out = []
-        for key in self._int_keys():
+        while key <= last and len(out) < limit:
             data = self.cache.get(key, retry=True)
-            if data is None:
-                continue
-            out.append((key, json.loads(data)))
-            if len(out) >= limit:
-                break
+            if data is not None:
+                out.append((key, json.loads(data)))
+            key += 1
         return out
 
-    def _int_keys(self) -> Iterator[int]:
-        for key in self.cache.iterkeys():
-            if isinstance(key, int):
-                yield key
-            else:
-                return
+    def read_range(self, start: int, end: int, limit: int = 1000) -> tuple[list[tuple[int, dict]], int]:
+        """Records with start <= key < end, up to limit; returns them and the key to continue from."""
+        out = []
+        key = start
+        while key < end and len(out) < limit:
+            data = self.cache.get(key, retry=True)
+            if data is not None:
+                out.append((key, json.loads(data)))
+            key += 1
+        return out, key
+
+    def pending(self, limit: int = 100) -> list[tuple[int, dict]]:
+        """The oldest records, oldest first, without removing them."""
+        return self.read_from(None, limit)
+
+    def oldest(self) -> dict | None:
+        _, data = self.cache.peek(side="front", default=(None, None), retry=True)
+        return None if data is None else json.loads(data)
 
     def ack(self, keys: list[int]) -> None:
         with self.cache.transact(retry=True):
