@@ -17,17 +17,17 @@ from . import paths
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_COUNT = 525_600  # a year of one-minute readouts
-DEFAULT_MAX_BYTES = 2 * 1024**3
+
 _DROPPED = "meta:dropped"
 
 
 class Outbox:
-    def __init__(self, directory: Path | str | None = None, max_count: int = DEFAULT_MAX_COUNT,
-                 max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, directory: Path | str | None = None, max_count: int | None = None,
+                 max_bytes: int | None = None):
         self.directory = Path(directory) if directory else paths.outbox_dir()
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.max_count, self.max_bytes = max_count, max_bytes
+        self.max_count = max_count or paths.outbox_max_count()
+        self.max_bytes = max_bytes or paths.outbox_max_bytes()
         self.cache = diskcache.Cache(
             str(self.directory),
             size_limit=2**62,  # we bound it ourselves, oldest first

@@ -6,6 +6,8 @@ Environment (compatible with upstream):
   AE_TEMP_DIR  volatile cache: last readings, scan results              (default: /tmp)
   LOGGING_LEVEL / LOG_LEVEL  log level (default info)
   MQTT_BRIDGE_HOST / MQTT_BRIDGE_PORT  local broker (default localhost:1883)
+  AE_OUTBOX_MAX_COUNT / AE_OUTBOX_MAX_BYTES  outbox bounds (default 525600 readouts, a year of
+               one-minute cycles, and 2 GiB)
 """
 
 from __future__ import annotations
@@ -63,3 +65,11 @@ def mqtt_host() -> str:
 
 def mqtt_port() -> int:
     return int(os.environ.get("MQTT_BRIDGE_PORT") or 1883)
+
+
+def outbox_max_count() -> int:
+    return int(os.environ.get("AE_OUTBOX_MAX_COUNT") or 525_600)
+
+
+def outbox_max_bytes() -> int:
+    return int(os.environ.get("AE_OUTBOX_MAX_BYTES") or 2 * 1024**3)
