@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from . import bus as bus_mod, config as cfg, outputs as outputs_mod
 from .kvs import KVStore, cache as kv_cache
@@ -65,6 +66,11 @@ class BridgeWatch:
         self.epoch = 0  # bumps whenever any gating bridge drops
         self.store_count: list[tuple[float, int]] = []  # ($SYS samples) (monotonic time, count)
         self._lock = threading.Lock()
+
+    def set_topics(self, topics: list[str]) -> None:
+        with self._lock:
+            self.topics = list(topics)
+            self.epoch += 1  # what was sent through the old set of bridges is sent again
 
     @property
     def configured(self) -> bool:
@@ -108,7 +114,8 @@ class BridgeWatch:
 class Publisher:
     def __init__(self, outbox: Outbox, source: bus_mod.ConfigSource, bridge_topics: list[str],
                  settle: float = 3.0, backlog_rate: float = 1000.0, window: int = 2000, queue_slack: int = 20,
-                 link: MqttLink | None = None, cache: KVStore | None = None):
+                 link: MqttLink | None = None, cache: KVStore | None = None,
+                 bridges_fn: Callable[[], list[str]] | None = None):
         self.outbox = outbox
         self.source = source
         self.settle, self.backlog_rate, self.window, self.queue_slack = settle, backlog_rate, window, queue_slack
@@ -116,6 +123,8 @@ class Publisher:
         subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
         self.link = link or MqttLink("ammp-edge-publisher", self._on_message, subs)
         self.cache = cache
+        self.bridges_fn = bridges_fn  # re-read every few seconds: bridges come and go with the KV store
+        self.bridges_checked = time.monotonic()
         # Two readers over the outbox: live (records written since the gate last opened) and backlog
         # (everything older, read in chunks so a week-long backlog never sits in memory).
         self.gate_was_open = False
@@ -307,8 +316,24 @@ class Publisher:
             self.cache.set("last_readings_ts", t)
 
     # -- the loop ------------------------------------------------------------------------------
+    def refresh_bridges(self, now_m: float) -> None:
+        if self.bridges_fn is None or now_m - self.bridges_checked < 5:
+            return
+        self.bridges_checked = now_m
+        topics = self.bridges_fn()
+        if topics == self.bridges.topics:
+            return
+        log.info("bridges gating delivery: %s", ", ".join(topics) or "none")
+        for t in set(topics) - set(self.bridges.topics):
+            self.link.client.subscribe(t, 1)
+        for t in set(self.bridges.topics) - set(topics):
+            self.link.client.unsubscribe(t)
+        self.link.subscriptions = tuple((t, 1) for t in topics) + ((STORE_COUNT_TOPIC, 0),)
+        self.bridges.set_topics(topics)
+
     def step(self) -> None:
         now_m = time.monotonic()
+        self.refresh_bridges(now_m)
         self.confirm(now_m)
         gate = self._gate_open()
         if gate and not self.gate_was_open:
