@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import broker
+from ammp_edge import broker, paths, supervise
 from ammp_edge.broker import Layout, check_persistence, configured_bridges, plan, render, write_if_changed
 from ammp_edge.kvs import KVStore
 from brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
@@ -555,16 +555,16 @@ class Supervisord:
     def __init__(self, tmp_path: Path):
         self.dir = tmp_path / "sv"
         self.dir.mkdir()
-        self.sock = broker.supervisor_socket()
+        self.sock = paths.supervisor_socket()
         conf = self.dir / "supervisord.conf"
-        conf.write_text(SUPERVISORD_CONF.format(sock=self.sock, dir=self.dir, rendered=broker.rendered_dir(),
+        conf.write_text(SUPERVISORD_CONF.format(sock=self.sock, dir=self.dir, rendered=paths.mosquitto_rendered_dir(),
                                                 python=sys.executable))
         self.proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     def info(self, name: str) -> dict:
         # a fresh connection each time: a failed call (socket not there yet) spoils the transport
-        return broker.supervisor_proxy(self.sock).supervisor.getProcessInfo(name)
+        return supervise.connect(self.sock).supervisor.getProcessInfo(name)
 
     def running_pid(self, name: str) -> int | None:
         try:
@@ -597,7 +597,7 @@ def test_bridge_config_restarts_broker_exactly_when_rendered_text_changes(tmp_pa
     store.set("mqtt_bridge_prod_address", f"127.0.0.1:{closed}")
     store.set("mqtt_bridge_stage_address", f"127.0.0.1:{closed}")
     assert subprocess.run([*AMMP_EDGE, "bridge-config", "--once"], timeout=60).returncode == 0
-    conf_d = broker.rendered_dir() / "conf.d"
+    conf_d = paths.mosquitto_rendered_dir() / "conf.d"
     assert sorted(p.name for p in conf_d.iterdir()) == ["bridge-prod.conf"]
 
     sv = Supervisord(tmp_path)
@@ -658,9 +658,9 @@ def test_bridge_config_without_supervisord_keeps_running(local_port):
     store = KVStore()
     proc = subprocess.Popen([*AMMP_EDGE, "bridge-config", "--interval", "0.1"], stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: (broker.rendered_dir() / "mosquitto.conf").exists(), 20, what="first render")
+        wait_until(lambda: (paths.mosquitto_rendered_dir() / "mosquitto.conf").exists(), 20, what="first render")
         store.set("mqtt_bridge_custom", {"host": "127.0.0.1", "tls": False})
-        wait_until(lambda: (broker.rendered_dir() / "conf.d" / "bridge-custom.conf").exists(), 20, what="re-render")
+        wait_until(lambda: (paths.mosquitto_rendered_dir() / "conf.d" / "bridge-custom.conf").exists(), 20, what="re-render")
         time.sleep(1.0)
         assert proc.poll() is None
     finally:

@@ -82,25 +82,8 @@ INVALID = _Invalid()
 # where things live
 
 
-def templates_dir() -> Path:
-    return paths.root_dir() / "conf"
-
-
 def certs_dir() -> Path:
-    return templates_dir() / "certs"
-
-
-def rendered_dir() -> Path:
-    """The rendered broker config: volatile, rewritten from the KV store at every start."""
-    return paths.temp_dir() / "mosquitto"
-
-
-def persistence_dir() -> Path:
-    return paths.data_dir() / "mosquitto"
-
-
-def supervisor_socket() -> Path:
-    return paths.temp_dir() / "supervisor.sock"
+    return paths.conf_templates_dir() / "certs"
 
 
 @dataclass(frozen=True)
@@ -116,7 +99,7 @@ class Layout:
 
     @classmethod
     def default(cls) -> "Layout":
-        return cls(rendered_dir(), persistence_dir(), templates_dir(), paths.mqtt_port(),
+        return cls(paths.mosquitto_rendered_dir(), paths.mosquitto_persistence_dir(), paths.conf_templates_dir(), paths.mqtt_port(),
                    hasattr(os, "geteuid") and os.geteuid() == 0, socket.gethostname())
 
 
@@ -517,7 +500,7 @@ def check_persistence(directory: Path | None = None) -> list[Path]:
     That loses nothing, because the outbox still holds every readout the cloud has not confirmed.
     Call this only while the broker is stopped.
     """
-    directory = Path(directory or persistence_dir())
+    directory = Path(directory or paths.mosquitto_persistence_dir())
     new = directory / f"{PERSISTENCE_FILE}.new"
     if not new.exists():
         return []
@@ -552,14 +535,6 @@ def _broker_listening(port: int) -> bool:
 # supervisord
 
 
-def supervisor_proxy(sock: Path | None = None):
-    from supervisor.xmlrpc import SupervisorTransport
-
-    sock = sock or supervisor_socket()
-    return xmlrpc.client.ServerProxy("http://127.0.0.1",
-                                     transport=SupervisorTransport(None, None, f"unix://{sock}"))
-
-
 def restart_broker(program: str = "mosquitto", layout: Layout | None = None, sock: Path | None = None,
                    quiet: bool = False) -> bool:
     """Stop the broker program, check its persistence, start it again. False if that failed.
@@ -569,8 +544,10 @@ def restart_broker(program: str = "mosquitto", layout: Layout | None = None, soc
     from supervisor.xmlrpc import Faults
 
     layout = layout or Layout.default()
-    sock = sock or supervisor_socket()
-    proxy = supervisor_proxy(sock)
+    sock = sock or paths.supervisor_socket()
+    from .supervise import connect
+
+    proxy = connect(sock)
     try:
         try:
             proxy.supervisor.stopProcess(program, True)
@@ -621,7 +598,7 @@ def run_bridge_config(once: bool = False, interval: float = 5.0, program: str = 
     failed_before = False     # say an unreachable supervisord once, not every few seconds
     if not once:
         log.info("bridge-config: rendering %s from the KV store every %g s; supervisord program %r at %s",
-                 layout.conf_dir, interval, program, supervisor_socket())
+                 layout.conf_dir, interval, program, paths.supervisor_socket())
     while True:
         files, problems, bridges = _render_current(layout)
         if problems != last_problems:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, config as cfg, drivers, paths
+from . import __version__, config as cfg, drivers, paths, watchdog
 from .kvs import KVStore
 from .problems import ConfigUnusable
 from .readers.modbus import DeviceResult, ModbusDevice
@@ -220,6 +220,7 @@ def run_bus(bus_id: str, source: ConfigSource, sink: Callable[[dict], None], sto
     overruns = 0
     while not stop.is_set():
         config = source.current()
+        watchdog.heartbeat(f"bus {bus_id}", watchdog.bus_max_silence(config, bus_id))  # exits on a hang
         if config is None:
             log.info("[%s] waiting for a config", bus_id)
             stop.wait(5)
@@ -248,6 +249,7 @@ def run_bus(bus_id: str, source: ConfigSource, sink: Callable[[dict], None], sto
         if not once and not sleep_until(t, stop):
             break
         begun = time.time()
+        watchdog.heartbeat(f"bus {bus_id}", watchdog.bus_max_silence(config, bus_id, polling=True))
         readout = poller.poll(int(t))
         readout["overruns"] = overruns
         readout["config_id"] = config.config_id

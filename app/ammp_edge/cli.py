@@ -168,6 +168,30 @@ def cmd_bus(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# publisher
+
+
+def cmd_publisher(args) -> int:
+    from .bus import ConfigSource, install_signal_handlers
+    from .kvs import KVStore, cache
+    from .outbox import Outbox
+    from .publisher import Publisher, bridge_state_topics
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    outbox = Outbox()
+    kvstore = KVStore()
+    pub = Publisher(outbox, ConfigSource(Path(args.config) if args.config else None), bridge_state_topics(kvstore),
+                    settle=args.settle, backlog_rate=args.backlog_rate, cache=cache(),
+                    bridges_fn=lambda: bridge_state_topics(kvstore))
+    try:
+        pub.run(stop)
+    finally:
+        outbox.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # simulate
 
 
@@ -255,6 +279,39 @@ def cmd_demo(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# bridge-config
+
+
+def cmd_bridge_config(args) -> int:
+    from .broker import run_bridge_config
+    from .bus import install_signal_handlers
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    return run_bridge_config(once=args.once, interval=args.interval, program=args.program, stop=stop)
+
+
+def cmd_broker(args) -> int:
+    """Check mosquitto's persistence file (an interrupted save is moved aside), then become mosquitto."""
+    import os
+    import shutil
+
+    from . import broker
+
+    broker.check_persistence()
+    conf = paths.mosquitto_conf_path()
+    if not conf.exists():
+        print(f"broker: {conf} does not exist; run `ammp-edge bridge-config --once` first", file=sys.stderr)
+        return 1
+    exe = shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if exe is None:
+        print("broker: mosquitto is not installed (apt-get install mosquitto)", file=sys.stderr)
+        return 1
+    os.execv(exe, [exe, "-c", str(conf)])
+    return 1  # not reached
+
+
+# ---------------------------------------------------------------------------------------------
 # kvs
 
 
@@ -276,6 +333,45 @@ def cmd_kvs(args) -> int:
         value = args.value
     store.set(args.key, value)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# up, node
+
+
+def cmd_up(args) -> int:
+    from . import appliance, config as cfg, drivers
+    from .problems import ConfigUnusable
+
+    raw = config = None
+    if args.config or args.demo:
+        path = Path(args.config) if args.config else appliance.DEMO_CONFIG
+        try:
+            raw = path.read_bytes()
+            config = cfg.load(cfg.parse_json(raw), drivers.load_builtin_drivers(paths.drivers_dir()))
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            return 2
+        except ConfigUnusable as exc:
+            for p in exc.problems:
+                print(f"{path}: {p}", file=sys.stderr)
+            return 2
+        for p in config.problems:
+            print(f"{path}: {p}", file=sys.stderr)
+    try:
+        return appliance.run(raw, config if args.demo else None)
+    except appliance.SetupError as exc:
+        print(f"up: {exc}", file=sys.stderr)
+        return 1
+
+
+def cmd_node(args) -> int:
+    from . import node
+    from .bus import install_signal_handlers
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    return node.run(stop)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-outbox", action="store_true", help="do not commit readouts (with --print, for trying a config)")
     s.set_defaults(func=cmd_bus)
 
+    s = sub.add_parser("publisher", help="join each cycle's bus readouts into one u/data message and deliver it at least once")
+    s.add_argument("--config", help="config file (default: the KV store key 'config'), for outputs and grouping")
+    s.add_argument("--settle", type=float, default=3.0, help="seconds a bridge must stay up after a PUBACK (default 3)")
+    s.add_argument("--backlog-rate", type=float, default=1000.0, help="backlog messages per second at most (default 1000)")
+    s.set_defaults(func=cmd_publisher)
+
     s = sub.add_parser("simulate", help="serve a simulated device over Modbus TCP from a driver")
     s.add_argument("--driver", required=True, help="built-in driver name or a driver .json file")
     where = s.add_mutually_exclusive_group(required=True)
@@ -324,6 +426,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="simulated inverter and meter on loopback, polled every 10 s, printed as tables")
     s.set_defaults(func=cmd_demo)
 
+    s = sub.add_parser("bridge-config", help="render the local broker and bridge config from the KV store; "
+                       "restart the broker through supervisord when it changes")
+    s.add_argument("--once", action="store_true", help="render (and check the broker's persistence), then exit")
+    s.add_argument("--interval", type=float, default=5.0, help="seconds between KV store checks (default 5)")
+    s.add_argument("--program", default="mosquitto", help="supervisord program name of the broker (default mosquitto)")
+    s.set_defaults(func=cmd_bridge_config)
+
+    s = sub.add_parser("broker", help="run the local mosquitto (after checking its persistence file)")
+    s.set_defaults(func=cmd_broker)
+
     s = sub.add_parser("kvs", help="get or set a key in the KV store (AE_DATA_DIR/kvs-db/kvstore.db)")
     kv = s.add_subparsers(dest="action", required=True)
     g = kv.add_parser("get", help="print a value (strings bare, everything else as JSON)")
@@ -332,6 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("key")
     st.add_argument("value")
     s.set_defaults(func=cmd_kvs)
+
+    s = sub.add_parser("up", help="the whole appliance under supervisord, in the foreground (SIGTERM stops it in order)")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--config", metavar="FILE", help="store this config in the KV store key 'config' first "
+                       "(refused with its problems when unusable)")
+    which.add_argument("--demo", action="store_true", help="store the demo config and simulate its devices")
+    s.set_defaults(func=cmd_up)
+
+    s = sub.add_parser("node", help="config intake from the KV store; keeps the bus programs in step with it")
+    s.set_defaults(func=cmd_node)
     return p
 
 

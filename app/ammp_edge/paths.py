@@ -3,7 +3,7 @@
 Environment (compatible with upstream):
   AE_ROOT_DIR  install root; built-in drivers live in <root>/drivers  (default: the checkout)
   AE_DATA_DIR  persistent data: KV store, outbox, broker persistence   (default: <root>/data)
-  AE_TEMP_DIR  volatile cache: last readings, scan results              (default: /tmp)
+  AE_TEMP_DIR  volatile: cache, rendered configs, logs, supervisor socket (default: /tmp/ammp-edge)
   LOGGING_LEVEL / LOG_LEVEL  log level (default info)
   MQTT_BRIDGE_HOST / MQTT_BRIDGE_PORT  local broker (default localhost:1883)
   AE_OUTBOX_MAX_COUNT / AE_OUTBOX_MAX_BYTES  outbox bounds (default 525600 readouts, a year of
@@ -28,7 +28,7 @@ def data_dir() -> Path:
 
 
 def temp_dir() -> Path:
-    return Path(os.environ.get("AE_TEMP_DIR") or "/tmp")
+    return Path(os.environ.get("AE_TEMP_DIR") or "/tmp/ammp-edge")
 
 
 def drivers_dir() -> Path:
@@ -49,6 +49,40 @@ def kvstore_path() -> Path:
 
 def legacy_config_db_path() -> Path:
     return data_dir() / "config.db"
+
+
+def conf_templates_dir() -> Path:
+    """Broker and bridge templates, CA certificates (shipped with the app)."""
+    return root_dir() / "conf"
+
+
+def supervisor_conf_path() -> Path:
+    return temp_dir() / "supervisord.conf"
+
+
+def supervisor_include_dir() -> Path:
+    return temp_dir() / "supervisor.d"
+
+
+def supervisor_socket() -> Path:
+    return temp_dir() / "supervisor.sock"
+
+
+def log_dir() -> Path:
+    return temp_dir() / "logs"
+
+
+def mosquitto_rendered_dir() -> Path:
+    """The rendered broker config: volatile, rewritten from the KV store at every start."""
+    return temp_dir() / "mosquitto"
+
+
+def mosquitto_conf_path() -> Path:
+    return mosquitto_rendered_dir() / "mosquitto.conf"
+
+
+def mosquitto_persistence_dir() -> Path:
+    return data_dir() / "mosquitto"
 
 
 def kvcache_path() -> Path:

@@ -1,0 +1,158 @@
+"""`ammp-edge up`: the whole appliance under supervisord, in the foreground.
+
+`up` renders supervisord.conf and one include per bus of the config in the KV store (supervise.py),
+has the broker config rendered once (`ammp-edge bridge-config --once`) so mosquitto can start, then
+runs supervisord as its child and waits. supervisord runs in its own session (a Ctrl-C in the
+terminal reaches `up` only) and gets SIGTERM if `up` dies (PR_SET_PDEATHSIG), so it never outlives it.
+
+SIGTERM or SIGINT to `up` stops everything in order within seconds: first all bus programs together
+(each finishes its cycle and commits it to the outbox), then node, publisher, bridge-config, mosquitto
+and the demo's simulators, one priority tier after the other through XML-RPC (supervise.stop_in_order;
+supervisord's own shutdown would take a second or two per group); then supervisord gets SIGTERM and
+exits, and `up` exits 0 (1 when supervisord did not stop cleanly).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import xmlrpc.client
+
+import psutil
+
+from . import paths, supervise
+from .bus import ConfigSource
+from .config import Config
+from .kvs import KVStore
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = paths.PACKAGE_DIR / "defaults" / "demo-config.json"
+SUPERVISORD_EXIT_WAIT_S = 60  # normally nothing is left to stop by then
+
+
+class SetupError(Exception):
+    """The appliance cannot start; the message says why and what to do."""
+
+
+def already_running() -> bool:
+    try:
+        supervise.connect().supervisor.getState()
+    except (OSError, xmlrpc.client.Error):
+        return False
+    return True
+
+
+def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list[str]:
+    """Store the config, render supervisord's files; returns the bus ids started with."""
+    sock = paths.supervisor_socket()
+    if len(str(sock).encode()) > supervise.MAX_UNIX_SOCKET_PATH:
+        raise SetupError(f"{sock}: too long for a unix socket; use a shorter AE_TEMP_DIR")
+    if already_running():
+        raise SetupError(f"an appliance is already running with AE_TEMP_DIR={paths.temp_dir()} "
+                         f"(socket {sock}); stop it first")
+    store = KVStore()
+    if config_raw is not None:
+        store.set_raw("config", config_raw)  # as given, never re-serialised
+    config = ConfigSource(kvstore=store).current()
+    store.close()
+    bus_ids = sorted(config.buses()) if config else []
+    if config is None:
+        log.warning("no usable config in the KV store yet: no bus runs until node receives one")
+
+    paths.log_dir().mkdir(parents=True, exist_ok=True)
+    paths.supervisor_include_dir().mkdir(parents=True, exist_ok=True)
+    for stale in paths.supervisor_include_dir().glob("*.conf"):
+        stale.unlink()
+    env = dict(os.environ)
+    for bus_id in bus_ids:
+        supervise.write_bus_include(bus_id, env)
+    text = supervise.render_main(supervise.fixed_programs(demo), paths.temp_dir(), env)
+    paths.supervisor_conf_path().write_text(text)
+    return bus_ids
+
+
+def render_broker_once() -> None:
+    try:
+        rc = subprocess.run(supervise.ammp_edge("bridge-config", "--once"), timeout=60).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    if rc != 0:
+        log.error("`ammp-edge bridge-config --once` failed (%s): mosquitto may not start until the "
+                  "bridge-config program renders its config", rc)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when `up` dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def run(config_raw: bytes | None = None, demo: Config | None = None) -> int:
+    bus_ids = prepare(config_raw, demo)
+    render_broker_once()
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(paths.supervisor_conf_path())],
+                            start_new_session=True, preexec_fn=_die_with_parent)
+    log.info("supervisord started (pid %d), buses: %s; logs in %s", proc.pid, ", ".join(bus_ids) or "none",
+             paths.log_dir())
+    while proc.poll() is None and not stop.is_set():
+        _reap_orphans(proc)
+        stop.wait(1)
+    if proc.returncode is not None:  # `supervisorctl shutdown` (0) or a crash
+        log.log(logging.INFO if proc.returncode == 0 else logging.ERROR, "supervisord exited (status %s)", proc.returncode)
+        return proc.returncode if proc.returncode >= 0 else 1
+    return shutdown(proc)
+
+
+def shutdown(proc: subprocess.Popen) -> int:
+    log.info("stopping: buses, node, publisher, bridge-config, mosquitto")
+    try:
+        supervise.stop_in_order(supervise.connect())
+    except (OSError, xmlrpc.client.Error) as exc:
+        log.warning("could not stop the programs through supervisord (%s); its own shutdown stops them in turn", exc)
+    proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(SUPERVISORD_EXIT_WAIT_S)
+    except subprocess.TimeoutExpired:
+        log.error("supervisord still running after %d s: killing it and its programs", SUPERVISORD_EXIT_WAIT_S)
+        _kill_session(proc.pid)
+        rc = proc.wait()
+    log.info("stopped (supervisord status %d)", rc)
+    return 0 if rc == 0 else 1
+
+
+def _kill_session(sid: int) -> None:
+    """SIGKILL supervisord and every program: they all live in the session it leads."""
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid:
+                p.kill()
+        except (OSError, psutil.Error):
+            pass  # gone meanwhile
+
+
+def _reap_orphans(proc: subprocess.Popen) -> None:
+    """As PID 1 in a container, orphans are ours to reap (supervisord's own children are its)."""
+    if os.getpid() != 1:
+        return
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
