@@ -23,6 +23,10 @@ autosave_on_changes false
 # broker and to keep bridges from reconnecting.
 max_inflight_messages 20
 max_queued_messages 1000
+# The publisher watches $$SYS/broker/store/messages/count (published when it changes, at most every
+# sys_interval seconds) to see that the broker's queue has drained before a message leaves the outbox,
+# and to slow the backlog down when the uplink is slower than we are.
+sys_interval 1
 
 log_dest stderr
 log_type error

@@ -149,9 +149,12 @@ class ConfigSource:
     """The current config, from a file or the KV store key `config`; the previous one is kept when a
     new one cannot be used."""
 
-    def __init__(self, file: Path | None = None, kvstore: KVStore | None = None):
+    LAST_GOOD_KEY = "last_good_config"  # the last usable config, for a process that starts after a bad one
+
+    def __init__(self, file: Path | None = None, kvstore: KVStore | None = None, remember_good: bool = False):
         self.file = file
         self.kvstore = kvstore
+        self.remember_good = remember_good  # the node keeps LAST_GOOD_KEY up to date
         self.builtin = drivers.load_builtin_drivers(paths.drivers_dir())
         self._raw: bytes | None = None
         self.config: cfg.Config | None = None
@@ -176,11 +179,25 @@ class ConfigSource:
             new = cfg.load(cfg.parse_json(raw), self.builtin)
         except ConfigUnusable as exc:
             log.error("config cannot be used, keeping the previous one: %s", exc)
+            if self.config is None and self.file is None:
+                self._fall_back()
             return self.config
+        if self.remember_good and self.file is None and self.kvstore.get_raw(self.LAST_GOOD_KEY) != raw:
+            self.kvstore.set_raw(self.LAST_GOOD_KEY, raw)
         for p in new.problems:
             log.log(logging.ERROR if p.severity == "error" else logging.WARNING, "config: %s", p)
         self.config = new
         return new
+
+    def _fall_back(self) -> None:
+        raw = self.kvstore.get_raw(self.LAST_GOOD_KEY)
+        if raw is None:
+            return
+        try:
+            self.config = cfg.load(cfg.parse_json(raw), self.builtin)
+        except ConfigUnusable:
+            return
+        log.warning("using the last usable config (%s) until a usable one arrives", self.config.config_id)
 
 
 def next_cycle(now: float, interval: int, roundtime: bool, last_t: int | None) -> tuple[int, int]:

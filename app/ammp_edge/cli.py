@@ -152,7 +152,8 @@ def cmd_bus(args) -> int:
 
     def sink(readout: dict) -> None:
         if outbox is not None:
-            outbox.put(readout)  # committed before anything else happens to it
+            key = outbox.put(readout)  # committed before anything else happens to it
+            log.debug("committed t=%d key=%d devices=%s", readout["t"], key, ",".join(r["_d"] for r in readout["devices"]))
         if args.print:
             message, _ = build_message(readout["t"], [readout], [], "")
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(readout["t"]))

@@ -56,7 +56,7 @@ class BusPrograms:
 
 
 def run(stop: threading.Event, round_s: float = ROUND_S, kvstore: KVStore | None = None) -> int:
-    source = ConfigSource(kvstore=kvstore or KVStore())
+    source = ConfigSource(kvstore=kvstore or KVStore(), remember_good=True)
     buses = BusPrograms()
     log.info("node: watching the KV store key 'config' every %.0f s", round_s)
     while not stop.is_set():

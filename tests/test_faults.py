@@ -1,0 +1,177 @@
+"""Fault tests of the whole appliance: every (t, device) a bus committed reaches the cloud broker at
+least once, whatever fails. Duplicates are counted and reported (test-artifacts/faults.jsonl).
+
+Real parts: `ammp-edge up` (supervisord, mosquitto, bridge-config, publisher, node, buses), simulated
+Modbus devices, and a second mosquitto standing in for the AMMP cloud (TLS with a CA made by the test,
+password auth, the upstream bridge with its a/<node_id>/ mapping).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import pytest
+
+from appliance_harness import Appliance, received, report, wait_delivered
+from brokers import Recorder, cloud_broker, wait_until
+
+pytestmark = pytest.mark.slow
+
+NODE = "0123456789ab"
+
+
+def site_config(sim_port: int, interval: int = 1) -> dict:
+    dev = {"driver": "sma_stp25000", "reading_type": "modbustcp", "timeout": 1}
+    return {
+        "devices": {
+            "logger": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"},
+            "inv1": {**dev, "vendor_id": "i1", "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": 3}},
+            "inv2": {**dev, "vendor_id": "i2", "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": 4}},
+        },
+        "readings": {"a": {"device": "logger", "var": "memory_usage"}, "b": {"device": "inv1", "var": "P_total"},
+                     "c": {"device": "inv2", "var": "P_total"}, "d": {"device": "inv1", "var": "total_yield"}},
+        "output": [{"field": "P_sum", "source": "inv1[var=\"P_total\"].value + inv2[var=\"P_total\"].value"}],
+        "read_interval": interval, "read_roundtime": True, "calc_vendor_id": "calc",
+    }
+
+
+@pytest.fixture
+def site(tmp_path, simulator, builtin_drivers):
+    drv = builtin_drivers["sma_stp25000"]
+    sim = simulator({3: drv, 4: drv})
+    cloud = cloud_broker(tmp_path, node_user=NODE, node_password="node-secret")
+    rec = Recorder(cloud.admin_port, f"a/{NODE}/#", **cloud.admin_auth).start()
+    apps = []
+
+    def make(interval=1, **env):
+        app = Appliance(tmp_path / f"app{len(apps)}", site_config(sim.port, interval), cloud, NODE, **env)
+        apps.append(app)
+        return app
+
+    yield make, cloud, rec, sim
+    for app in apps:
+        if app.proc is not None:
+            app.kill_everything()
+    rec.stop()
+    cloud.stop()
+
+
+def _flowing(app, rec, n=3):
+    wait_until(lambda: len(rec.on(f"a/{NODE}/u/data")) >= n, 60, what="data at the cloud")
+
+
+def test_data_reaches_the_cloud_joined_per_cycle(site):
+    make, cloud, rec, _ = site
+    app = make().start()
+    _flowing(app, rec, 5)
+    assert app.stop() == 0
+    got = wait_delivered(app, rec, 30)
+    msgs = [json.loads(m.payload) for m in rec.on(f"a/{NODE}/u/data")]
+    full = [m for m in msgs if {r["_d"] for r in m["r"]} == {"logger", "inv1", "inv2", "_calc"}]
+    assert len(full) >= len(msgs) - 2, "one message per cycle across both buses, with the JSONata output"
+    assert all(r["_vid"] == "calc" for m in full for r in m["r"] if r["_d"] == "_calc")
+    assert rec.last(f"a/{NODE}/bridge_state") is not None
+    report("baseline", got, app.produced())
+
+
+def test_cloud_broker_down_for_minutes_then_back(site):
+    make, cloud, rec, _ = site
+    app = make(interval=2).start()
+    _flowing(app, rec)
+    cloud.stop()
+    down = time.time()
+    time.sleep(120)
+    produced_while_down = {k for k in app.produced() if k[0] >= down}
+    assert len(produced_while_down) > 150, "buses kept polling while the cloud was away"
+    assert app.kv() and (app.data / "outbox").exists()
+    cloud.start()
+    got = wait_delivered(app, rec, 240, "the backlog after the outage")
+    assert produced_while_down <= set(got)
+    app.stop()
+    report("cloud down 120 s", got, app.produced())
+
+
+def test_kill_9_at_random_moments(site):
+    make, cloud, rec, _ = site
+    app = make().start()
+    _flowing(app, rec)
+    rng = random.Random(20261126)
+    targets = ["publisher", "bus-tcp", "mosquitto", "everything", "bus-sys"]
+    for round_ in range(24):
+        target = targets[round_ % len(targets)] if round_ < len(targets) else rng.choice(targets)
+        time.sleep(rng.uniform(0.2, 2.5))
+        if target == "everything":
+            app.kill_everything()
+            app.start(with_config=False)
+        else:
+            name = next(n for n in app.programs() if n.startswith(target))
+            app.kill_program(name)
+            wait_until(app.all_running, 60, 0.2, what=f"{name} restarted")
+    time.sleep(3)
+    got = wait_delivered(app, rec, 180, "every reading after 24 kills")
+    app.stop()
+    s = report("kill -9 x24", got, app.produced())
+    assert s["produced"] > 50
+
+
+def test_local_broker_down_buses_keep_polling_on_time(site):
+    make, cloud, rec, _ = site
+    app = make().start()
+    _flowing(app, rec)
+    app.stop_program("mosquitto")
+    t0 = int(time.time())
+    time.sleep(15)
+    app.start_program("mosquitto")
+    for bus in ("sys", "tcp"):
+        ts = [t for t in app.produced_ts(bus) if t0 <= t <= t0 + 14]
+        assert ts == list(range(ts[0], ts[0] + len(ts))) and len(ts) >= 13, f"{bus}: {ts}"
+    got = wait_delivered(app, rec, 120)
+    app.stop()
+    report("local broker down 15 s", got, app.produced())
+
+
+def test_outbox_full_drops_the_oldest_and_counts(site):
+    make, cloud, rec, _ = site
+    app = make(AE_OUTBOX_MAX_COUNT=30).start()
+    _flowing(app, rec)
+    cloud.stop()
+    time.sleep(30)  # 2 buses x 30 cycles: more than the outbox holds
+    cloud.start()
+    wait_until(lambda: "dropped the oldest" in app.logs("bus-"), 10, what="drop log")
+    drops = [int(n) for n in __import__("re").findall(r"\((\d+) dropped so far\)", app.logs("bus-"))]
+    assert drops and max(drops) >= 10
+    time.sleep(60)
+    produced = app.produced()
+    got = received(rec, NODE)
+    missing = produced - set(got)
+    assert len({t for t, _ in missing}) <= max(drops), "only dropped readouts are missing"
+    newest = max(t for t, _ in produced)
+    assert all(t < newest - 20 for t, _ in missing), "the oldest were dropped, not the newest"
+    app.stop()
+    report("outbox full", got, produced - missing)
+
+
+def test_config_change_mid_cycle_and_unusable_config(site, builtin_drivers, simulator):
+    make, cloud, rec, sim = site
+    app = make().start()
+    _flowing(app, rec)
+    raw = json.loads(app.config_file.read_text())
+    sim2 = simulator({5: builtin_drivers["sma_stp25000"]})
+    raw["devices"]["inv3"] = {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "i3", "timeout": 1,
+                              "address": {"host": "127.0.0.1", "port": sim2.port, "unit_id": 5}}
+    raw["readings"]["e"] = {"device": "inv3", "var": "P_total"}
+    time.sleep(0.5)  # land in the middle of a cycle
+    kv = app.kv()
+    kv.set_raw("config", json.dumps(raw).encode())
+    wait_until(lambda: any(n.endswith(str(sim2.port)) for n in app.programs()), 15, what="the new bus")
+    pids = {n: p["pid"] for n, p in app.programs().items() if n.startswith("bus-")}
+    kv.set_raw("config", b"{ this is not a config")
+    time.sleep(4)
+    assert {n: p["pid"] for n, p in app.programs().items() if n.startswith("bus-")} == pids, "nothing restarted"
+    assert "cannot be used" in app.logs("node")
+    wait_until(lambda: any(k[1] == "inv3" for k in app.produced()), 10, what="inv3 read")
+    got = wait_delivered(app, rec, 60)
+    app.stop()
+    report("config change + unusable config", got, app.produced())
