@@ -139,7 +139,7 @@ def test_status_info_is_sent_only_when_it_changes(tmp_path, local_broker, isolat
     box = Outbox(data / "outbox")
     now = int(time.time())
     for i, level in enumerate([3, 3, 0, 0, 3]):
-        box.put(readout(now - 100 + i * 10, "sys", [{"_d": "a", "_vid": "va", "_s": [{"c": "Relay", "l": level}, {"c": "Temp", "l": 0}]}]))
+        box.put(readout(now - 50 + i * 10, "sys", [{"_d": "a", "_vid": "va", "_s": [{"c": "Relay", "l": level}, {"c": "Temp", "l": 0}]}]))
     rec = Recorder(local_broker)
     cache = KVStore(temp / "c.db")
     pub = Publisher(box, ConfigSource(config_file(tmp_path)), [], cache=cache)

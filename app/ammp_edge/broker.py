@@ -40,7 +40,6 @@ import socket
 import string
 import threading
 import time
-import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -541,6 +540,8 @@ def restart_broker(program: str = "mosquitto", layout: Layout | None = None, soc
 
     quiet: an unreachable supervisord is logged at debug level only (a retry of a failed attempt).
     """
+    import xmlrpc.client  # here, not at the top: http.client loads OpenSSL, ~5 MB this program rarely needs
+
     from supervisor.xmlrpc import Faults
 
     layout = layout or Layout.default()

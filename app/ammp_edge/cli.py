@@ -143,7 +143,6 @@ def cmd_read(args) -> int:
 def cmd_bus(args) -> int:
     from .bus import ConfigSource, install_signal_handlers, run_bus
     from .outbox import Outbox
-    from .readout import build_message, table
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -153,8 +152,11 @@ def cmd_bus(args) -> int:
     def sink(readout: dict) -> None:
         if outbox is not None:
             key = outbox.put(readout)  # committed before anything else happens to it
-            log.debug("committed t=%d key=%d devices=%s", readout["t"], key, ",".join(r["_d"] for r in readout["devices"]))
+            log.debug("committed t=%d key=%d devices=%s delay=%.4f", readout["t"], key,
+                      ",".join(r["_d"] for r in readout["devices"]), readout.get("start_delay", 0.0))
         if args.print:
+            from .readout import build_message, table  # JSONata comes with it: only when printing
+
             message, _ = build_message(readout["t"], [readout], [], "")
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(readout["t"]))
             print(f"\n[{args.bus_id}] t={readout['t']} ({when} UTC)  {readout['requests']} requests in "
@@ -404,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("publisher", help="join each cycle's bus readouts into one u/data message and deliver it at least once")
     s.add_argument("--config", help="config file (default: the KV store key 'config'), for outputs and grouping")
-    s.add_argument("--settle", type=float, default=3.0, help="seconds a bridge must stay up after a PUBACK (default 3)")
+    s.add_argument("--settle", type=float, default=1.0, help="seconds a bridge must stay up after a PUBACK (default 1)")
     s.add_argument("--backlog-rate", type=float, default=1000.0, help="backlog messages per second at most (default 1000)")
     s.set_defaults(func=cmd_publisher)
 

@@ -18,7 +18,6 @@ Characters outside [A-Za-z0-9_.-] become "_".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -29,6 +28,11 @@ from . import drivers as drv
 from .problems import ConfigUnusable, InvalidInput, Problem, join_path
 
 log = logging.getLogger(__name__)
+
+try:  # CPython's own SHA-1: hashlib would map OpenSSL (~5 MB of RSS) into every bus process for one digest
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - other Pythons
+    from hashlib import sha1 as _sha1
 
 READING_TYPES = ("sys", "modbusrtu", "modbustcp", "mqtt", "rawserial", "rawtcp", "sma_hycon_csv", "sma_speedwire", "snmp")
 READING_TYPE_ALIASES = {"serial": "modbusrtu"}
@@ -91,7 +95,7 @@ class Config:
 def digest(raw: dict) -> str:
     """Upstream config_id digest: sha1 of the sort-keys JSON (default separators) without config_id."""
     body = {k: v for k, v in raw.items() if k != "config_id"}
-    return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:7]
+    return _sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:7]
 
 
 def _safe(text: str) -> str:

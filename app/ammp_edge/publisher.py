@@ -113,12 +113,15 @@ class BridgeWatch:
 
 class Publisher:
     def __init__(self, outbox: Outbox, source: bus_mod.ConfigSource, bridge_topics: list[str],
-                 settle: float = 3.0, backlog_rate: float = 1000.0, window: int = 2000, queue_slack: int = 20,
+                 settle: float = 1.0, backlog_rate: float = 1000.0, window: int = 5000, queue_slack: int = 20,
+                 queue_pause: int = 500,
                  link: MqttLink | None = None, cache: KVStore | None = None,
                  bridges_fn: Callable[[], list[str]] | None = None):
         self.outbox = outbox
         self.source = source
-        self.settle, self.backlog_rate, self.window, self.queue_slack = settle, backlog_rate, window, queue_slack
+        self.settle, self.backlog_rate, self.window = settle, backlog_rate, window
+        self.queue_slack = queue_slack  # a message is confirmed once the broker's queue is this short again
+        self.queue_pause = queue_pause  # the backlog waits while the broker's queue is longer than this
         self.bridges = BridgeWatch(bridge_topics)
         subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
         self.link = link or MqttLink("ammp-edge-publisher", self._on_message, subs)
@@ -217,7 +220,7 @@ class Publisher:
 
     def _queue_full(self) -> bool:
         q = self.bridges.queue_excess()
-        return q is not None and q[1] > self.queue_slack
+        return q is not None and q[1] > self.queue_pause
 
     def send_group(self, g: Group, config: cfg.Config | None) -> bool:
         readouts = [r for _, r in g.readouts.values()]
@@ -227,7 +230,8 @@ class Publisher:
                                           readouts[0].get("config_id"))
         for w in warnings:
             log.warning(w)
-        self._write_last_readings(g.t, message)
+        if g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60):
+            self._write_last_readings(g.t, message)  # recent cycles only: an old backlog never shows as "latest"
         status_items = self._filter_status(message)
         token = self.link.publish(DATA_TOPIC, dumps(message), qos=1)
         if token is None:
@@ -331,7 +335,8 @@ class Publisher:
         self.link.subscriptions = tuple((t, 1) for t in topics) + ((STORE_COUNT_TOPIC, 0),)
         self.bridges.set_topics(topics)
 
-    def step(self) -> None:
+    def step(self) -> bool:
+        """One round; True when backlog was sent and more may be waiting."""
         now_m = time.monotonic()
         self.refresh_bridges(now_m)
         self.confirm(now_m)
@@ -340,23 +345,26 @@ class Publisher:
             self.open_gate()
         self.gate_was_open = gate
         if not gate:
-            return  # nothing is sent while the uplink is down: the outbox holds it
+            return False  # nothing is sent while the uplink is down: the outbox holds it
         self.intake()
         config = self.source.current()
         live, backlog = self.ready_groups(time.time(), config)
         for g in live:
             if not self.send_group(g, config):
-                return
+                return False
         # backlog: in time order, at a bounded rate, within the window, while the broker keeps up
         self.tokens = min(self.backlog_rate, self.tokens + (now_m - self.last_refill) * self.backlog_rate)
         self.last_refill = now_m
+        sent = 0
         for g in backlog:
             if self.tokens < 1 or len(self.unconfirmed) >= self.window or self._queue_full():
                 break
             if not self.send_group(g, config):
-                return
+                return False
             self.tokens -= 1
+            sent += 1
         self._prune()
+        return sent > 0
 
     def _prune(self) -> None:
         if len(self.published) > 20000:
@@ -367,9 +375,9 @@ class Publisher:
         self.link.start()
         try:
             while not stop.is_set():
-                self.step()
+                busy = self.step()
                 tick()
-                stop.wait(0.05 if self.groups or self.unconfirmed else 0.2)
+                stop.wait(0.002 if busy else 0.05 if self.groups or self.unconfirmed else 0.2)
             # stopping: give what is in flight a moment to be acknowledged; the rest stays in the outbox
             deadline = time.monotonic() + 2.0
             while self.unconfirmed and time.monotonic() < deadline and not self.bridges.configured:
