@@ -224,6 +224,6 @@ def test_kvs_get_set_as_upstream():
 
 
 def test_every_subcommand_has_help():
-    for cmd in ("read", "validate", "bus", "simulate", "demo", "kvs"):
+    for cmd in ("read", "validate", "bus", "simulate", "kvs", "up", "node", "publisher", "bridge-config", "broker"):
         r = run(cmd, "--help")
         assert r.returncode == 0 and "usage: ammp-edge" in r.stdout

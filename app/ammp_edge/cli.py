@@ -244,44 +244,6 @@ def cmd_simulate(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# demo
-
-
-def cmd_demo(args) -> int:
-    """Simulated devices on loopback, one bus process per bus, each readout printed as a table."""
-    import subprocess
-
-    from . import config as cfg, drivers
-    from .simulate import Simulator
-
-    config_path = paths.PACKAGE_DIR / "defaults" / "demo-config.json"
-    raw = json.loads(config_path.read_text())
-    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
-    config = cfg.load(raw, builtin)
-    sims = []
-    for dev in config.devices.values():
-        if dev.reading_type == "modbustcp":
-            sims.append(Simulator({dev.unit_id: builtin[dev.driver_name]}, int(dev.address["port"])).start())
-    procs = [subprocess.Popen([sys.executable, "-m", "ammp_edge", "bus", bus_id, "--config", str(config_path), "--print"])
-             for bus_id in config.buses()]
-    print(f"demo: {len(sims)} simulated devices, buses {', '.join(config.buses())}, every {config.read_interval} s;"
-          " Ctrl-C stops", flush=True)
-    stop = threading.Event()
-    from .bus import install_signal_handlers
-
-    install_signal_handlers(stop)
-    while not stop.is_set() and all(p.poll() is None for p in procs):
-        stop.wait(1)
-    for p in procs:
-        p.terminate()
-    for p in procs:
-        p.wait(10)
-    for s in sims:
-        s.stop()
-    return 0
-
-
-# ---------------------------------------------------------------------------------------------
 # bridge-config
 
 
@@ -425,9 +387,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--delay-ms", type=float, default=0.0, help="added to every response")
     s.add_argument("--strict", action="store_true", help="only the driver's registers exist (gaps answer illegal address)")
     s.set_defaults(func=cmd_simulate)
-
-    s = sub.add_parser("demo", help="simulated inverter and meter on loopback, polled every 10 s, printed as tables")
-    s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("bridge-config", help="render the local broker and bridge config from the KV store; "
                        "restart the broker through supervisord when it changes")

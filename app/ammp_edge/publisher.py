@@ -90,6 +90,10 @@ class BridgeWatch:
         if was != up:
             log.warning("bridge %s %s", topic, "connected" if up else "DISCONNECTED")
 
+    def forget_samples(self) -> None:
+        with self._lock:
+            self.store_count.clear()
+
     def on_store_count(self, payload: bytes) -> None:
         try:
             n = int(payload)
@@ -142,6 +146,7 @@ class Publisher:
         self.last_refill = time.monotonic()
         self.stats = {"messages": 0, "confirmed": 0, "resent": 0}
         self.status_sent: dict[str, int | None] = {}
+        self.link_epoch = 0
         self._outputs_cache: tuple[int, list] | None = None
 
     def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -247,9 +252,17 @@ class Publisher:
     def confirm(self, now: float) -> None:
         done: list[int] = []
         keep: deque[Sent] = deque()
+        if self.link.epoch != self.link_epoch:  # reconnected: the broker may have restarted
+            self.link_epoch = self.link.epoch
+            self.bridges.forget_samples()  # a new broker instance has its own baseline
         excess = self.bridges.queue_excess()
         while self.unconfirmed:
             s = self.unconfirmed.popleft()
+            if s.token[0] != self.link.epoch:
+                # sent before our connection to the broker was lost: if the broker died, what it had not
+                # forwarded yet died with it (PUBACK or not), so send it again
+                self._send_again(s)
+                continue
             if s.acked_at is None:
                 acked = self.link.acked(s.token)
                 if acked is None:  # the connection it went out on is gone
@@ -264,8 +277,9 @@ class Publisher:
             if settled and self.bridges.configured and excess is not None:
                 # the broker's queue is (nearly) empty after this message was acknowledged. mosquitto
                 # publishes the figure only when it changes: no new sample for a while means unchanged
+                # a sample received 1.1 s (mosquitto's sys_interval is 1 s) after the PUBACK was taken after it
                 sample_at, n = excess
-                settled = n <= self.queue_slack and (sample_at >= s.acked_at or now - s.acked_at >= self.settle + 3)
+                settled = n <= self.queue_slack and (sample_at >= s.acked_at + 1.1 or now - s.acked_at >= self.settle + 3)
             if settled:
                 self._status_confirmed(s.status_items)
                 done.extend(s.keys)
