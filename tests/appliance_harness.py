@@ -38,12 +38,14 @@ class Appliance:
         self.node_id = node_id
         self.env = {**os.environ, "AE_DATA_DIR": str(self.data), "AE_TEMP_DIR": str(self.temp), "AE_ROOT_DIR": str(REPO),
                     "MQTT_BRIDGE_PORT": str(self.port), "LOGGING_LEVEL": "debug", "PYTHONUNBUFFERED": "1",
+                    "AE_OFFLINE": "0",  # the bridges are on; the API is a closed local port (below)
                     **{k: str(v) for k, v in env.items()}}
         self.config_file = root / "config.json"
         self.config_file.write_text(json.dumps(config))
         kv = self.kv()
         kv.set("node_id", node_id)
         kv.set("access_key", access_key)
+        kv.set("http_api_base_url", "http://127.0.0.1:9/api/v0")  # no test talks to the real AMMP API
         if cloud is not None:  # the AMMP production bridge, pointed at the test cloud
             kv.set("mqtt_bridge_prod_address", f"127.0.0.1:{cloud.tls_port}")
             kv.set("mqtt_bridge_prod_cafile", str(cloud.ca.ca_crt))

@@ -39,6 +39,7 @@ def isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("AE_DATA_DIR", str(data))
     monkeypatch.setenv("AE_TEMP_DIR", str(temp))
     monkeypatch.setenv("AE_ROOT_DIR", str(REPO))
+    monkeypatch.setenv("AE_OFFLINE", "1")  # no test reaches the real AMMP API; tests of the cloud link unset it
     return data, temp
 
 

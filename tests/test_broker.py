@@ -30,6 +30,20 @@ from ammp_edge.kvs import KVStore
 from brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
 from conftest import AMMP_EDGE, REPO
 
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    """These tests render and run the AMMP bridges (against local brokers only)."""
+    monkeypatch.delenv("AE_OFFLINE", raising=False)
+
+
+def test_offline_renders_no_ammp_bridge_but_a_custom_one(monkeypatch, layout):
+    monkeypatch.setenv("AE_OFFLINE", "1")  # `up --demo` on a data dir that was activated before
+    kv = {"node_id": NODE, "access_key": KEY, "mqtt_bridge_stage": True,
+          "mqtt_bridge_custom": {"host": "10.1.2.3", "tls": False}}
+    assert [b.name for b in plan(kv, layout).bridges] == ["custom"]
+
+
 NODE = "0123456789ab"
 KEY = "AK-very-secret-access-key"
 PW = "PW-very-secret-password"

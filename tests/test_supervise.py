@@ -70,12 +70,13 @@ def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     (server,) = opts.server_configs  # the unix socket only: no inet listener
     assert server["file"] == str(temp / "supervisor.sock") and server["chmod"] == 0o700
     groups = {g.name: g for g in opts.process_group_configs}
-    assert set(groups) == {"mosquitto", "bridge-config", "publisher", "node", "sim-inverter", "sim-meter",
+    assert set(groups) == {"mosquitto", "bridge-config", "publisher", "node", "webui", "sim-inverter", "sim-meter",
                            "bus-sys", "bus-tcp_10.0.0.7_502"}
     # supervisord stops the group with the highest priority first (supervisord.runforever)
     stop_order = [g.name for g in sorted(groups.values(), reverse=True)]
     assert stop_order[:2] == ["bus-sys", "bus-tcp_10.0.0.7_502"] or stop_order[:2] == ["bus-tcp_10.0.0.7_502", "bus-sys"]
-    assert stop_order[2:6] == ["node", "publisher", "bridge-config", "mosquitto"] and set(stop_order[6:]) == {"sim-inverter", "sim-meter"}
+    assert stop_order[2:7] == ["webui", "node", "publisher", "bridge-config", "mosquitto"]
+    assert set(stop_order[7:]) == {"sim-inverter", "sim-meter"}
 
     for g in groups.values():
         p = g.process_configs[0]

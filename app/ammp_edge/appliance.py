@@ -25,7 +25,7 @@ import xmlrpc.client
 
 import psutil
 
-from . import paths, supervise
+from . import clock, paths, supervise
 from .bus import ConfigSource
 from .config import Config
 from .kvs import KVStore
@@ -56,10 +56,19 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     if already_running():
         raise SetupError(f"an appliance is already running with AE_TEMP_DIR={paths.temp_dir()} "
                          f"(socket {sock}); stop it first")
+    cache = KVStore(paths.kvcache_path())
+    cache.delete(clock.CACHE_KEY)  # node decides afresh whether the clock can be trusted; buses wait for it
+    cache.close()
     store = KVStore()
     if config_raw is not None:
         store.set_raw("config", config_raw)  # as given, never re-serialised
     config = ConfigSource(kvstore=store).current()
+    from .webui import auth  # the web UI's per-node password: shown on the console / in `docker logs`
+
+    initial = auth.ensure_password(store)
+    if initial:
+        log.warning("web UI on port %s: initial password %s (also in %s; change it under Settings)",
+                    os.environ.get("AE_WEBUI_PORT", "8000"), initial, auth.initial_password_path())
     store.close()
     bus_ids = sorted(config.buses()) if config else []
     if config is None:

@@ -355,6 +355,9 @@ def plan(kv: dict, layout: Layout | None = None) -> Plan:
     bridges: list[Bridge] = []
     prod_on = _literal(kv.get("mqtt_bridge_prod")) != "false"
     stage_on = _literal(kv.get("mqtt_bridge_stage")) == "true"
+    if paths.offline() and (prod_on or stage_on):  # `up --demo`: no cloud, even on an activated data dir
+        problems.append((logging.INFO, "AE_OFFLINE: no AMMP bridge"))
+        prod_on = stage_on = False
     for key in ("mqtt_bridge_prod", "mqtt_bridge_stage"):
         if kv.get(key) is INVALID:
             problems.append((logging.WARNING, f"{key}: the stored value is not valid JSON "

@@ -142,14 +142,19 @@ def cmd_read(args) -> int:
 
 def cmd_bus(args) -> int:
     from .bus import ConfigSource, install_signal_handlers, run_bus
+    from .kvs import cache as kv_cache
     from .outbox import Outbox
 
     stop = threading.Event()
     install_signal_handlers(stop)
     source = ConfigSource(Path(args.config) if args.config else None)
     outbox = None if args.no_outbox else Outbox()
+    status = kv_cache() if not args.no_outbox else None
 
     def sink(readout: dict) -> None:
+        if status is not None:  # for the web UI: this bus's last cycle
+            status.set(f"bus_status/{args.bus_id}", {k: readout.get(k) for k in
+                                                     ("t", "duration", "requests", "errors", "overruns", "start_delay")})
         if outbox is not None:
             key = outbox.put(readout)  # committed before anything else happens to it
             log.debug("committed t=%d key=%d devices=%s delay=%.4f", readout["t"], key,
@@ -323,6 +328,10 @@ def cmd_up(args) -> int:
             return 2
         for p in config.problems:
             print(f"{path}: {p}", file=sys.stderr)
+    if args.demo:  # the demo reaches no cloud: node makes no HTTP request (paths.offline)
+        import os
+
+        os.environ["AE_OFFLINE"] = "1"
     try:
         return appliance.run(raw, config if args.demo else None)
     except appliance.SetupError as exc:
@@ -337,6 +346,26 @@ def cmd_node(args) -> int:
     stop = threading.Event()
     install_signal_handlers(stop)
     return node.run(stop)
+
+
+# ---------------------------------------------------------------------------------------------
+# webui
+
+
+def cmd_webui(args) -> int:
+    from .bus import install_signal_handlers
+    from .kvs import KVStore
+    from .webui import auth
+
+    if args.reset_password:
+        password = auth.reset_password(KVStore())
+        print(f"new web UI password: {password} (also in {auth.initial_password_path()}; every session ended)")
+        return 0
+    from .webui.server import serve
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    return serve(stop, args.host, args.port)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,11 +440,21 @@ def build_parser() -> argparse.ArgumentParser:
     which = s.add_mutually_exclusive_group()
     which.add_argument("--config", metavar="FILE", help="store this config in the KV store key 'config' first "
                        "(refused with its problems when unusable)")
-    which.add_argument("--demo", action="store_true", help="store the demo config and simulate its devices")
+    which.add_argument("--demo", action="store_true", help="store the demo config and simulate its devices; "
+                       "no activation or HTTP request to any cloud (AE_OFFLINE=1)")
     s.set_defaults(func=cmd_up)
 
-    s = sub.add_parser("node", help="config intake from the KV store; keeps the bus programs in step with it")
+    s = sub.add_parser("node", help="activation, config intake (AMMP API, d/config, provisioning file), commands, "
+                       "metadata, clock; keeps the bus programs in step with the config")
     s.set_defaults(func=cmd_node)
+
+    s = sub.add_parser("webui", help="the web UI for commissioning (port $AE_WEBUI_PORT, default 8000, on "
+                       "$AE_WEBUI_HOST, default 0.0.0.0)")
+    s.add_argument("--host", help="address to listen on (default $AE_WEBUI_HOST or 0.0.0.0)")
+    s.add_argument("--port", type=int, help="port (default $AE_WEBUI_PORT or 8000)")
+    s.add_argument("--reset-password", action="store_true", help="set a new random password, print it and exit "
+                   "(for whoever holds the device)")
+    s.set_defaults(func=cmd_webui)
     return p
 
 

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class MqttLink:
     def __init__(self, client_id: str, on_message: Callable[[str, bytes, bool], None] | None = None,
                  subscriptions: tuple[tuple[str, int], ...] = (), host: str | None = None, port: int | None = None,
-                 max_inflight: int = 100):
+                 max_inflight: int = 100, clean_session: bool = True):
         self.host = host or paths.mqtt_host()
         self.port = port or paths.mqtt_port()
         self.subscriptions = subscriptions
@@ -31,7 +31,7 @@ class MqttLink:
         self.epoch = 0  # counts connections; a publish from an older epoch can no longer be acknowledged
         self._acked: set[int] = set()
         self._lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 30)
@@ -46,6 +46,7 @@ class MqttLink:
         self.client.loop_start()
 
     def stop(self) -> None:
+        self.connected.clear()  # a disconnect we asked for is not worth a warning
         self.client.disconnect()
         self.client.loop_stop()
 

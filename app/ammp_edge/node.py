@@ -1,33 +1,49 @@
-"""The node program: the appliance's own housekeeping, one concern per part.
+"""The node program: the appliance's own housekeeping, one concern per module, wired together here.
 
-Today: config intake from the KV store key `config` and the bus programs that follow it. Every few
-seconds the raw value is read; when its bytes changed it is loaded (bus.ConfigSource: an unusable
-config is logged and the previous one kept) and the `bus-*` programs are reconciled with its buses
-through supervisord (supervise.reconcile). Reconciling runs every round, so a failed attempt
-(supervisord not up yet, a refused call) is retried and a bus that gave up is started again.
+- clock (clock.py): waits for NTP or a running RTC, then writes the KV cache key `clock_trusted`, which
+  the buses wait for before their first cycle.
+- identity (provision.py): node_id, activation against the AMMP API, the legacy config.db import.
+- config intake (intake.py): the provisioning file when there is no config, the HTTP watch (at start,
+  then hourly) and `d/config` pushes; usable configs are stored raw in the KV key `config`, unusable
+  ones refused with the reason on `u/log/msg`.
+- commands: `d/command` payloads go to commands.CommandService when that module is present.
+- metadata (meta.py): `u/meta/*` once the broker runs with its bridges.
+- bus programs: every round the KV key `config` is read; when its bytes changed it is loaded
+  (bus.ConfigSource: an unusable config is logged and the previous one kept) and the `bus-*` programs
+  are reconciled with its buses through supervisord (supervise.reconcile). Reconciling runs every
+  round, so a failed attempt is retried and a bus that gave up is started again.
 
-Provisioning and activation, config from the HTTP API and `d/config`, commands from `d/command` and
-start-up metadata come later as their own modules, each a part with a `step()` called from `run()`.
+MQTT: one persistent session on the local broker (client id `ammp-edge-node`, clean session false)
+with QoS 2 subscriptions to `d/config` and `d/command`; the broker keeps what arrives while node is
+down (the bridge maps the cloud's a/<node_id>/d/# to local d/#) and delivers it when node is back.
+
+AE_OFFLINE=1 (set by `up --demo`): no HTTP request at all (no activation, no config watch); the rest
+runs. The cloud parts run in their own threads, so the buses follow a config from `up --config`
+while activation is still retrying.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import xmlrpc.client
 from typing import Callable
 
 from supervisor.xmlrpc import Faults
 
-from . import supervise, watchdog
+from . import clock, meta, paths, supervise, watchdog
 from .bus import ConfigSource
 from .config import Config
+from .intake import HttpWatch, Intake
 from .kvs import KVStore
 
 log = logging.getLogger(__name__)
 
 ROUND_S = 2.0
 MAX_SILENCE_S = 120.0  # a round: a KV read (SQLite waits up to 30 s) and XML-RPC calls (30 s timeout each)
+CLIENT_ID = "ammp-edge-node"
+SUBSCRIPTIONS = (("d/config", 2), ("d/command", 2))
 
 
 class BusPrograms:
@@ -55,13 +71,138 @@ class BusPrograms:
             log.info("bus programs for config %s: %s", config.config_id, changes)
 
 
+def command_service(publish: Callable[[str, str], None]):
+    """commands.CommandService(publish) when this build has it, else None."""
+    try:
+        from .commands import CommandService
+
+        return CommandService(publish)
+    except ImportError as exc:
+        log.info("commands are not available in this build (%s): d/command is answered with an error", exc)
+    except Exception:  # noqa: BLE001 - another module's trouble must not stop config intake and the buses
+        log.exception("commands could not be set up: d/command is answered with an error")
+    return None
+
+
+class Node:
+    def __init__(self, stop: threading.Event, store: KVStore, offline: bool | None = None, link=None,
+                 retry_first: float | None = None):
+        from .mqtt import MqttLink
+
+        self.stop = stop
+        self.store = store
+        self.offline = paths.offline() if offline is None else offline
+        self.retry_first = retry_first
+        self.fatal = threading.Event()  # an unexpected error in a thread: exit, supervisord restarts us
+        self.identity = threading.Event()
+        self.started = time.time()
+        self.source = ConfigSource(kvstore=store, remember_good=True)
+        self.link = link or MqttLink(CLIENT_ID, self.on_message, SUBSCRIPTIONS, clean_session=False)
+        self.intake = Intake(store, self.source.builtin, self.publish)
+        self.commands = None  # set up in start(), after the clock check has begun
+        self.threads: list[threading.Thread] = []
+
+    # -- MQTT -------------------------------------------------------------------------------------
+    def publish(self, topic: str, text: str) -> None:
+        self.link.connected.wait(5)  # early messages (the clock check) come before the first CONNACK
+        if self.link.publish(topic, text, qos=1) is None:
+            log.warning("not connected to the local broker: %s not sent: %s", topic, text)
+
+    def on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        """paho's network thread; a QoS 2 message is acknowledged after this returns."""
+        try:
+            if topic == "d/config":
+                log.info("config pushed on d/config (%d bytes)", len(payload))
+                self.intake.offer(bytes(payload), "d/config")
+            elif topic == "d/command":
+                if self.commands is None:
+                    self.publish("u/command_response", "Commands are not available in this build of ammp-edge")
+                elif retain:
+                    self.commands.handle(bytes(payload), retained=True)  # refused there: it would rerun at each connect
+                else:
+                    self.commands.handle(bytes(payload))
+        except Exception:  # noqa: BLE001 - paho's thread must not die silently: log, exit, be restarted
+            log.exception("handling %s failed; node exits to be restarted", topic)
+            self.fatal.set()
+
+    # -- threads ----------------------------------------------------------------------------------
+    def _thread(self, name: str, target: Callable[[], None]) -> None:
+        def guarded():
+            try:
+                target()
+            except Exception:  # noqa: BLE001 - a dead thread would go unnoticed: log, exit, be restarted
+                log.exception("node %s failed; node exits to be restarted", name)
+                self.fatal.set()
+
+        th = threading.Thread(target=guarded, name=f"node {name}", daemon=True)
+        th.start()
+        self.threads.append(th)
+
+    def _clock(self) -> None:
+        if clock.wait_until_trusted(self.stop, self.publish):
+            from .kvs import cache
+
+            kv = cache()
+            clock.mark_trusted(kv)
+            kv.close()
+
+    def _cloud(self) -> None:
+        import requests
+
+        from . import provision
+        from .cloudapi import Api, base_url
+
+        session = requests.Session()
+
+        def api_for() -> Api:
+            return Api(base_url(self.store), session=session)
+
+        ident = provision.ensure_identity(self.store, self.stop, api_for, retry_first=self.retry_first)
+        if ident is None:
+            return
+        self.identity.set()
+        HttpWatch(self.intake, api_for, *ident, paths.config_check_interval(), self.retry_first).run(self.stop)
+
+    def _meta(self) -> None:
+        if not self.offline:
+            while not self.identity.wait(1.0):
+                if self.stop.is_set():
+                    return
+        from .publisher import bridge_state_topics
+
+        meta.wait_for_bridges(bridge_state_topics(self.store), self.stop)
+        if not self.stop.is_set():
+            meta.publish_meta(self.link, meta.values(self.started), self.stop)
+
+    # -- the program ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread("clock", self._clock)  # first: the buses wait for it
+        self.commands = command_service(self.publish)
+        self.intake.provision(paths.provisioning_file())
+        self.link.start()
+        if self.offline:
+            log.info("AE_OFFLINE: no activation and no config check against the AMMP API")
+        else:
+            self._thread("cloud", self._cloud)
+        self._thread("meta", self._meta)
+
+    def run(self, round_s: float = ROUND_S) -> int:
+        self.start()
+        buses = BusPrograms()
+        log.info("node: watching the KV store key 'config' every %.0f s", round_s)
+        try:
+            while not self.stop.is_set() and not self.fatal.is_set():
+                watchdog.heartbeat("node", MAX_SILENCE_S)
+                buses.step(self.source.current())
+                self.stop.wait(round_s)
+        finally:
+            self.link.stop()
+        if self.fatal.is_set():
+            return 1
+        log.info("node: stopped")
+        return 0
+
+
 def run(stop: threading.Event, round_s: float = ROUND_S, kvstore: KVStore | None = None) -> int:
-    source = ConfigSource(kvstore=kvstore or KVStore(), remember_good=True)
-    buses = BusPrograms()
-    log.info("node: watching the KV store key 'config' every %.0f s", round_s)
-    while not stop.is_set():
-        watchdog.heartbeat("node", MAX_SILENCE_S)
-        buses.step(source.current())
-        stop.wait(round_s)
-    log.info("node: stopped")
-    return 0
+    return Node(stop, kvstore or KVStore()).run(round_s)
+

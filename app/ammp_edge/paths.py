@@ -8,6 +8,11 @@ Environment (compatible with upstream):
   MQTT_BRIDGE_HOST / MQTT_BRIDGE_PORT  local broker (default localhost:1883)
   AE_OUTBOX_MAX_COUNT / AE_OUTBOX_MAX_BYTES  outbox bounds (default 525600 readouts, a year of
                one-minute cycles, and 2 GiB)
+  AE_PROVISIONING_FILE  initial config, stored when the KV store has none
+               (default <root>/provisioning/config.json; upstream: $SNAP/provisioning/config.json)
+  AE_OFFLINE   1: node makes no HTTP request (no activation, no config watch); set by `up --demo`
+  AE_HTTP_TIMEOUT  seconds per AMMP API request (default 60, as upstream)
+  AE_CONFIG_CHECK_INTERVAL  seconds between config checks against the AMMP API (default 3600)
 """
 
 from __future__ import annotations
@@ -107,3 +112,19 @@ def outbox_max_count() -> int:
 
 def outbox_max_bytes() -> int:
     return int(os.environ.get("AE_OUTBOX_MAX_BYTES") or 2 * 1024**3)
+
+
+def provisioning_file() -> Path:
+    return Path(os.environ.get("AE_PROVISIONING_FILE") or root_dir() / "provisioning" / "config.json")
+
+
+def offline() -> bool:
+    return (os.environ.get("AE_OFFLINE") or "0").strip().lower() not in ("0", "false", "no", "")
+
+
+def http_timeout() -> float:
+    return float(os.environ.get("AE_HTTP_TIMEOUT") or 60)
+
+
+def config_check_interval() -> float:
+    return float(os.environ.get("AE_CONFIG_CHECK_INTERVAL") or 3600)

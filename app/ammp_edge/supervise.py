@@ -1,14 +1,14 @@
 """The appliance under supervisord: the rendered config, the XML-RPC client and bus reconciliation.
 
 Everything lives in $AE_TEMP_DIR (volatile, rendered afresh by `ammp-edge up` at each start):
-  supervisord.conf        fixed programs (mosquitto, bridge-config, publisher, node, demo simulators)
+  supervisord.conf        fixed programs (mosquitto, bridge-config, publisher, node, webui, demo simulators)
   supervisor.d/bus-*.conf one include per bus, written by `up` and later by `reconcile()` in `node`
   supervisor.sock         XML-RPC on a unix socket (mode 0700), no inet listener
   logs/                   one size-capped log file per program; supervisord.log beside the conf
 
 Priorities: supervisord starts programs in ascending priority and, on shutdown, stops them one group
 at a time in descending priority (supervisord.runforever: the last group of the sorted list first).
-So buses (100) stop first and their last readouts reach the outbox, then node (40), publisher (30),
+So buses (100) stop first and their last readouts reach the outbox, then webui (50), node (40), publisher (30),
 bridge-config (20), mosquitto (10); the demo's simulated devices (5) go last, after every bus.
 supervisord needs a second or two per group for that (it notices an exit on its next 1 s tick), so
 `up` does the same through XML-RPC, one priority tier at a time with all its groups together
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 BUS_PREFIX = "bus-"
 SIM_PREFIX = "sim-"
-PRIORITY = {"sim": 5, "mosquitto": 10, "bridge-config": 20, "publisher": 30, "node": 40, "bus": 100}
+PRIORITY = {"sim": 5, "mosquitto": 10, "bridge-config": 20, "publisher": 30, "node": 40, "webui": 50, "bus": 100}
 START_RETRIES = 1000  # supervisord waits 1 s longer after each failed start: ~6 days before FATAL
 STOP_WAIT_S = 10  # a bus finishes its cycle on SIGTERM; after this supervisord sends SIGKILL
 LOG_MAXBYTES = "1MB"
@@ -73,7 +73,7 @@ def fixed_programs(demo: Config | None = None) -> list[Program]:
     """The programs besides the buses: the broker (`ammp-edge broker` checks its persistence file, then
     becomes mosquitto), bridge-config, publisher, node, and the demo's simulated devices."""
     progs = [Program("mosquitto", ammp_edge("broker"), PRIORITY["mosquitto"])]
-    progs += [Program(name, ammp_edge(name), PRIORITY[name]) for name in ("bridge-config", "publisher", "node")]
+    progs += [Program(name, ammp_edge(name), PRIORITY[name]) for name in ("bridge-config", "publisher", "node", "webui")]
     for dev in (demo.devices.values() if demo else ()):
         if dev.reading_type == "modbustcp":
             a = dev.address

@@ -1,0 +1,160 @@
+"""Changing the config from the web UI: validate first, apply only what passes, keep the previous one.
+
+A config is applied by writing the KV store key `config`; `node` and the buses pick it up (a bus
+reloads between cycles). Any error (a problem with severity "error", or an unusable config) refuses
+the change unless the user asks to apply it anyway, which is possible only for a usable config (the
+items with errors are then skipped, as for a config from the cloud). The replaced config is kept in
+`webui_previous_config` so it can be restored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from .. import config as cfg
+from ..outputs import compile_outputs
+from ..problems import ConfigUnusable, Problem
+
+PREVIOUS_KEY = "webui_previous_config"
+DEVICE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Check:
+    problems: list[Problem] = field(default_factory=list)
+    usable: bool = False
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def check(raw: bytes, builtin: dict) -> Check:
+    if len(raw) > MAX_CONFIG_BYTES:
+        return Check([Problem("$", f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")])
+    try:
+        config = cfg.load(cfg.parse_json(raw), builtin)
+    except ConfigUnusable as exc:
+        return Check(list(exc.problems))
+    problems = list(config.problems) + compile_outputs(config.outputs)[1]
+    return Check(problems, True)
+
+
+def apply(store, raw: bytes, builtin: dict, anyway: bool = False) -> tuple[bool, Check]:
+    result = check(raw, builtin)
+    if not result.usable or (result.errors and not anyway):
+        return False, result
+    old = store.get_raw("config")
+    if old is not None and old != raw:
+        store.set_raw(PREVIOUS_KEY, old)
+    store.set_raw("config", raw)
+    return True, result
+
+
+def dumps(doc: dict) -> bytes:
+    return json.dumps(doc, indent=2, ensure_ascii=False).encode()
+
+
+def current_doc(store) -> dict:
+    raw = store.get_raw("config")
+    if raw is None:
+        return {"devices": {}, "readings": {}, "read_interval": 60}
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise ValueError("the stored config is not valid JSON; upload a new one") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("devices", {}), dict):
+        raise ValueError("the stored config is not a JSON object")
+    doc.setdefault("devices", {})
+    if not isinstance(doc.setdefault("readings", {}), dict):
+        doc["readings"] = {}
+    return doc
+
+
+def _int(form: dict, name: str, lo: int, hi: int) -> int:
+    text = str(form.get(name, "")).strip()
+    if not re.fullmatch(r"-?\d{1,7}", text):
+        raise ValueError(f"{name}: {text!r} is not a whole number")
+    value = int(text)
+    if not lo <= value <= hi:
+        raise ValueError(f"{name}: {value} is outside {lo}..{hi}")
+    return value
+
+
+def address_from_form(reading_type: str, form: dict, old: dict | None = None) -> dict:
+    """The address of a device from form fields; keeps keys the form does not show."""
+    addr = dict(old or {})
+    if reading_type == "modbustcp":
+        host = str(form.get("host", "")).strip()
+        if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", host):
+            raise ValueError(f"host: {host!r} is not a host name or IP address")
+        addr.update(host=host, port=_int(form, "port", 1, 65535), unit_id=_int(form, "unit_id", 0, 255))
+    elif reading_type in ("modbusrtu", "serial"):
+        dev = str(form.get("device", "")).strip()
+        if not re.fullmatch(r"/dev/[A-Za-z0-9_./-]{1,64}", dev) or ".." in dev:
+            raise ValueError(f"device: {dev!r} is not a serial port path such as /dev/ttyUSB0")
+        parity = str(form.get("parity", "none"))
+        if parity not in ("none", "even", "odd"):
+            raise ValueError("parity: must be none, even or odd")
+        stopbits = str(form.get("stopbits", "1"))
+        if stopbits not in ("1", "2"):
+            raise ValueError("stopbits: must be 1 or 2")
+        addr.pop("unit_id", None)
+        addr.update(device=dev, slaveaddr=_int(form, "slaveaddr", 0, 247), baudrate=_int(form, "baudrate", 300, 4_000_000),
+                    parity=parity, stopbits=int(stopbits))
+    return addr
+
+
+def driver_readings(doc: dict, key: str, driver: dict) -> None:
+    """Replace the device's readings with one per field of its driver (`<device>_<field>`)."""
+    readings = doc["readings"]
+    for name in [n for n, r in readings.items() if isinstance(r, dict) and r.get("device") == key]:
+        del readings[name]
+    for var in (driver.get("fields") or {}):
+        readings[f"{key}_{var}"] = {"device": key, "var": var}
+
+
+def edit_device(doc: dict, key: str, form: dict, drivers: dict) -> dict:
+    """Apply an edit-device form to a config document (a copy is returned)."""
+    doc = json.loads(json.dumps(doc))
+    if key not in doc["devices"] or not isinstance(doc["devices"][key], dict):
+        raise ValueError(f"devices.{key}: no such device")
+    dev = doc["devices"][key]
+    driver = str(form.get("driver", dev.get("driver", "")))
+    if driver not in drivers:
+        raise ValueError(f"driver: no driver named {driver!r}")
+    changed_driver = driver != dev.get("driver")
+    dev["driver"] = driver
+    dev["enabled"] = form.get("enabled") in ("on", "true", "1", True)
+    name = str(form.get("name", dev.get("name") or "")).strip()
+    if name:
+        dev["name"] = name[:200]
+    rt = cfg.READING_TYPE_ALIASES.get(dev.get("reading_type"), dev.get("reading_type"))
+    if rt in cfg.MODBUS_TYPES:
+        dev["address"] = address_from_form(rt, form, dev.get("address") if isinstance(dev.get("address"), dict) else {})
+    if changed_driver and form.get("all_fields", "on") in ("on", "true", "1", True):
+        driver_readings(doc, key, drivers[driver])
+    return doc
+
+
+def add_device(doc: dict, key: str, form: dict, drivers: dict) -> dict:
+    doc = json.loads(json.dumps(doc))
+    if not DEVICE_KEY.match(key):
+        raise ValueError(f"device id: {key!r} may only contain letters, digits, '_', '.', '-' (at most 64)")
+    if key in doc["devices"]:
+        raise ValueError(f"devices.{key}: a device with this id exists already")
+    rt = str(form.get("reading_type", "modbustcp"))
+    if rt not in ("modbustcp", "modbusrtu"):
+        raise ValueError("reading_type: must be modbustcp or modbusrtu")
+    driver = str(form.get("driver", ""))
+    if driver not in drivers:
+        raise ValueError(f"driver: no driver named {driver!r}")
+    vid = str(form.get("vendor_id", "")).strip() or key
+    doc["devices"][key] = {"name": str(form.get("name", "")).strip()[:200] or key, "driver": driver,
+                           "reading_type": rt, "vendor_id": vid[:200], "enabled": True,
+                           "address": address_from_form(rt, form)}
+    driver_readings(doc, key, drivers[driver])
+    return doc

@@ -1,0 +1,220 @@
+"""Test a device: read it once, show the raw registers beside the decoded values (the one codec), and
+for one register its value in every word/byte order at the address and one either side (the usual
+off-by-one and word-order mistakes, side by side).
+
+A serial port belongs to its bus program (exclusive lock), so the bus is paused through supervisord for
+the few seconds of the test and started again after it. One test runs at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+import threading
+import time
+import xmlrpc.client
+from contextlib import contextmanager
+
+from .. import codec, config as cfg, planner, supervise
+from ..bus import make_transport
+from ..problems import ConfigUnusable
+from ..readers.modbus import DeviceSilent, LinkError, ModbusException
+
+log = logging.getLogger(__name__)
+
+_LOCK = threading.Lock()
+MAX_TEST_S = 30.0
+INSPECT_TYPES = (("uint16", 1), ("int16", 1), ("uint32", 2), ("int32", 2), ("float", 2))
+
+
+class ProbeError(ValueError):
+    pass
+
+
+def build_device(dev_doc: dict, drivers_in_config: dict, builtin: dict) -> cfg.Device:
+    """A compiled device with every field of its driver (through the config loader: same checks)."""
+    all_drivers = {**builtin, **drivers_in_config}
+    driver = all_drivers.get(dev_doc.get("driver"))
+    if driver is None:
+        raise ProbeError(f"driver: no driver named {dev_doc.get('driver')!r}")
+    doc = {"devices": {"probe": {**dev_doc, "enabled": True}}, "drivers": drivers_in_config,
+           "readings": {f: {"device": "probe", "var": f} for f in (driver.get("fields") or {})}}
+    try:
+        config = cfg.load(doc, builtin)
+    except ConfigUnusable as exc:
+        raise ProbeError("; ".join(str(p) for p in exc.problems)) from None
+    dev = config.devices.get("probe")
+    if dev is None:
+        raise ProbeError("; ".join(str(p).replace("devices.probe", "device") for p in config.errors) or "nothing to read")
+    return dev
+
+
+def _port_free(device: cfg.Device):
+    return serial_port_free(device.address["device"] if device.reading_type == "modbusrtu" else None)
+
+
+@contextmanager
+def serial_port_free(port: str | None):
+    """Pause the bus program that owns this serial port, if one runs; start it again afterwards."""
+    paused = None
+    if port:
+        name = supervise.bus_program(cfg.bus_id_for("", "modbusrtu", {"device": port})).name
+        try:
+            server = supervise.connect(timeout=15)
+            if server.supervisor.getProcessInfo(name)["statename"] == "RUNNING":
+                server.supervisor.stopProcess(name, True)
+                paused = name
+        except (OSError, xmlrpc.client.Error):
+            pass  # no appliance or no such bus: the port is ours
+    try:
+        yield paused
+    finally:
+        if paused:
+            try:
+                supervise.connect(timeout=15).supervisor.startProcess(paused, False)
+            except (OSError, xmlrpc.client.Error) as exc:
+                log.error("could not start %s again after a device test: %s", paused, exc)
+
+
+def _hex(regs) -> list[str]:
+    return [f"{r:04x}" for r in regs]
+
+
+def _json_value(v):
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def read_device(device: cfg.Device) -> dict:
+    if not _LOCK.acquire(timeout=MAX_TEST_S):
+        raise ProbeError("another device test is running")
+    try:
+        with _port_free(device) as paused:
+            started = time.monotonic()
+            rows = _read_sys(device) if device.reading_type == "sys" else _read_modbus(device)
+            return {"device": device.key, "bus": device.bus_id, "paused": paused, "fields": rows,
+                    "duration": round(time.monotonic() - started, 3)}
+    finally:
+        _LOCK.release()
+
+
+def _read_sys(device: cfg.Device) -> list[dict]:
+    from ..readers.system import SystemDevice
+
+    res = SystemDevice(device).read(time.monotonic() + device.deadline)
+    return [{"name": n, "value": res.values.get(n), "unit": f.unit or "", "raw": [], "register": None,
+             "error": next((e for e in res.errors if e.startswith(n + ":")), None)} for n, f in device.fields.items()]
+
+
+def _read_modbus(device: cfg.Device) -> list[dict]:
+    transport = make_transport(device)
+    off = device.register_offset
+    items = [planner.Item(k, f.fncode, f.register + off, f.words, f.barrier) for k, f in device.fields.items()]
+    raw: dict[str, list[int]] = {}
+    errors: dict[str, str] = {}
+    deadline = time.monotonic() + max(device.deadline, 10.0)
+    queue = planner.plan(items, int(device.address.get("max_registers", 125)), 0)
+    answered = False
+    try:
+        while queue:
+            block = queue.pop(0)
+            if time.monotonic() > deadline:
+                for i in block.items:
+                    errors[i.key] = "test took too long; not read"
+                continue
+            try:
+                regs = transport.read(device.unit_id, block.fncode, block.address, block.count, device.timeout)
+                answered = True
+            except (ModbusException, DeviceSilent, LinkError) as exc:
+                if isinstance(exc, ModbusException):
+                    answered = True
+                if len(block.items) > 1 and (answered or not isinstance(exc, DeviceSilent)):
+                    queue[0:0] = planner.one_per_request(block.items)
+                    continue
+                for i in block.items:
+                    errors[i.key] = str(exc)
+                if not answered and isinstance(exc, (DeviceSilent, LinkError)):
+                    for b in queue:
+                        for i in b.items:
+                            errors[i.key] = f"not read: {exc}"
+                    queue = []
+                continue
+            for i in block.items:
+                raw[i.key] = block.registers_for(i, regs)
+    finally:
+        transport.close()
+    rows = []
+    for name, f in device.fields.items():
+        row = {"name": name, "register": f.register + off, "fncode": f.fncode, "words": f.words,
+               "datatype": f.spec.datatype or "", "order": f.spec.order, "unit": f.unit or "",
+               "raw": _hex(raw.get(name, [])), "value": None, "error": errors.get(name)}
+        if name in raw:
+            try:
+                row["value"] = _json_value(codec.decode_registers(raw[name], f.spec))
+            except codec.DecodeError as exc:
+                row["error"] = str(exc)
+        rows.append(row)
+    return rows
+
+
+def decode_orders(regs: list[int]) -> list[dict]:
+    """The value of registers starting at regs[0] as each type in each order."""
+    out = []
+    for order in codec.ORDERS:
+        row = {"order": order}
+        for dtype, words in INSPECT_TYPES:
+            if len(regs) < words:
+                row[dtype] = None
+                continue
+            data = codec.registers_to_bytes(regs[:words], order)
+            value = struct.unpack(">" + codec.NUMERIC_TYPES[dtype][0], data)[0]
+            row[dtype] = _json_value(value)
+        out.append(row)
+    return out
+
+
+def inspect_register(device: cfg.Device, register: int, fncode: int) -> dict:
+    """Registers register-1 .. register+2 read once and decoded from each of the three starts. When the
+    device refuses the whole window, each start's two registers are read on their own."""
+    if fncode not in (3, 4) or not 0 <= register <= 65534:
+        raise ProbeError("register must be 0..65534 and the function code 3 or 4")
+    first = max(0, register - 1)
+    count = min(register + 3, 65536) - first
+    if not _LOCK.acquire(timeout=MAX_TEST_S):
+        raise ProbeError("another device test is running")
+    try:
+        with _port_free(device) as paused:
+            transport = make_transport(device)
+            try:
+                windows = _windows(transport, device, fncode, register, first, count)
+            finally:
+                transport.close()
+    finally:
+        _LOCK.release()
+    starts = []
+    for s, regs in windows:
+        if isinstance(regs, str):
+            starts.append({"register": s, "raw": [], "error": regs, "orders": []})
+        else:
+            starts.append({"register": s, "raw": _hex(regs), "error": None, "orders": decode_orders(regs)})
+    if all(x["error"] for x in starts):
+        raise ProbeError(f"register {register}: {next(x['error'] for x in starts if x['register'] == register)}")
+    return {"register": register, "fncode": fncode, "first": first, "starts": starts, "paused": paused}
+
+
+def _windows(transport, device: cfg.Device, fncode: int, register: int, first: int, count: int) -> list:
+    starts = [s for s in (register - 1, register, register + 1) if s >= first and s + 2 <= 65536]
+    try:
+        regs = transport.read(device.unit_id, fncode, first, count, device.timeout)
+        return [(s, regs[s - first:s - first + 2]) for s in starts]
+    except ModbusException:
+        pass  # some registers of the window do not exist: each start on its own
+    except (DeviceSilent, LinkError) as exc:
+        raise ProbeError(f"registers {first}..{first + count - 1}: {exc}") from None
+    out = []
+    for s in starts:
+        try:
+            out.append((s, transport.read(device.unit_id, fncode, s, 2, device.timeout)))
+        except (ModbusException, DeviceSilent, LinkError) as exc:
+            out.append((s, str(exc)))
+    return out

@@ -1,0 +1,295 @@
+"""What the web UI knows about the running appliance, gathered in the background so pages render fast.
+
+A sampler thread (every second) follows:
+  - the KV cache `last_readings` / `last_readings_ts` (written by the publisher for each cycle it sends),
+  - the tail of the outbox (readouts the publisher has not delivered yet: while the uplink is down the
+    live values still show), with each bus's last cycle, duration and errors,
+  - the local broker's retained bridge state topics (broker.configured_bridges says which exist).
+It keeps a short history of every field for the charts. Nothing here writes to the appliance's state.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import config as cfg, drivers, paths
+from ..kvs import KVStore, cache as kv_cache
+from ..problems import ConfigUnusable
+
+log = logging.getLogger(__name__)
+
+HISTORY_POINTS = 360
+STALE_CYCLES = 2.5
+
+
+@dataclass
+class BusState:
+    t: int = 0
+    duration: float | None = None
+    requests: int | None = None
+    errors: dict = field(default_factory=dict)
+    overruns: int = 0
+    seen_at: float = 0.0
+
+
+class BridgeMonitor:
+    """Retained bridge state topics on the local broker (paho, background thread)."""
+
+    def __init__(self):
+        self.states: dict[str, str] = {}
+        self.connected = False
+        self.topics: set[str] = set()
+        self._client = None
+
+    def start(self) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"ammp-edge-webui-{int(time.time())}", clean_session=True)
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = lambda *a, **k: setattr(self, "connected", False)
+        c.on_message = lambda client, userdata, msg: self.states.__setitem__(msg.topic, msg.payload.decode(errors="replace"))
+        c.connect_async(paths.mqtt_host(), paths.mqtt_port(), keepalive=60)
+        c.loop_start()
+        self._client = c
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
+        self.connected = not reason_code.is_failure
+        for t in self.topics:
+            client.subscribe(t, 0)
+
+    def follow(self, topics: set[str]) -> None:
+        if self._client is None or topics == self.topics:
+            return
+        for t in topics - self.topics:
+            self._client.subscribe(t, 0)
+        for t in self.topics - topics:
+            self._client.unsubscribe(t)
+            self.states.pop(t, None)
+        self.topics = set(topics)
+
+    def publish(self, topic: str, payload: str) -> bool:
+        if self._client is None or not self.connected:
+            return False
+        return self._client.publish(topic, payload, qos=1).rc == 0
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+
+
+class WebState:
+    def __init__(self, store: KVStore | None = None, cache: KVStore | None = None, watch_broker: bool = True):
+        self.store = store or KVStore()
+        self.cache = cache or kv_cache()
+        self.builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+        self.started = time.time()
+        self._config_raw: bytes | None = None
+        self._config: cfg.Config | None = None
+        self._config_error: list | None = None
+        self._lock = threading.Lock()
+        self.history: dict[tuple[str, str], deque] = {}
+        self.latest: dict[str, tuple[int, dict]] = {}  # device -> (t, record)
+        self.status: dict[str, tuple[int, list]] = {}  # device -> (t, status items): kept until new ones come
+        self.buses: dict[str, BusState] = {}
+        self.last_readings_ts: int | None = None
+        self.outbox_key: int | None = None
+        self.outbox_info: dict = {"count": None, "oldest_t": None, "dropped": None}
+        self.bridges = BridgeMonitor() if watch_broker else None
+        self.bridge_list: list = []
+        self._outbox = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- config -------------------------------------------------------------------------------------
+    def config_raw(self) -> bytes | None:
+        return self.store.get_raw("config")
+
+    def config(self) -> tuple[cfg.Config | None, list]:
+        """The compiled current config (cached by its bytes) and, when unusable, its problems."""
+        raw = self.config_raw()
+        with self._lock:
+            if raw != self._config_raw:
+                self._config_raw = raw
+                self._config, self._config_error = None, None
+                if raw is not None:
+                    try:
+                        self._config = cfg.load(cfg.parse_json(raw), self.builtin)
+                    except ConfigUnusable as exc:
+                        self._config_error = exc.problems
+            return self._config, self._config_error or []
+
+    def read_interval(self) -> int:
+        config, _ = self.config()
+        return config.read_interval if config else 60
+
+    # -- sampling -------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.bridges is not None:
+            try:
+                self.bridges.start()
+            except OSError as exc:
+                log.warning("cannot watch the local broker: %s", exc)
+        self._thread = threading.Thread(target=self._run, name="webui-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.bridges is not None:
+            self.bridges.stop()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            try:
+                self.sample(bridges=n % 5 == 0)
+            except Exception:  # noqa: BLE001 - the sampler must keep going; the page shows what it has
+                log.exception("sampling failed")
+            n += 1
+            self._stop.wait(1.0)
+
+    def _record(self, t: int, rec: dict) -> None:
+        dev = rec.get("_d")
+        if not isinstance(dev, str):
+            return
+        if isinstance(rec.get("_s"), list) and t >= self.status.get(dev, (0, []))[0]:
+            self.status[dev] = (t, [s for s in rec["_s"] if isinstance(s, dict)])
+        prev = self.latest.get(dev)
+        if prev is not None and prev[0] > t:
+            return
+        if prev is not None and prev[0] == t:
+            rec = {**prev[1], **rec}
+        self.latest[dev] = (t, rec)
+        for k, v in rec.items():
+            if k.startswith("_") or not (v is None or isinstance(v, (int, float))) or isinstance(v, bool):
+                continue
+            h = self.history.setdefault((dev, k), deque(maxlen=HISTORY_POINTS))
+            if h and h[-1][0] == t:
+                h[-1] = (t, v)
+            elif not h or h[-1][0] < t:
+                h.append((t, v))
+
+    def sample(self, bridges: bool = True) -> None:
+        ts = self.cache.get("last_readings_ts")
+        if ts is not None and ts != self.last_readings_ts:
+            self.last_readings_ts = ts
+            records = [r for r in self.cache.get("last_readings") or [] if isinstance(r, dict)]
+            for rec in records:
+                self._record(int(ts), rec)
+            self._buses_from_records(int(ts), records)
+        self._sample_outbox()
+        for key in self.cache.keys("bus_status/"):  # written by buses that report their cycles there
+            value = self.cache.get(key)
+            if isinstance(value, dict) and isinstance(value.get("t"), int):
+                self._bus_seen(key.split("/", 1)[1], value)
+        if bridges:
+            self._sample_bridges()
+
+    def outbox(self):
+        if self._outbox is None:
+            from ..outbox import Outbox
+
+            self._outbox = Outbox()
+        return self._outbox
+
+    def _sample_outbox(self) -> None:
+        box = self.outbox()
+        first, last = box.bounds()
+        oldest = box.oldest() if first is not None else None
+        self.outbox_info = {"count": box.count(), "oldest_t": oldest.get("t") if oldest else None,
+                            "dropped": box.dropped()}
+        if last is None:
+            return
+        start = max(first, (self.outbox_key + 1) if self.outbox_key is not None else last - 50)
+        records, _ = box.read_range(start, last + 1, limit=200)
+        for _, r in records:
+            if isinstance(r, dict) and isinstance(r.get("t"), int):
+                self._bus_seen(str(r.get("bus")), r)
+                for rec in r.get("devices") or []:
+                    if isinstance(rec, dict):
+                        self._record(r["t"], rec)
+        self.outbox_key = last
+
+    def _buses_from_records(self, t: int, records: list[dict]) -> None:
+        """A delivered cycle (no bus readout left in the outbox): which buses answered, from the config."""
+        config, _ = self.config()
+        if config is None:
+            return
+        by_dev = {r.get("_d"): r for r in records}
+        for bus, devices in config.buses().items():
+            seen = [by_dev[d.key] for d in devices if d.key in by_dev]
+            cur = self.buses.get(bus)
+            if not seen or (cur is not None and cur.t >= t):
+                continue
+            silent = {r["_d"]: ["no values"] for r in seen if not any(not k.startswith("_") for k in r)}
+            self.buses[bus] = BusState(t, None, None, silent, 0, time.time())
+
+    def _bus_seen(self, bus: str, r: dict) -> None:
+        cur = self.buses.get(bus)
+        if cur is not None and cur.t > r["t"]:
+            return
+        self.buses[bus] = BusState(r["t"], r.get("duration"), r.get("requests"), r.get("errors") or {},
+                                   r.get("overruns") or 0, time.time())
+
+    def _sample_bridges(self) -> None:
+        from .. import broker
+
+        try:
+            self.bridge_list = broker.configured_bridges(self.store)
+        except (OSError, ValueError) as exc:
+            log.warning("cannot tell the configured bridges: %s", exc)
+            return
+        if self.bridges is not None:
+            self.bridges.follow({b.state_topic for b in self.bridge_list})
+
+    def publish(self, topic: str, payload: str) -> bool:
+        """On the local broker (QoS 1), e.g. a config generation request; False when not connected."""
+        return self.bridges is not None and self.bridges.publish(topic, payload)
+
+    # -- views -----------------------------------------------------------------------------------------
+    def bridge_view(self) -> list[dict]:
+        states = dict(self.bridges.states) if self.bridges else {}
+        out = []
+        for b in self.bridge_list:
+            s = states.get(b.state_topic)
+            out.append({"name": b.name, "address": b.address, "topic": b.state_topic,
+                        "state": "connected" if s == "1" else "disconnected" if s == "0" else "unknown"})
+        return out
+
+    def live(self, now: float | None = None) -> dict:
+        """Per device: fields with value, unit, age, stale/null marks; status items; for /api/live."""
+        now = now or time.time()
+        config, _ = self.config()
+        interval = config.read_interval if config else 60
+        devices = []
+        known = dict(config.devices) if config else {}
+        latest, status = dict(self.latest), dict(self.status)  # copies: the sampler thread adds to them
+        for key in list(known) + sorted(k for k in latest if k not in known):
+            dev = known.get(key)
+            t, rec = latest.get(key, (None, {}))
+            age = None if t is None else max(0, int(now - t))
+            stale = age is None or age > STALE_CYCLES * max(interval, 1)
+            fields = []
+            names = list(dev.fields) if dev else []
+            names += [k for k in rec if not k.startswith("_") and k not in names]
+            for name in names:
+                f = dev.fields.get(name) if dev else None
+                value = rec.get(name)
+                fields.append({"name": name, "value": value, "unit": getattr(f, "unit", None) or "",
+                               "description": getattr(f, "description", None) or "",
+                               "null": name in rec and value is None, "missing": name not in rec})
+            devices.append({"key": key, "name": (dev.name if dev else None) or "", "driver": dev.driver_name if dev else "",
+                            "bus": dev.bus_id if dev else "", "t": t, "age": age, "stale": stale,
+                            "answered": any(not k.startswith("_") for k in rec), "fields": fields,
+                            "status": status.get(key, (0, []))[1]})
+        return {"now": int(now), "read_interval": interval, "devices": devices}
+
+    def series(self, device: str, field_name: str) -> list[tuple[int, Any]]:
+        return list(self.history.get((device, field_name), ()))

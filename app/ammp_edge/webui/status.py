@@ -1,0 +1,106 @@
+"""The status page's facts: node, programs (supervisord), buses, clock, network interfaces."""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import time
+import xmlrpc.client
+
+import psutil
+
+from .. import __version__, supervise
+
+CLOCK_STATES = {0: "synchronised", 1: "synchronised (leap second pending)", 2: "synchronised (leap second pending)",
+                3: "synchronised (leap second)", 4: "synchronised", 5: "not synchronised"}
+
+
+def programs() -> tuple[list[dict], str | None]:
+    """supervisord's programs (name, state, description, pid), or an error text."""
+    try:
+        infos = supervise.connect(timeout=5).supervisor.getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error) as exc:
+        return [], f"supervisord not reachable: {exc}"
+    return [{"name": i["name"], "group": i["group"], "state": i["statename"], "description": i["description"],
+             "pid": i["pid"]} for i in sorted(infos, key=lambda i: i["name"])], None
+
+
+def clock_state() -> str:
+    """The kernel's view (adjtimex, read only): whether an NTP daemon keeps the clock synchronised."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(512)  # struct timex, modes = 0: read only
+        rc = libc.adjtimex(buf)
+    except (OSError, AttributeError):
+        return "unknown"
+    return CLOCK_STATES.get(rc, "unknown")
+
+
+def provisioning(store) -> dict:
+    node_id, access_key, activated = store.get("node_id"), store.get_raw("access_key"), store.get("activated")
+    if node_id and access_key and activated:
+        state = f"activated {activated}"
+    elif node_id and access_key:
+        state = "node id and access key present"
+    elif node_id:
+        state = "node id only (not activated)"
+    else:
+        state = "not provisioned"
+    return {"node_id": node_id if isinstance(node_id, str) else None, "state": state}
+
+
+def interfaces() -> list[dict]:
+    stats = psutil.net_if_stats()
+    out = []
+    for name, addrs in sorted(psutil.net_if_addrs().items()):
+        mac = next((a.address for a in addrs if a.family == psutil.AF_LINK), "")
+        v4 = [f"{a.address}/{_bits(a.netmask)}" for a in addrs if a.family == socket.AF_INET]
+        v6 = [a.address.split("%")[0] for a in addrs if a.family == socket.AF_INET6]
+        st = stats.get(name)
+        out.append({"name": name, "mac": mac, "ipv4": v4, "ipv6": v6, "up": bool(st and st.isup),
+                    "speed": st.speed if st else 0})
+    return out
+
+
+def _bits(netmask: str | None) -> int:
+    try:
+        return sum(bin(int(x)).count("1") for x in (netmask or "").split("."))
+    except ValueError:
+        return 0
+
+
+def uptime() -> dict:
+    return {"system_s": int(time.time() - psutil.boot_time()), "version": __version__}
+
+
+def summary(state) -> dict:
+    progs, prog_error = programs()
+    config, unusable = state.config()
+    return {
+        "node": provisioning(state.store),
+        "version": __version__,
+        "uptime": uptime(),
+        "webui_uptime_s": int(time.time() - state.started),
+        "clock": clock_state(),
+        "time": int(time.time()),
+        "bridges": state.bridge_view(),
+        "broker_connected": bool(state.bridges and state.bridges.connected),
+        "outbox": state.outbox_info,
+        "programs": progs,
+        "programs_error": prog_error,
+        "buses": {b: vars(s) for b, s in sorted(dict(state.buses).items())},
+        "expected_buses": sorted(config.buses()) if config else [],
+        "config_id": config.config_id if config else None,
+        "config_problems": len(config.problems) if config else len(unusable),
+        "interfaces": interfaces(),
+    }
+
+
+def health(state) -> tuple[int, dict]:
+    """For container health checks: 200 when supervisord answers and no program gave up (FATAL)."""
+    progs, err = programs()
+    fatal = [p["name"] for p in progs if p["state"] == "FATAL"]
+    ok = err is None and not fatal
+    return (200 if ok else 503), {"status": "ok" if ok else "fail", "version": __version__,
+                                  "programs": {p["name"]: p["state"] for p in progs}, "error": err,
+                                  "outbox": state.outbox_info, "time": int(time.time())}

@@ -1,0 +1,81 @@
+% rebase('base', title='Status')
+% import time
+% def ago(t):
+%   if not t:
+%     return "never"
+%   end
+%   d = int(s["time"] - t)
+%   return f"{d} s ago" if d < 120 else f"{d // 60} min ago" if d < 7200 else f"{d // 3600} h ago"
+% end
+% def dur(x):
+%   return f"{x // 86400} d {x % 86400 // 3600} h" if x >= 86400 else f"{x // 3600} h {x % 3600 // 60} min" if x >= 3600 else f"{x // 60} min {x % 60} s"
+% end
+% if initial:
+<p class="warn" id="initial-warning">This node still uses its initial password. <a href="/settings">Change it</a>.</p>
+% end
+<div class="grid">
+<section class="card">
+<h2>Node</h2>
+<table class="kv">
+<tr><th>Node id</th><td id="node-id">{{s["node"]["node_id"] or "not yet provisioned"}}</td></tr>
+<tr><th>Provisioning</th><td>{{s["node"]["state"]}}</td></tr>
+<tr><th>Version</th><td>{{s["version"]}}</td></tr>
+<tr><th>System uptime</th><td>{{dur(s["uptime"]["system_s"])}}</td></tr>
+<tr><th>Clock</th><td><span class="{{'ok' if s['clock'].startswith('synch') else 'bad'}}">{{s["clock"]}}</span>
+  · {{time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s["time"]))}} UTC <span id="clock-skew" data-server-time="{{s['time']}}"></span></td></tr>
+<tr><th>Config</th><td>{{s["config_id"] or "none"}}{{f" · {s['config_problems']} problem(s)" if s["config_problems"] else ""}} · <a href="/config">view</a></td></tr>
+</table>
+</section>
+<section class="card">
+<h2>Cloud link</h2>
+<table class="kv">
+<tr><th>Local broker</th><td><span class="{{'ok' if s['broker_connected'] else 'bad'}}">{{"reachable" if s["broker_connected"] else "not reachable"}}</span></td></tr>
+% for b in s["bridges"]:
+%   cls = {"connected": "ok", "disconnected": "bad"}.get(b["state"], "muted")
+<tr><th>Bridge {{b["name"]}}</th><td><span class="{{cls}}">{{b["state"]}}</span> · {{b["address"]}}</td></tr>
+% end
+% if not s["bridges"]:
+<tr><th>Bridges</th><td class="muted">none configured (data stays local)</td></tr>
+% end
+<tr><th>Outbox backlog</th><td id="outbox">{{s["outbox"]["count"] if s["outbox"]["count"] is not None else "?"}} readouts{{f", oldest {ago(s['outbox']['oldest_t'])}" if s["outbox"]["oldest_t"] else ""}}{{f" · {s['outbox']['dropped']} dropped when full" if s["outbox"].get("dropped") else ""}}</td></tr>
+</table>
+</section>
+</div>
+<section class="card">
+<h2>Buses</h2>
+<table class="list" id="buses">
+<tr><th>Bus</th><th>Last cycle</th><th>Duration</th><th>Requests</th><th>Errors</th></tr>
+% for bus in sorted(set(s["expected_buses"]) | set(s["buses"])):
+%   b = s["buses"].get(bus)
+<tr><td>{{bus}}</td>
+% if b:
+<td>{{ago(b["t"])}}</td><td>{{f"{b['duration']:.2f} s" if b["duration"] is not None else ""}}</td><td>{{b["requests"] if b["requests"] is not None else ""}}</td>
+<td>{{"; ".join(f"{d}: {', '.join(e)}" for d, e in b["errors"].items()) or "none"}}</td>
+% else:
+<td class="muted" colspan="4">no cycle seen yet</td>
+% end
+</tr>
+% end
+</table>
+</section>
+<section class="card">
+<h2>Programs</h2>
+% if s["programs_error"]:
+<p class="error">{{s["programs_error"]}}</p>
+% end
+<table class="list" id="programs">
+<tr><th>Program</th><th>State</th><th>Details</th><th></th></tr>
+% for p in s["programs"]:
+<tr><td>{{p["name"]}}</td><td><span class="{{'ok' if p['state'] == 'RUNNING' else 'bad'}}">{{p["state"]}}</span></td><td>{{p["description"]}}</td><td><a href="/logs?program={{p['name']}}">log</a></td></tr>
+% end
+</table>
+</section>
+<section class="card">
+<h2>Network interfaces</h2>
+<table class="list" id="interfaces">
+<tr><th>Interface</th><th>State</th><th>MAC</th><th>IPv4</th><th>IPv6</th></tr>
+% for i in s["interfaces"]:
+<tr><td>{{i["name"]}}</td><td>{{"up" if i["up"] else "down"}}{{f" · {i['speed']} Mb/s" if i["speed"] else ""}}</td><td>{{i["mac"]}}</td><td>{{", ".join(i["ipv4"])}}</td><td class="small">{{", ".join(i["ipv6"])}}</td></tr>
+% end
+</table>
+</section>
