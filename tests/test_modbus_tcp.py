@@ -257,3 +257,31 @@ def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simula
     assert recs["sma_stp_2"] == {"_d": "sma_stp_2", "_vid": "000"}
     assert recs["_calc"] == {"_d": "_calc", "_vid": "calc-1", "P_double": 24690.0}
     assert "sma_hycon_csv" in r.stderr and "not supported" in r.stderr
+
+
+def test_a_device_known_only_by_its_mac(simulator, builtin_drivers):
+    """Resolved through the ARP table, then the scan cache (here), then a rate-limited scan."""
+    from ammp_edge.kvs import cache
+    from ammp_edge.scan import macs
+
+    sim = simulator({3: builtin_drivers["sma_stp25000"]}, values={3: SMA_VALUES})
+    kv = cache()
+    kv.set(macs.LOCK_KEY, time.time() + 3600)  # no background network sweep from a test
+    raw = sma_config(sim.port, vars_=["P_total"])
+    del raw["devices"]["inv3"]["address"]["host"]
+    raw["devices"]["inv3"]["address"]["mac"] = "02:00:5E:10:00:01"
+    readout, poller = poll_once(raw, builtin_drivers)
+    assert "no IP address known" in readout["errors"]["inv3"][0]
+    kv.set("env/net/mac/02:00:5e:10:00:01", {"ipv4": "127.0.0.1", "mac": "02:00:5e:10:00:01"})
+    for i in range(1, 4):
+        r = poller.poll(1_700_000_000 + 10 * i)
+        if "P_total" in by_device(r)["inv3"]:
+            break
+    assert by_device(r)["inv3"]["P_total"] == 12345.0
+    assert readout["bus"] == f"tcp_02005e100001_{sim.port}"
+    poller.close()
+    bad = sma_config(sim.port)
+    del bad["devices"]["inv3"]["address"]["host"]
+    bad["devices"]["inv3"]["address"]["mac"] = "not-a-mac"
+    config = cfg.load(bad, builtin_drivers)
+    assert config.errors[0].path == "devices.inv3.address.mac"

@@ -40,7 +40,8 @@ def make_transport(device: cfg.Device):
     if device.reading_type == "modbustcp":
         from .readers.modbus_tcp import TcpTransport
 
-        return TcpTransport(device.address["host"], int(device.address.get("port", 502)))
+        return TcpTransport(device.address.get("host"), int(device.address.get("port", 502)),
+                            mac=device.address.get("mac"))
     if device.reading_type == "modbusrtu":
         from .readers.modbus_rtu import RtuTransport
 

@@ -133,7 +133,9 @@ def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict
         if host is not None and not isinstance(host, str):
             raise InvalidInput(join_path(path, "host"), f"{host!r} is not a host name or IP address")
         if not host:
-            raise InvalidInput(join_path(path, "host"), "resolving a device by MAC only is not supported yet; give 'host'")
+            if not isinstance(mac, str) or len(re.sub(r"[^0-9a-fA-F]", "", mac)) != 12 or not re.fullmatch(
+                    r"[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}", mac.strip()):
+                raise InvalidInput(join_path(path, "mac"), f"{mac!r} is not a MAC address like 00:40:AD:A9:E8:85")
         _int_in(address, "port", path, 1, 65535, 502)
         _int_in(address, "unit_id", path, 0, 255, 1)
         _int_in(address, "register_offset", path, -65535, 65535, 0)

@@ -22,14 +22,27 @@ CONNECT_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
 class TcpTransport:
-    def __init__(self, host: str, port: int = 502):
-        self.host, self.port = host, port
-        self.client = ModbusTcpClient(host, port=port, timeout=3, retries=0)
+    """host:port, or a device known only by its MAC: resolved (ARP, then the scan cache, then a
+    rate-limited background scan) at every connect, so a new DHCP lease is followed."""
+
+    def __init__(self, host: str | None, port: int = 502, mac: str | None = None):
+        self.host, self.port, self.mac = host, port, (None if host else mac)
+        self.client = ModbusTcpClient(host or "0.0.0.0", port=port, timeout=3, retries=0)
         self.connects = 0
 
     def _connect(self, timeout: float) -> None:
         if self.client.connected:
             return
+        if self.mac:
+            from ..scan import resolve_mac
+
+            ip = resolve_mac(self.mac)
+            if ip is None:
+                raise DeviceSilent(f"MAC {self.mac}: no IP address known yet (ARP table, scan cache); "
+                                   "a network scan was started")
+            if ip != self.host:
+                log.info("MAC %s is at %s", self.mac, ip)
+            self.host = self.client.comm_params.host = ip
         deadline = time.monotonic() + timeout
         for delay in CONNECT_DELAYS:
             if time.monotonic() + delay >= deadline:
