@@ -147,15 +147,11 @@ class Node:
             kv.close()
 
     def _cloud(self) -> None:
-        import requests
-
         from . import provision
         from .cloudapi import Api, base_url
 
-        session = requests.Session()
-
         def api_for() -> Api:
-            return Api(base_url(self.store), session=session)
+            return Api(base_url(self.store))
 
         ident = provision.ensure_identity(self.store, self.stop, api_for, retry_first=self.retry_first)
         if ident is None:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import TYPE_CHECKING
 
 from .. import codec
 from ..readers.modbus import DeviceSilent, LinkError, ModbusException
-from ..readers.modbus_tcp import TcpTransport
+
+if TYPE_CHECKING:
+    from ..readers.modbus_tcp import TcpTransport
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ def sunspec_discover(transport: TcpTransport, units=SUNSPEC_UNITS, bases=SUNSPEC
 def probe_host(host: dict, port: int = MODBUS_PORT, timeout: float = TIMEOUT_S,
                cancel: threading.Event | None = None) -> list[dict]:
     """What answers on host["ipv4"]:port; also stored as host["modbustcp"]."""
+    from ..readers.modbus_tcp import TcpTransport  # pymodbus only when a scan runs (node stays light)
+
     transport = TcpTransport(host["ipv4"], port)
     results: list[dict] = []
     try:
