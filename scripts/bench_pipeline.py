@@ -60,9 +60,10 @@ def prefill(app: Appliance, n: int) -> None:
 
 
 def programs_memory_cpu(app: Appliance) -> tuple[dict[str, float], float]:
-    """({"rss programs", "rss all", "pss all"} in MB, CPU seconds of the whole tree). "programs" are what
+    """({"rss programs", "rss all", "pss all", "per program"} in MB, CPU seconds of the whole tree). "programs" are what
     supervisord runs, less mosquitto; "all" adds supervisord and `up`. PSS counts shared pages once."""
     mem = {"rss programs": 0.0, "rss all": 0.0, "pss all": 0.0}
+    per_program: dict[str, float] = {}
     cpu = 0.0
     for p in app.tree():
         try:
@@ -78,6 +79,9 @@ def programs_memory_cpu(app: Appliance) -> tuple[dict[str, float], float]:
         mem["pss all"] += info.pss / 2**20
         if "supervisord" not in cmd and " up" not in cmd:
             mem["rss programs"] += info.rss / 2**20
+            name = cmd.split("ammp_edge ", 1)[-1].split(" --")[0][:28]
+            per_program[name] = per_program.get(name, 0.0) + info.rss / 2**20
+    mem["per program"] = per_program
     return mem, cpu
 
 
@@ -121,8 +125,10 @@ def main() -> int:
             if delays:
                 print(f"cycle start jitter (start - round time) over {len(delays)} bus cycles: p50 {statistics.median(delays):.1f} ms, "
                       f"p99 {delays[int(0.99 * (len(delays) - 1))]:.1f} ms, max {delays[-1]:.1f} ms")
-            print(f"memory, all programs but mosquitto (3 buses, publisher, node, bridge-config): RSS {mem['rss programs']:.0f} MB; "
-                  f"with supervisord and up: RSS {mem['rss all']:.0f} MB, PSS {mem['pss all']:.0f} MB")
+            print(f"memory, all programs but mosquitto (3 buses, publisher, node, bridge-config, webui): "
+                  f"RSS {mem['rss programs']:.0f} MB; with supervisord and up: RSS {mem['rss all']:.0f} MB, "
+                  f"PSS {mem['pss all']:.0f} MB")
+            print("  RSS per program: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(mem["per program"].items())))
             print(f"CPU, all programs incl. mosquitto, 10 s interval, 3 simulated devices on 3 buses: {per_hour:.0f} s per hour "
                   f"(measured over {args.minutes:.1f} min)")
         finally:

@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass, field
 
 from .. import config as cfg
-from ..outputs import compile_outputs
 from ..problems import ConfigUnusable, Problem
 
 PREVIOUS_KEY = "webui_previous_config"
@@ -39,6 +38,8 @@ def check(raw: bytes, builtin: dict) -> Check:
         config = cfg.load(cfg.parse_json(raw), builtin)
     except ConfigUnusable as exc:
         return Check(list(exc.problems))
+    from ..outputs import compile_outputs  # JSONata (~5 MB) only when a config is checked
+
     problems = list(config.problems) + compile_outputs(config.outputs)[1]
     return Check(problems, True)
 
