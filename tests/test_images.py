@@ -269,7 +269,7 @@ def test_rpi_image_boots_in_qemu_virt(rpi_image, tmp_path):
         subprocess.run(["mcopy", "-n", "-i", f"{rpi_image}@@4M", pattern, str(tmp_path / name)], check=True)
     disk = tmp_path / "disk.img"
     subprocess.run(["cp", "--sparse=always", str(rpi_image), str(disk)], check=True)
-    web = free_port()
+    web, ssh = free_port(), free_port()
     serial = tmp_path / "serial.log"
     t0 = time.monotonic()
     qemu = subprocess.Popen(
@@ -277,7 +277,7 @@ def test_rpi_image_boots_in_qemu_virt(rpi_image, tmp_path):
          "-kernel", str(tmp_path / "vmlinuz"), "-initrd", str(tmp_path / "initrd.img"),
          "-append", "root=LABEL=RASPIROOT rw console=ttyAMA0 net.ifnames=0",
          "-drive", f"file={disk},format=raw,if=none,id=hd0", "-device", "virtio-blk-pci,drive=hd0",
-         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{web}-:8000",
+         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{web}-:8000,hostfwd=tcp:127.0.0.1:{ssh}-:22",
          "-device", "virtio-net-pci,netdev=n0,romfile=",
          "-display", "none", "-serial", f"file:{serial}", "-monitor", "none", "-no-reboot"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -292,6 +292,10 @@ def test_rpi_image_boots_in_qemu_virt(rpi_image, tmp_path):
             raise
         print(f"qemu -M virt: /health ok {time.monotonic() - t0:.0f} s after launch: {body['programs']}")
         assert {"mosquitto", "node", "publisher", "bridge-config", "webui"} <= set(body["programs"])
+        if shutil.which("ssh-keyscan"):  # first boot made this device's SSH host keys; sshd runs
+            keys = subprocess.run(["ssh-keyscan", "-T", "10", "-p", str(ssh), "127.0.0.1"], capture_output=True,
+                                  text=True).stdout
+            assert re.search(r"ssh-(rsa|ed25519) |ecdsa-sha2-", keys), serial.read_text(errors="replace")[-3000:]
     finally:
         qemu.kill()
         qemu.wait(10)

@@ -49,7 +49,7 @@ build_rpi() {
     --customize-hook='chroot "$1" python3 -m venv /opt/ammp-edge/venv && chroot "$1" /opt/ammp-edge/venv/bin/pip install -q --no-cache-dir --no-index --find-links /tmp/wheels ammp-edge && chroot "$1" /opt/ammp-edge/venv/bin/pip uninstall -y -q pip setuptools; rm -rf "$1/tmp/wheels"' \
     --customize-hook='sed -i -e "s/^#\?ROOTPART=.*/ROOTPART=LABEL=RASPIROOT/" -e "s/^#\?CONSOLES=.*/CONSOLES=\"ttyS1,115200 tty0\"/" "$1/etc/default/raspi-firmware"' \
     --customize-hook="echo '$AE_IMG_RPI_HOSTNAME' > \"\$1/etc/hostname\"; printf 'LABEL=RASPIROOT / ext4 rw,noatime 0 1\nLABEL=RASPIFIRM /boot/firmware vfat rw 0 2\n' > \"\$1/etc/fstab\"; mkdir -p \"\$1/data\"" \
-    --customize-hook='chroot "$1" systemctl enable systemd-networkd ammp-edge.service; chroot "$1" systemctl disable mosquitto; rm -f "$1"/etc/ssh/ssh_host_*' \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd ammp-edge.service ammp-edge-ssh-keys.service; chroot "$1" systemctl disable mosquitto; rm -f "$1"/etc/ssh/ssh_host_*' \
     --customize-hook='rm "$1/usr/sbin/update-initramfs"; chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
     --customize-hook='chroot "$1" update-initramfs -c -k all' \
     bookworm "$out/rootfs" "$AE_IMG_MIRROR" >&2
