@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # a developer script: it reuses the tests' real-part helpers
 
 from appliance_harness import Appliance  # noqa: E402
-from brokers import Recorder, cloud_broker, wait_until  # noqa: E402
+from brokers import Recorder, cloud_broker, free_port, wait_until  # noqa: E402
 
 from ammp_edge import drivers  # noqa: E402
 from ammp_edge.outbox import Outbox  # noqa: E402
@@ -93,7 +93,7 @@ def main() -> int:
     builtin = drivers.load_builtin_drivers(REPO / "drivers")
     with tempfile.TemporaryDirectory(prefix="bp") as tmp:
         tmp = Path(tmp)
-        sims = [Simulator({3: builtin["sma_stp25000"]}, port).start() for port in [_free() for _ in range(3)]]
+        sims = [Simulator({3: builtin["sma_stp25000"]}, port).start() for port in [free_port() for _ in range(3)]]
         cloud = cloud_broker(tmp, node_user=NODE, node_password="node-secret")
         rec = Recorder(cloud.admin_port, f"a/{NODE}/u/data", **cloud.admin_auth).start()
         app = Appliance(tmp / "a", site([s.port for s in sims]), cloud, NODE)
@@ -138,14 +138,6 @@ def main() -> int:
             for s in sims:
                 s.stop()
     return 0
-
-
-def _free() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

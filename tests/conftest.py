@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from ammp_edge import drivers, paths
+from brokers import free_port  # noqa: F401 - one helper for every test module
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -19,10 +19,6 @@ UPSTREAM_CONFIGS = REFERENCE / "upstream-configs"
 AMMP_EDGE = [sys.executable, "-m", "ammp_edge"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

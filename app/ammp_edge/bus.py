@@ -158,6 +158,7 @@ class ConfigSource:
         self.remember_good = remember_good  # the node keeps LAST_GOOD_KEY up to date
         self.builtin = drivers.load_builtin_drivers(paths.drivers_dir())
         self._raw: bytes | None = None
+        self._checked = 0.0
         self.config: cfg.Config | None = None
 
     def _read_raw(self) -> bytes | None:
@@ -167,7 +168,12 @@ class ConfigSource:
         self.kvstore = store
         return store.get_raw("config")
 
-    def current(self) -> cfg.Config | None:
+    def current(self, max_age: float = 0.0) -> cfg.Config | None:
+        """The config; with max_age, the store is read at most that often (for callers in a fast loop)."""
+        now = time.monotonic()
+        if max_age and self.config is not None and now - self._checked < max_age:
+            return self.config
+        self._checked = now
         try:
             raw = self._read_raw()
         except OSError as exc:

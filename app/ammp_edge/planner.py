@@ -89,6 +89,3 @@ def one_per_request(items: list[Item]) -> list[Block]:
             b.items.append(it)
     return list(singles.values())
 
-
-def request_count(blocks: list[Block]) -> int:
-    return len(blocks)

@@ -361,7 +361,7 @@ class Publisher:
         if not gate:
             return False  # nothing is sent while the uplink is down: the outbox holds it
         self.intake()
-        config = self.source.current()
+        config = self.source.current(max_age=1.0)  # this loop runs every few ms while a backlog drains
         live, backlog = self.ready_groups(time.time(), config)
         for g in live:
             if not self.send_group(g, config):
