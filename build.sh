@@ -72,6 +72,8 @@ Variables (environment; current value in brackets):
   AE_IMG_RPI_HOSTNAME      rpi: hostname [$AE_IMG_RPI_HOSTNAME]
   AE_IMG_RPI_FIRM_SIZE     rpi: boot (firmware, vfat) partition size [$AE_IMG_RPI_FIRM_SIZE]
   AE_IMG_RPI_ROOT_SIZE     rpi: root (ext4) partition size [$AE_IMG_RPI_ROOT_SIZE]
+  AE_IMG_RPI_DATA_SIZE     rpi: data (ext4, /data) partition size in the image; grown to fill the card on
+                           first boot [$AE_IMG_RPI_DATA_SIZE]
   AE_IMG_RPI_XZ            rpi: xz options [$AE_IMG_RPI_XZ]
 
 Needs (Debian packages): docker: docker.io, mmdebstrap (only to make the base image); rpi: mmdebstrap

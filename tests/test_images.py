@@ -12,7 +12,13 @@ can read the KV store, the outbox and the programs' logs:
    readout left in the outbox from step 1 is delivered to the container's local broker, live data
    (with the simulated device's values) is on that broker (mosquitto_sub), a second stop is clean.
 
-Skipped, with the reason, only when docker or mmdebstrap are missing and cannot be installed.
+Raspberry Pi: `./build.sh rpi`, the partition table and file systems checked, then copies of the image
+booted under qemu-system-aarch64 with a settings file and a config on their boot partition: `-M virt`
+with the image's own kernel (settings honoured, data partition grown, read-only root, access point on a
+virtual radio, password on the boot partition, data at a TLS broker on the host) and `-M raspi3b` with
+the Pi 3B device tree.
+
+Skipped, with the reason, only when the tools are missing and cannot be installed with apt-get.
 """
 
 from __future__ import annotations
@@ -223,13 +229,15 @@ def test_docker_image_runs_stops_cleanly_and_keeps_its_volume(docker_image, simu
 # -- Raspberry Pi image -----------------------------------------------------------------------------
 
 RPI_TOOLS = ["mmdebstrap", "genimage", "mkdosfs", "mcopy", "mdir", "mke2fs", "xz", "arch-test", "update-binfmts",
-             "qemu-system-aarch64", "sfdisk"]
+             "qemu-system-aarch64", "sfdisk", "socat", "ssh-keyscan", "debugfs"]
 RPI_PACKAGES = ("mmdebstrap qemu-user-static binfmt-support arch-test genimage dosfstools mtools fdisk e2fsprogs "
-                "xz-utils qemu-system-arm")
+                "xz-utils qemu-system-arm socat openssh-client")
 
 
 @pytest.fixture(scope="module")
 def rpi_image() -> Path:
+    if os.environ.get("AE_TEST_RPI_IMAGE"):  # iterate on the boot tests with an image already built
+        return Path(os.environ["AE_TEST_RPI_IMAGE"])
     if not all(shutil.which(t) for t in RPI_TOOLS):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(f"apt-get install -y -qq --no-install-recommends {RPI_PACKAGES} || (apt-get update -qq &&"
@@ -248,54 +256,218 @@ def rpi_image() -> Path:
     return xz.with_suffix("")  # the uncompressed .img is kept next to it
 
 
+def _mtype(image: Path, name: str) -> str:
+    return subprocess.run(["mtype", "-i", f"{image}@@4M", f"::{name}"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def _debugfs_cat(fs: Path, path: str) -> str:
+    return subprocess.run(["debugfs", "-R", f"cat {path}", str(fs)], capture_output=True, text=True, check=True).stdout
+
+
 def test_rpi_image_layout(rpi_image):
+    """Boot (FAT), root (ext4, mounted read-only) and data (ext4, /data, last so it can grow) partitions;
+    the Pi boot files; no SSH host keys or machine id baked in; the commented settings file."""
     table = subprocess.run(["sfdisk", "-J", str(rpi_image)], capture_output=True, text=True, check=True)
     parts = json.loads(table.stdout)["partitiontable"]["partitions"]
-    assert [p["type"] for p in parts] == ["c", "83"] and parts[0]["start"] == 8192 and parts[0].get("bootable")
+    assert [p["type"] for p in parts] == ["c", "83", "83"] and parts[0]["start"] == 8192 and parts[0].get("bootable")
     files = subprocess.run(["mdir", "-b", "-i", f"{rpi_image}@@4M", "::"], capture_output=True, text=True,
                            check=True).stdout
     for name in ("config.txt", "cmdline.txt", "vmlinuz-", "initrd.img-", "bcm2711-rpi-4-b.dtb",
-                 "bcm2837-rpi-3-b.dtb", "start4.elf", "bootcode.bin"):
+                 "bcm2837-rpi-3-b.dtb", "start4.elf", "bootcode.bin", "ammp-edge.txt"):
         assert name in files, f"{name} not on the boot partition:\n{files}"
-    cmdline = subprocess.run(["mtype", "-i", f"{rpi_image}@@4M", "::cmdline.txt"], capture_output=True, text=True,
-                             check=True).stdout
-    assert "root=LABEL=RASPIROOT" in cmdline, cmdline
+    cmdline = _mtype(rpi_image, "cmdline.txt")
+    assert "root=LABEL=RASPIROOT" in cmdline and " ro " in cmdline and " rw " not in cmdline, cmdline
+    assert _mtype(rpi_image, "ammp-edge.txt") == (REPO / "image/rpi/boot/ammp-edge.txt").read_text()
+    root = rpi_image.parent / "root.ext4"  # genimage's partition images, next to the .img
+    if shutil.which("debugfs") and root.is_file():
+        fstab = _debugfs_cat(root, "/etc/fstab")
+        assert re.search(r"LABEL=RASPIROOT\s+/\s+ext4\s+ro,", fstab) and "LABEL=AMMPDATA" in fstab, fstab
+        assert _debugfs_cat(root, "/etc/machine-id") == ""
+        keys = subprocess.run(["debugfs", "-R", "ls /etc/ssh", str(root)], capture_output=True, text=True).stdout
+        assert "ssh_host_" not in keys, keys
 
 
-def test_rpi_image_boots_in_qemu_virt(rpi_image, tmp_path):
-    """The image's own kernel and initrd on `-M virt`: systemd starts `ammp-edge up`, the web UI's
-    /health (forwarded to the host) shows every program RUNNING."""
-    for pattern, name in (("::vmlinuz-*", "vmlinuz"), ("::initrd.img-*", "initrd.img")):
-        subprocess.run(["mcopy", "-n", "-i", f"{rpi_image}@@4M", pattern, str(tmp_path / name)], check=True)
-    disk = tmp_path / "disk.img"
-    subprocess.run(["cp", "--sparse=always", str(rpi_image), str(disk)], check=True)
-    web, ssh = free_port(), free_port()
-    serial = tmp_path / "serial.log"
-    t0 = time.monotonic()
-    qemu = subprocess.Popen(
-        ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
-         "-kernel", str(tmp_path / "vmlinuz"), "-initrd", str(tmp_path / "initrd.img"),
-         "-append", "root=LABEL=RASPIROOT rw console=ttyAMA0 net.ifnames=0",
-         "-drive", f"file={disk},format=raw,if=none,id=hd0", "-device", "virtio-blk-pci,drive=hd0",
-         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{web}-:8000,hostfwd=tcp:127.0.0.1:{ssh}-:22",
-         "-device", "virtio-net-pci,netdev=n0,romfile=",
-         "-display", "none", "-serial", f"file:{serial}", "-monitor", "none", "-no-reboot"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+class Guest:
+    """One boot of a copy of the image under qemu-system-aarch64, with the settings file and a config
+    put on the copy's boot partition, the card made larger (the data partition grows into it), the
+    guest's web UI and SSH forwarded to host ports, and guest connections to 10.0.2.100:1883 (the
+    "cloud" broker) and 10.0.2.101:1502 (a simulated inverter) carried to host ports by socat."""
+
+    def __init__(self, image: Path, tmp: Path, settings: str, card_bytes: int, guest_ip: str = "",
+                 broker_port: int | None = None, sim_port: int | None = None, config: dict | None = None):
+        self.tmp, self.web, self.ssh = tmp, free_port(), free_port()
+        self.disk = tmp / "disk.img"
+        self.serial = tmp / "serial.log"
+        subprocess.run(["cp", "--sparse=always", str(image), str(self.disk)], check=True)
+        for pattern, name in (("::vmlinuz-*", "vmlinuz"), ("::initrd.img-*", "initrd.img"),
+                              ("::bcm2837-rpi-3-b.dtb", "rpi3b.dtb")):
+            subprocess.run(["mcopy", "-n", "-i", f"{self.disk}@@4M", pattern, str(tmp / name)], check=True)
+        (tmp / "ammp-edge.txt").write_text(settings)
+        subprocess.run(["mcopy", "-o", "-i", f"{self.disk}@@4M", str(tmp / "ammp-edge.txt"), "::ammp-edge.txt"], check=True)
+        if config is not None:
+            (tmp / "config.json").write_text(json.dumps(config))
+            subprocess.run(["mcopy", "-o", "-i", f"{self.disk}@@4M", str(tmp / "config.json"),
+                            "::ammp-edge-config.json"], check=True)
+        os.truncate(self.disk, card_bytes)
+        net = f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.web}-{guest_ip}:8000," \
+              f"hostfwd=tcp:127.0.0.1:{self.ssh}-{guest_ip}:22"
+        if broker_port:
+            net += f",guestfwd=tcp:10.0.2.100:1883-cmd:socat - TCP:127.0.0.1:{broker_port}"
+        if sim_port:
+            net += f",guestfwd=tcp:10.0.2.101:1502-cmd:socat - TCP:127.0.0.1:{sim_port}"
+        self.net = net
+
+    def boot_virt(self, extra_append: str = "") -> None:
+        self._start(["-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
+                     "-kernel", str(self.tmp / "vmlinuz"), "-initrd", str(self.tmp / "initrd.img"),
+                     "-append", f"root=LABEL=RASPIROOT ro console=ttyAMA0 net.ifnames=0 {extra_append}".strip(),
+                     "-drive", f"file={self.disk},format=raw,if=none,id=hd0", "-device", "virtio-blk-pci,drive=hd0",
+                     "-netdev", self.net, "-device", "virtio-net-pci,netdev=n0,romfile="])
+
+    def boot_raspi3b(self) -> None:
+        self._start(["-M", "raspi3b", "-kernel", str(self.tmp / "vmlinuz"), "-initrd", str(self.tmp / "initrd.img"),
+                     "-dtb", str(self.tmp / "rpi3b.dtb"),
+                     "-append", "console=ttyAMA0,115200 root=LABEL=RASPIROOT ro rootwait net.ifnames=0",
+                     "-drive", f"file={self.disk},format=raw,if=sd", "-netdev", self.net, "-device", "usb-net,netdev=n0"])
+
+    def _start(self, args: list[str]) -> None:
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(["qemu-system-aarch64", *args, "-display", "none", "-serial",
+                                      f"file:{self.serial}", "-monitor", "none", "-no-reboot"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def wait_up(self, within: float) -> dict:
         def up():
-            body = _health(web)
+            assert self.proc.poll() is None, f"qemu exited: {self.proc.stderr.read()}"
+            body = _health(self.web)
             return body if body and body["programs"] and all(s == "RUNNING" for s in body["programs"].values()) else None
         try:
-            body = wait_until(up, 400, 2, what="/health from the booted image with every program RUNNING")
+            return wait_until(up, within, 2, what="/health from the booted image with every program RUNNING")
         except AssertionError:
-            print(serial.read_text(errors="replace")[-4000:])
+            print(self.serial.read_text(errors="replace")[-5000:])
             raise
-        print(f"qemu -M virt: /health ok {time.monotonic() - t0:.0f} s after launch: {body['programs']}")
-        assert {"mosquitto", "node", "publisher", "bridge-config", "webui"} <= set(body["programs"])
-        if shutil.which("ssh-keyscan"):  # first boot made this device's SSH host keys; sshd runs
-            keys = subprocess.run(["ssh-keyscan", "-T", "10", "-p", str(ssh), "127.0.0.1"], capture_output=True,
-                                  text=True).stdout
-            assert re.search(r"ssh-(rsa|ed25519) |ecdsa-sha2-", keys), serial.read_text(errors="replace")[-3000:]
+
+    def boot_file(self, name: str) -> str:
+        return _mtype(self.disk, name)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def _ssh_keys(port: int) -> str:
+    return subprocess.run(["ssh-keyscan", "-T", "10", "-p", str(port), "127.0.0.1"], capture_output=True,
+                          text=True).stdout
+
+
+def _host_key(port: int, kind: str = "ed25519") -> str | None:
+    """The guest sshd's public host key of one type (ssh-keyscan, a few tries: the guest is emulated)."""
+    for _ in range(3):
+        out = subprocess.run(["ssh-keyscan", "-T", "20", "-t", kind, "-p", str(port), "127.0.0.1"],
+                             capture_output=True, text=True).stdout
+        keys = [line.split()[2] for line in out.splitlines() if len(line.split()) >= 3 and not line.startswith("#")]
+        if keys:
+            return keys[0]
+    return None
+
+
+GIB = 1024 ** 3
+
+
+def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path, simulated_inverter):
+    """The image's own kernel and initrd on `-M virt`, on a 3 GiB card, with a settings file (host name,
+    time zone, static address, custom TLS bridge to a broker on the host, one wrong line) and a config
+    (a Modbus TCP inverter simulated on the host) on the boot partition, and a virtual Wi-Fi radio
+    (mac80211_hwsim): the settings are honoured (the web UI answers on the static address), the data
+    partition grew, the root file system is read-only, the access point runs, the web UI password on
+    the boot partition logs in, SSH answers with keys made on this device, and the inverter's readings
+    reach the broker on the host."""
+    from brokers import Recorder, cloud_broker
+    from test_webui import login
+
+    cloud = cloud_broker(tmp_path, node_user="site-test", node_password="site-secret")
+    bridge = {"host": "10.0.2.100", "port": 1883, "tls": True, "ca_cert": cloud.ca.ca_crt.read_text(),
+              "insecure": True, "username": "site-test", "password": "site-secret", "topic_prefix": "sites/test/"}
+    settings = ("# test settings\nHOSTNAME=site-test\nTIMEZONE=Africa/Nairobi\nETH_ADDRESS=10.0.2.50/24\n"
+                "ETH_GATEWAY=10.0.2.2\nDNS=10.0.2.3\nWIFI_AP_CHANNEL=99\n"
+                f"MQTT_BRIDGE_CUSTOM={json.dumps(bridge)}\n")
+    config = {"devices": {"inv": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "test-inv",
+                                  "address": {"host": "10.0.2.101", "port": 1502, "unit_id": 3}, "timeout": 5}},
+              "readings": {"pv_P": {"device": "inv", "var": "P_total"}}, "read_interval": 10, "read_roundtime": True}
+    guest = Guest(rpi_image, tmp_path, settings, 3 * GIB, guest_ip="10.0.2.50", broker_port=cloud.tls_port,
+                  sim_port=simulated_inverter, config=config)
+    try:
+        with Recorder(cloud.admin_port, "sites/test/#", **cloud.admin_auth) as rec:
+            guest.boot_virt("modules-load=mac80211_hwsim")
+            body = guest.wait_up(400)
+            print(f"qemu -M virt: /health ok {time.monotonic() - guest.t0:.0f} s after launch: {body['programs']}")
+            assert {"mosquitto", "node", "publisher", "bridge-config", "webui"} <= set(body["programs"])
+            sysinfo = body["system"]
+            print(f"guest: {json.dumps(sysinfo)}")
+            assert sysinfo["hostname"] == "site-test" and sysinfo["root_read_only"] is True
+            assert sysinfo["data_total_bytes"] > 1.0e9, "the data partition did not grow to fill the card"
+            assert sysinfo["settings_problems"] == 1
+            wait_until(lambda: (_health(guest.web) or {}).get("system", {}).get("access_point_active"), 90, 2,
+                       what="hostapd running with 192.168.4.1 on wlan0 (the virtual radio)")
+
+            creds = guest.boot_file("ammp-edge-credentials.txt")
+            password = re.search(r"Web UI password: (\S+)", creds).group(1)
+            assert re.search(r"Wi-Fi access point: ammp-edge-\w{4}  passphrase: \S{8,}", creds), creds
+            session = login(f"http://127.0.0.1:{guest.web}", password)
+            assert session.last_login.status_code == 303, "the password on the boot partition does not log in"
+            page = session.get(f"http://127.0.0.1:{guest.web}/").text
+            assert "WIFI_AP_CHANNEL: &#039;99&#039; is not a channel from 1 to 13" in page or \
+                "WIFI_AP_CHANNEL: '99' is not a channel" in page, "the settings problem is not on the status page"
+            assert "read-only" in page
+
+            assert re.search(r"ssh-(rsa|ed25519) |ecdsa-sha2-", _ssh_keys(guest.ssh)), "no SSH on the static address"
+
+            def data():
+                for m in rec.on("sites/test/u/data"):
+                    msg = json.loads(m.payload)
+                    if any(r.get("_d") == "inv" and isinstance(r.get("P_total"), (int, float)) for r in msg["r"]):
+                        return msg
+                return None
+            try:
+                msg = wait_until(data, 180, 1, what="the inverter's readings at the host's broker through the bridge")
+            except AssertionError:
+                for name in ("node", "publisher", "mosquitto", "bridge-config"):
+                    text = session.get(f"http://127.0.0.1:{guest.web}/api/logs/{name}").json().get("text", "")
+                    print(f"--- {name}\n{text[-3000:]}")
+                raise
+            print(f"first u/data at the host's broker {time.monotonic() - guest.t0:.0f} s after launch: t={msg['t']}")
+            ssh_before = _host_key(guest.ssh)
+            assert ssh_before
+
+            # -- power cut (qemu killed), boot again on the same card: same device, data flows again
+            guest.kill()
+            first_t = max(json.loads(m.payload)["t"] for m in rec.on("sites/test/u/data"))
+            guest.boot_virt("modules-load=mac80211_hwsim")
+            body = guest.wait_up(400)
+            print(f"second boot after a power cut: /health ok {time.monotonic() - guest.t0:.0f} s after launch")
+            assert body["system"]["root_read_only"] is True and body["system"]["hostname"] == "site-test"
+            assert abs(body["system"]["data_total_bytes"] - sysinfo["data_total_bytes"]) < 1e6
+            ssh_after = _host_key(guest.ssh)
+            assert ssh_after == ssh_before, f"SSH host keys changed across boots: {ssh_before} -> {ssh_after}"
+            assert re.search(r"Web UI password: (\S+)", guest.boot_file("ammp-edge-credentials.txt")).group(1) == password
+            wait_until(lambda: any(json.loads(m.payload)["t"] > first_t for m in rec.on("sites/test/u/data")), 180, 1,
+                       what="new readings at the host's broker after the second boot")
     finally:
-        qemu.kill()
-        qemu.wait(10)
+        guest.kill()
+        cloud.stop()
+
+
+def test_rpi_image_boots_on_an_emulated_pi_3b(rpi_image, tmp_path):
+    """`-M raspi3b`: the Pi 3B device tree, the SD card host and USB network drivers from the trimmed
+    initramfs; DHCP by default; SSH=off honoured; the data partition grows on a 4 GiB card."""
+    guest = Guest(rpi_image, tmp_path, "SSH=off\n", 4 * GIB)
+    try:
+        guest.boot_raspi3b()
+        body = guest.wait_up(600)
+        print(f"qemu -M raspi3b: /health ok {time.monotonic() - guest.t0:.0f} s after launch: {body['system']}")
+        assert body["system"]["hostname"] == "ammp-edge" and body["system"]["root_read_only"] is True
+        assert body["system"]["data_total_bytes"] > 2.0e9 and body["system"]["settings_problems"] == 0
+        assert not re.search(r"ssh-(rsa|ed25519) ", _ssh_keys(guest.ssh)), "SSH=off, yet sshd answers"
+    finally:
+        guest.kill()

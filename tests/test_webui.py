@@ -109,6 +109,10 @@ def test_api_without_login_is_401_and_health_is_public(webui):
     assert requests.post(webui + "/config", data={"text": "{}"}).status_code == 401
     r = requests.get(webui + "/health")
     assert r.headers["Content-Type"] == "application/json" and "status" in r.json()
+    system = r.json()["system"]  # the device facts (the Pi image's boot test reads them too)
+    assert system["data_total_bytes"] > system["data_free_bytes"] > 0 and system["memory_available_bytes"] > 0
+    assert isinstance(system["root_read_only"], bool) and system["hostname"]
+    assert system["settings_problems"] is None  # no settings file outside the Pi image
 
 
 def test_login_logout_and_cookie_flags(webui):

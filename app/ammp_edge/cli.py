@@ -455,6 +455,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reset-password", action="store_true", help="set a new random password, print it and exit "
                    "(for whoever holds the device)")
     s.set_defaults(func=cmd_webui)
+
+    s = sub.add_parser("device-settings", help="the Raspberry Pi image's settings file on the boot partition "
+                       "(network, Wi-Fi, access point, SSH, host name, time zone)")
+    ds = s.add_subparsers(dest="action", required=True)
+    c = ds.add_parser("check", help="print the problems of a settings file (exit 1 when there are any)")
+    c.add_argument("file")
+    c.add_argument("--zoneinfo", default="/usr/share/zoneinfo", help="time zone database (default %(default)s)")
+    a = ds.add_parser("apply", help="apply the file at boot (ammp-edge-settings.service); writes to /run")
+    a.add_argument("--file", default="/boot/firmware/ammp-edge.txt", help="default %(default)s")
+    a.add_argument("--root", default="/", help="write under this directory instead of / (tests)")
+    a.add_argument("--data-dir", help="default $AE_DATA_DIR")
+    ds.add_parser("template", help="print the commented settings file the image ships")
+    s.set_defaults(func=lambda args: __import__("ammp_edge.device_settings", fromlist=["cmd"]).cmd(args))
     return p
 
 

@@ -6,6 +6,7 @@
 : "${AE_IMG_RPI_HOSTNAME:=ammp-edge}"
 : "${AE_IMG_RPI_FIRM_SIZE:=256M}"
 : "${AE_IMG_RPI_ROOT_SIZE:=1536M}"
+: "${AE_IMG_RPI_DATA_SIZE:=128M}"
 : "${AE_IMG_RPI_XZ:=-T2 -3}"
 
 rpi_binfmt() {
@@ -48,13 +49,17 @@ build_rpi() {
     --customize-hook="sync-in '$ROOT/image/rpi/rootfs' /" \
     --customize-hook='chroot "$1" python3 -m venv /opt/ammp-edge/venv && chroot "$1" /opt/ammp-edge/venv/bin/pip install -q --no-cache-dir --no-index --find-links /tmp/wheels ammp-edge && chroot "$1" /opt/ammp-edge/venv/bin/pip uninstall -y -q pip setuptools; rm -rf "$1/tmp/wheels"' \
     --customize-hook='sed -i -e "s/^#\?ROOTPART=.*/ROOTPART=LABEL=RASPIROOT/" -e "s/^#\?CONSOLES=.*/CONSOLES=\"ttyS1,115200 tty0\"/" "$1/etc/default/raspi-firmware"' \
-    --customize-hook="echo '$AE_IMG_RPI_HOSTNAME' > \"\$1/etc/hostname\"; printf 'LABEL=RASPIROOT / ext4 rw,noatime 0 1\nLABEL=RASPIFIRM /boot/firmware vfat rw 0 2\n' > \"\$1/etc/fstab\"; mkdir -p \"\$1/data\"" \
-    --customize-hook='chroot "$1" systemctl enable systemd-networkd ammp-edge.service ammp-edge-ssh-keys.service; chroot "$1" systemctl disable mosquitto; rm -f "$1"/etc/ssh/ssh_host_*' \
+    --customize-hook="echo '$AE_IMG_RPI_HOSTNAME' > \"\$1/etc/hostname\"; printf '127.0.1.1\t$AE_IMG_RPI_HOSTNAME\n' >> \"\$1/etc/hosts\"; mkdir -p \"\$1/data\"" \
+    --customize-hook='ln -sf /run/ammp-edge-system/localtime "$1/etc/localtime"; rm -f "$1"/etc/ssh/ssh_host_*' \
+    --customize-hook='chroot "$1" systemctl enable systemd-networkd ammp-edge.service ammp-edge-ssh-keys.service ammp-edge-settings.service ammp-edge-firstboot.service ammp-edge-wifi.service ammp-edge-wifi-ap.service' \
+    --customize-hook='chroot "$1" systemctl disable mosquitto hostapd wpa_supplicant apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer 2>/dev/null; chroot "$1" systemctl mask hostapd' \
     --customize-hook='rm "$1/usr/sbin/update-initramfs"; chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs' \
     --customize-hook='chroot "$1" update-initramfs -c -k all' \
+    --customize-hook='sed -i "s/ rw / ro /" "$1/boot/firmware/cmdline.txt"; grep -q " ro " "$1/boot/firmware/cmdline.txt"' \
+    --customize-hook="cp '$ROOT/image/rpi/boot/ammp-edge.txt' \"\$1/boot/firmware/ammp-edge.txt\"" \
     bookworm "$out/rootfs" "$AE_IMG_MIRROR" >&2
   log "rpi: SD-card image with genimage"
-  sed -e "s/@FIRM_SIZE@/$AE_IMG_RPI_FIRM_SIZE/" -e "s/@ROOT_SIZE@/$AE_IMG_RPI_ROOT_SIZE/" \
+  sed -e "s/@FIRM_SIZE@/$AE_IMG_RPI_FIRM_SIZE/" -e "s/@ROOT_SIZE@/$AE_IMG_RPI_ROOT_SIZE/" -e "s/@DATA_SIZE@/$AE_IMG_RPI_DATA_SIZE/" \
       -e "s/@IMAGE@/$AE_IMG_RPI_NAME.img/" "$ROOT/image/rpi/genimage.cfg.in" > "$out/genimage.cfg"
   rm -rf "$out/gi-tmp" "$out/gi-in" "$out/$AE_IMG_RPI_NAME.img"*; mkdir -p "$out/gi-in"
   timeout "$AE_IMG_TIMEOUT" genimage --config "$out/genimage.cfg" --rootpath "$out/rootfs" --tmppath "$out/gi-tmp" \

@@ -65,18 +65,28 @@ def verify_password(password: str, stored: dict | None) -> bool:
 
 
 def _write_private(path: Path, text: str) -> None:
+    """Mode 0600, replaced atomically and on disk before this returns: a power cut right after must not
+    leave an empty file while the KV store (SQLite, synchronous) already holds the password's hash."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
     os.chmod(tmp, 0o600)
     tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
-def ensure_password(store: KVStore) -> str | None:
-    """Make sure a password is set. Returns the initial password while it has not been changed."""
-    path = initial_password_path()
+def ensure_password(store: KVStore, path: Path | None = None) -> str | None:
+    """Make sure a password is set. Returns the initial password while it has not been changed.
+    `path`: the clear initial password's file (default $AE_DATA_DIR/webui-initial-password)."""
+    path = path or initial_password_path()
     initial = None
     if path.exists():
         initial = path.read_text().strip() or None

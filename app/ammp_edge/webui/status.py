@@ -1,8 +1,10 @@
-"""The status page's facts: node, programs (supervisord), buses, clock, network interfaces."""
+"""The status page's facts: node, programs (supervisord), buses, clock, network interfaces, the device."""
 
 from __future__ import annotations
 
 import ctypes
+import json
+import os
 import socket
 import time
 import xmlrpc.client
@@ -69,6 +71,39 @@ def _bits(netmask: str | None) -> int:
         return 0
 
 
+SETTINGS_JSON = "/run/ammp-edge-system/settings.json"   # written at boot on the Pi image (device_settings)
+
+
+def system(settings_json: str = SETTINGS_JSON) -> dict:
+    """The device: host name, whether the root file system is read-only, the data volume's size and free
+    space, memory, and on the Pi image the settings file's outcome and the access point."""
+    from .. import paths
+
+    out: dict = {"hostname": socket.gethostname()}
+    try:
+        out["root_read_only"] = bool(os.statvfs("/").f_flag & os.ST_RDONLY)
+    except OSError:
+        out["root_read_only"] = None
+    try:
+        st = os.statvfs(paths.data_dir())
+        out["data_total_bytes"], out["data_free_bytes"] = st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+    except OSError:
+        out["data_total_bytes"] = out["data_free_bytes"] = None
+    mem = psutil.virtual_memory()
+    out["memory_total_bytes"], out["memory_available_bytes"] = mem.total, mem.available
+    try:
+        with open(settings_json) as f:
+            out["settings"] = json.load(f)
+    except (OSError, ValueError):
+        out["settings"] = None
+    ap = (out["settings"] or {}).get("access_point")
+    if ap:  # hostapd runs and wlan0 carries the access point's address
+        running = any(p.info["name"] == "hostapd" for p in psutil.process_iter(["name"]))
+        addrs = psutil.net_if_addrs().get("wlan0", [])
+        ap["active"] = running and any(a.family == socket.AF_INET and a.address == ap.get("address") for a in addrs)
+    return out
+
+
 def uptime() -> dict:
     return {"system_s": int(time.time() - psutil.boot_time()), "version": __version__}
 
@@ -93,6 +128,7 @@ def summary(state) -> dict:
         "config_id": config.config_id if config else None,
         "config_problems": len(config.problems) if config else len(unusable),
         "interfaces": interfaces(),
+        "system": system(),
     }
 
 
@@ -101,6 +137,10 @@ def health(state) -> tuple[int, dict]:
     progs, err = programs()
     fatal = [p["name"] for p in progs if p["state"] == "FATAL"]
     ok = err is None and not fatal
+    sysinfo = system()
+    settings = sysinfo.pop("settings") or {}
+    sysinfo["settings_problems"] = len(settings.get("problems", [])) if settings else None
+    sysinfo["access_point_active"] = (settings.get("access_point") or {}).get("active")
     return (200 if ok else 503), {"status": "ok" if ok else "fail", "version": __version__,
                                   "programs": {p["name"]: p["state"] for p in progs}, "error": err,
-                                  "outbox": state.outbox_info, "time": int(time.time())}
+                                  "outbox": state.outbox_info, "time": int(time.time()), "system": sysinfo}

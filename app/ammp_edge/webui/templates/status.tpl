@@ -71,6 +71,40 @@
 </table>
 </section>
 <section class="card">
+<h2>Device</h2>
+% y = s["system"]
+% mb = lambda b: f"{b / 1e6:,.0f} MB" if b is not None else "?"
+<table class="kv" id="device">
+<tr><th>Host name</th><td>{{y["hostname"]}}</td></tr>
+<tr><th>Data volume</th><td>{{mb(y["data_free_bytes"])}} free of {{mb(y["data_total_bytes"])}}</td></tr>
+<tr><th>Memory</th><td>{{mb(y["memory_available_bytes"])}} available of {{mb(y["memory_total_bytes"])}}</td></tr>
+% if y["root_read_only"] is not None:
+<tr><th>Root file system</th><td>{{"read-only" if y["root_read_only"] else "writable"}}</td></tr>
+% end
+% st = y["settings"]
+% if st:
+<tr><th>Settings file</th><td>{{st["file"]}}{{"" if st["found"] else " (absent: defaults)"}}
+%   if st["problems"]:
+  <ul class="bad" id="settings-problems">
+%     for p in st["problems"]:
+  <li>{{p}}</li>
+%     end
+  </ul>
+%   else:
+  · <span class="ok">no problems</span>
+%   end
+</td></tr>
+<tr><th>SSH</th><td>{{"on" if st["ssh"] else "off"}}{{f" · {st['ssh_keys']} key(s)" if st["ssh"] else ""}}</td></tr>
+%   if st["wifi"]:
+<tr><th>Wi-Fi</th><td>{{st["wifi"]["ssid"]}} · {{st["wifi"]["address"]}}</td></tr>
+%   end
+%   if st["access_point"]:
+<tr><th>Access point</th><td><span class="{{'ok' if st['access_point'].get('active') else 'bad'}}">{{"on" if st["access_point"].get("active") else "not running"}}</span> · {{st["access_point"]["ssid"]}} · {{st["access_point"]["address"]}}</td></tr>
+%   end
+% end
+</table>
+</section>
+<section class="card">
 <h2>Network interfaces</h2>
 <table class="list" id="interfaces">
 <tr><th>Interface</th><th>State</th><th>MAC</th><th>IPv4</th><th>IPv6</th></tr>
