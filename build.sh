@@ -41,9 +41,11 @@ Targets:
            filesystem from Debian packages (mmdebstrap with qemu-user-static; image/rpi/packages,
            raspi-firmware + linux-image-arm64, initramfs with image/rpi/initramfs-modules only), the
            app in /opt/ammp-edge/venv from aarch64 wheels, the overlays image/rootfs/ and
-           image/rpi/rootfs/ (systemd starts \`ammp-edge up\`), assembled by genimage without loop
-           mounts (image/rpi/genimage.cfg.in) into NAME.img.xz with NAME.img.xz.sha256. About 8 min.
-           EXPERIMENTAL: see README "Images" for what it does not do yet.
+           image/rpi/rootfs/ (systemd starts \`ammp-edge up\`; read-only root, /data grown on first
+           boot, settings file image/rpi/boot/ammp-edge.txt on the boot partition), assembled by
+           genimage without loop mounts (image/rpi/genimage.cfg.in) into NAME.img.xz with
+           NAME.img.xz.sha256; also ammp-edge-app-TAG-aarch64.tar(.sha256), the app bundle the
+           image_update command installs (serve it at the device's UPDATE_URL). About 7 min.
 
 Options:
   -h, --help        this text

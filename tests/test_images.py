@@ -23,11 +23,14 @@ Skipped, with the reason, only when the tools are missing and cannot be installe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
+import tarfile
 import time
 import urllib.request
 import uuid
@@ -279,6 +282,14 @@ def test_rpi_image_layout(rpi_image):
     cmdline = _mtype(rpi_image, "cmdline.txt")
     assert "root=LABEL=RASPIROOT" in cmdline and " ro " in cmdline and " rw " not in cmdline, cmdline
     assert _mtype(rpi_image, "ammp-edge.txt") == (REPO / "image/rpi/boot/ammp-edge.txt").read_text()
+    from ammp_edge import __version__
+
+    bundle = rpi_image.parent / f"ammp-edge-app-{__version__}-aarch64.tar"  # what image_update installs
+    with tarfile.open(bundle) as tar:
+        manifest = json.load(tar.extractfile("manifest.json"))
+    assert manifest["version"] == __version__ and manifest["platform"] == "aarch64" and manifest["python"] == "3.11"
+    assert any(n.startswith("ammp_edge-") for n in manifest["wheels"]), manifest
+    assert Path(f"{bundle}.sha256").read_text().split()[0] == hashlib.sha256(bundle.read_bytes()).hexdigest()
     root = rpi_image.parent / "root.ext4"  # genimage's partition images, next to the .img
     if shutil.which("debugfs") and root.is_file():
         fstab = _debugfs_cat(root, "/etc/fstab")
@@ -292,10 +303,12 @@ class Guest:
     """One boot of a copy of the image under qemu-system-aarch64, with the settings file and a config
     put on the copy's boot partition, the card made larger (the data partition grows into it), the
     guest's web UI and SSH forwarded to host ports, and guest connections to 10.0.2.100:1883 (the
-    "cloud" broker) and 10.0.2.101:1502 (a simulated inverter) carried to host ports by socat."""
+    "cloud" broker), 10.0.2.101:1502 (a simulated inverter) and 10.0.2.102:8080 (the update server)
+    carried to host ports by socat."""
 
     def __init__(self, image: Path, tmp: Path, settings: str, card_bytes: int, guest_ip: str = "",
-                 broker_port: int | None = None, sim_port: int | None = None, config: dict | None = None):
+                 broker_port: int | None = None, sim_port: int | None = None, config: dict | None = None,
+                 update_port: int | None = None):
         self.tmp, self.web, self.ssh = tmp, free_port(), free_port()
         self.disk = tmp / "disk.img"
         self.serial = tmp / "serial.log"
@@ -316,6 +329,8 @@ class Guest:
             net += f",guestfwd=tcp:10.0.2.100:1883-cmd:socat - TCP:127.0.0.1:{broker_port}"
         if sim_port:
             net += f",guestfwd=tcp:10.0.2.101:1502-cmd:socat - TCP:127.0.0.1:{sim_port}"
+        if update_port:
+            net += f",guestfwd=tcp:10.0.2.102:8080-cmd:socat - TCP:127.0.0.1:{update_port}"
         self.net = net
 
     def boot_virt(self, extra_append: str = "") -> None:
@@ -375,7 +390,56 @@ def _host_key(port: int, kind: str = "ed25519") -> str | None:
 GIB = 1024 ** 3
 
 
-def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path, simulated_inverter):
+def _update_bundle(image: Path, www: Path, tmp: Path) -> str:
+    """An app bundle one version ahead of the image's (the ammp_edge wheel rebuilt with a bumped version,
+    the image's aarch64 dependency wheels), as ./build.sh rpi makes it; returns the new version."""
+    from ammp_edge import __version__
+
+    new = f"{__version__}.post1"
+    src = tmp / "src"
+    shutil.copytree(REPO / "app", src / "app", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copy(REPO / "README.md", src)
+    (src / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text().replace(
+        f'version = "{__version__}"', f'version = "{new}"', 1))
+    init = src / "app/ammp_edge/__init__.py"
+    init.write_text(init.read_text().replace(f'__version__ = "{__version__}"', f'__version__ = "{new}"'))
+    wheels = tmp / "wheels"
+    wheels.mkdir()
+    for whl in (image.parent / "wheels").glob("*.whl"):
+        if not whl.name.startswith("ammp_edge-"):
+            shutil.copy(whl, wheels)
+    env = {**os.environ}
+    if Path("/etc/ssl/certs/ca-certificates.crt").is_file():
+        env["PIP_CERT"] = "/etc/ssl/certs/ca-certificates.crt"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check",
+                    "--wheel-dir", str(wheels), str(src)], check=True, env=env, timeout=600)
+    subprocess.run([*AMMP_EDGE, "update-bundle", "--wheels", str(wheels), "--drivers", str(REPO / "drivers"),
+                    "--conf", str(REPO / "conf"), "--out", str(www / "app.tar"), "--version", new], check=True)
+    return new
+
+
+@pytest.fixture
+def update_server(tmp_path):
+    """An HTTP server on loopback serving tmp_path/www; yields (www, port)."""
+    import http.server
+    import threading
+
+    www = tmp_path / "www"
+    www.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(www), **kw)
+
+        def log_message(self, *a):
+            pass
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, server.server_address[1]
+    server.shutdown()
+
+
+def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path, simulated_inverter, update_server):
     """The image's own kernel and initrd on `-M virt`, on a 3 GiB card, with a settings file (host name,
     time zone, static address, custom TLS bridge to a broker on the host, one wrong line) and a config
     (a Modbus TCP inverter simulated on the host) on the boot partition, and a virtual Wi-Fi radio
@@ -390,13 +454,15 @@ def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path
     bridge = {"host": "10.0.2.100", "port": 1883, "tls": True, "ca_cert": cloud.ca.ca_crt.read_text(),
               "insecure": True, "username": "site-test", "password": "site-secret", "topic_prefix": "sites/test/"}
     settings = ("# test settings\nHOSTNAME=site-test\nTIMEZONE=Africa/Nairobi\nETH_ADDRESS=10.0.2.50/24\n"
-                "ETH_GATEWAY=10.0.2.2\nDNS=10.0.2.3\nWIFI_AP_CHANNEL=99\n"
+                "ETH_GATEWAY=10.0.2.2\nDNS=10.0.2.3\nWIFI_AP_CHANNEL=99\nUPDATE_URL=http://10.0.2.102:8080/app.tar\n"
                 f"MQTT_BRIDGE_CUSTOM={json.dumps(bridge)}\n")
     config = {"devices": {"inv": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "test-inv",
                                   "address": {"host": "10.0.2.101", "port": 1502, "unit_id": 3}, "timeout": 5}},
               "readings": {"pv_P": {"device": "inv", "var": "P_total"}}, "read_interval": 10, "read_roundtime": True}
+    www, update_port = update_server
+    new_version = _update_bundle(rpi_image, www, tmp_path)
     guest = Guest(rpi_image, tmp_path, settings, 3 * GIB, guest_ip="10.0.2.50", broker_port=cloud.tls_port,
-                  sim_port=simulated_inverter, config=config)
+                  sim_port=simulated_inverter, config=config, update_port=update_port)
     try:
         with Recorder(cloud.admin_port, "sites/test/#", **cloud.admin_auth) as rec:
             guest.boot_virt("modules-load=mac80211_hwsim")
@@ -453,6 +519,24 @@ def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path
             assert re.search(r"Web UI password: (\S+)", guest.boot_file("ammp-edge-credentials.txt")).group(1) == password
             wait_until(lambda: any(json.loads(m.payload)["t"] > first_t for m in rec.on("sites/test/u/data")), 180, 1,
                        what="new readings at the host's broker after the second boot")
+
+            # -- image_update from the cloud: the bundle is fetched from UPDATE_URL, the app restarts into it
+            old_version = body["version"]
+            t_update = time.monotonic()
+            subprocess.run(["mosquitto_pub", "-p", str(cloud.admin_port), "-u", "admin", "-P", "admin-secret", "-q", "1",
+                            "-t", "sites/test/d/command", "-m", '["image_update"]'], check=True, timeout=30)
+            answer = wait_until(lambda: next((m.text for m in rec.on("sites/test/u/command_response")
+                                              if "image_update" in m.text), None), 900, 2,
+                                what="the answer to image_update")
+            assert f"installed version {new_version} (was {old_version})" in answer, answer
+            after = wait_until(lambda: (lambda b: b if b and b["version"] == new_version and b["programs"] and all(
+                s == "RUNNING" for s in b["programs"].values()) else None)(_health(guest.web)), 300, 2,
+                what=f"the appliance running version {new_version}")
+            print(f"image_update: {new_version} running {time.monotonic() - t_update:.0f} s after the command")
+            assert after["system"]["root_read_only"] is True
+            t_new = time.time()
+            wait_until(lambda: any(json.loads(m.payload)["t"] > t_new for m in rec.on("sites/test/u/data")), 120, 1,
+                       what="readings from the updated app at the host's broker")
     finally:
         guest.kill()
         cloud.stop()

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import xmlrpc.client
+from pathlib import Path
 
 import psutil
 
@@ -116,6 +117,11 @@ def run(config_raw: bytes | None = None, demo: Config | None = None) -> int:
                             start_new_session=True, preexec_fn=_die_with_parent)
     log.info("supervisord started (pid %d), buses: %s; logs in %s", proc.pid, ", ".join(bus_ids) or "none",
              paths.log_dir())
+    if os.environ.get("AE_APP_UPDATES") == "1":  # Pi image: keep an app update once it has proven itself
+        from . import selfupdate
+
+        threading.Thread(target=selfupdate.commit_when_healthy, name="update-commit", daemon=True,
+                         args=(stop, Path(os.environ.get("AE_APP_DIR") or selfupdate.APP_DIR))).start()
     while proc.poll() is None and not stop.is_set():
         _reap_orphans(proc)
         stop.wait(1)

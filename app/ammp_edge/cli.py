@@ -456,6 +456,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(for whoever holds the device)")
     s.set_defaults(func=cmd_webui)
 
+    s = sub.add_parser("self-update", help="Pi image: download the app bundle from the KV key image_update_url, "
+                       "check it, install it on /data/app and restart into it (the image_update command)")
+    s.add_argument("--url", help="bundle URL instead of the KV key image_update_url")
+    s.add_argument("--app-dir", default="/data/app", help="default %(default)s")
+    s.add_argument("--no-restart", action="store_true", help="install and switch, but do not restart the service")
+    s.set_defaults(func=lambda args: __import__("ammp_edge.selfupdate", fromlist=["cmd"]).cmd(args))
+
+    s = sub.add_parser("update-bundle", help="make an app bundle for self-update from wheels (./build.sh rpi)")
+    s.add_argument("--wheels", required=True, help="directory of the app's wheel and its dependencies' wheels")
+    s.add_argument("--drivers", required=True)
+    s.add_argument("--conf", required=True)
+    s.add_argument("--out", required=True, help="the .tar to write (and .tar.sha256 beside it)")
+    s.add_argument("--version", required=True)
+    s.add_argument("--platform", default="aarch64", help="uname -m of the target (default %(default)s)")
+    s.add_argument("--python", default="3.11", help="the target's Python (default %(default)s)")
+    s.set_defaults(func=lambda args: __import__("ammp_edge.selfupdate", fromlist=["cmd"]).cmd(args))
+
     s = sub.add_parser("device-settings", help="the Raspberry Pi image's settings file on the boot partition "
                        "(network, Wi-Fi, access point, SSH, host name, time zone)")
     ds = s.add_subparsers(dest="action", required=True)

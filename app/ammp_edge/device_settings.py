@@ -20,7 +20,7 @@ What apply writes (the root file system is read-only; everything goes to /run, r
   ssh/authorized_keys_root, localtime (the link /etc/localtime points to), hostname, settings.json
   (what was applied, no secrets, and the problems);
 - /run/systemd/timesyncd.conf.d/ammp-edge.conf (NTP servers);
-- the KV store: mqtt_bridge_custom and mqtt_bridge_prod when the file sets them (the file wins at
+- the KV store: mqtt_bridge_custom, mqtt_bridge_prod and image_update_url when the file sets them (the file wins at
   each boot for what it sets; what it does not set is left as it is);
 - the boot partition: ammp-edge-credentials.txt with the web UI's initial password (until it is
   changed) and the access point's name and passphrase (generated once per device, kept on /data).
@@ -75,6 +75,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "WIFI_AP_CHANNEL": ("6", "1 to 13"),
     "NTP": ("", "time servers, comma-separated (default: Debian's pool)"),
     "MQTT_BRIDGE_PROD": ("", "off turns the AMMP cloud bridge off (on turns it back on)"),
+    "UPDATE_URL": ("", "where the image_update command fetches the app bundle (http:// or https://, a .tar "
+                       "made by ./build.sh rpi, with .tar.sha256 beside it)"),
     "MQTT_BRIDGE_CUSTOM": ("", 'a bridge to your own broker, one line of JSON, e.g. {"host": "broker.example.com", '
                                '"port": 8883, "username": "site7", "password": "..."}'),
 }
@@ -227,6 +229,8 @@ def _validate(s: Settings, zoneinfo: Path) -> None:
         s.problem("WIFI_AP_PASSWORD", f"must be 8 to 63 ASCII characters (it has {len(v['WIFI_AP_PASSWORD'])})")
     if "WIFI_AP_CHANNEL" in v and not (v["WIFI_AP_CHANNEL"].isdigit() and 1 <= int(v["WIFI_AP_CHANNEL"]) <= 13):
         s.problem("WIFI_AP_CHANNEL", f"{v['WIFI_AP_CHANNEL'][:10]!r} is not a channel from 1 to 13")
+    if v.get("UPDATE_URL") and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v["UPDATE_URL"]):
+        s.problem("UPDATE_URL", f"{v['UPDATE_URL'][:80]!r} is not an http:// or https:// URL")
     if v.get("MQTT_BRIDGE_CUSTOM"):
         from . import broker
 
@@ -437,6 +441,9 @@ def _apply_kv(s: Settings, store) -> None:
             else:
                 store.set("mqtt_bridge_custom", value)
             log.info("mqtt_bridge_custom %s from the settings file", "set" if value else "removed")
+    if s.given("UPDATE_URL") and store.get("image_update_url") != s.get("UPDATE_URL"):
+        store.set("image_update_url", s.get("UPDATE_URL"))
+        log.info("image_update_url %s from the settings file", s.get("UPDATE_URL"))
     if s.given("MQTT_BRIDGE_PROD") and s.get("MQTT_BRIDGE_PROD"):
         value = s.flag("MQTT_BRIDGE_PROD")
         if store.get("mqtt_bridge_prod") != value:

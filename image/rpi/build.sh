@@ -33,6 +33,9 @@ build_rpi() {
   done
   rpi_binfmt
   rpi_wheels
+  log "rpi: app bundle for image_update (self-update)"
+  "$AE_IMG_PYTHON" -m ammp_edge update-bundle --wheels "$out/wheels" --drivers "$ROOT/drivers" --conf "$ROOT/conf" \
+    --out "$out/ammp-edge-app-$AE_IMG_TAG-aarch64.tar" --version "$VERSION" >&2
   pkgs=$(grep -v '^#' "$ROOT/image/rpi/packages" | xargs | tr ' ' ',')
   rm -rf "$out/rootfs"
   log "rpi: arm64 root filesystem with mmdebstrap (about 6 minutes)"
