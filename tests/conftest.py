@@ -13,9 +13,12 @@ from ammp_edge import drivers, paths
 from brokers import free_port  # noqa: F401 - one helper for every test module
 
 REPO = Path(__file__).resolve().parent.parent
+# The upstream driver and config files the tests compare against, kept in the repository so a clone
+# anywhere runs the whole suite (tests/upstream/README.md); test_upstream_copy.py checks them against
+# the shared reference when it sits beside the checkout.
 REFERENCE = REPO.parent / "shared" / "reference"
-UPSTREAM_DRIVERS = REFERENCE / "upstream-drivers"
-UPSTREAM_CONFIGS = REFERENCE / "upstream-configs"
+UPSTREAM_DRIVERS = REPO / "tests" / "upstream" / "drivers"
+UPSTREAM_CONFIGS = REPO / "tests" / "upstream" / "configs"
 AMMP_EDGE = [sys.executable, "-m", "ammp_edge"]
 
 
