@@ -173,3 +173,17 @@ def test_check_command_exit_codes(tmp_path):
     out = subprocess.run([*AMMP_EDGE, "device-settings", "check", str(bad)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "line 1: HOSTNAME: 'site 1' is not a host name" in out.stdout and "line 3: WIFI_AP" in out.stdout
+
+
+def test_an_oversized_or_missing_file_is_refused_with_its_reason(tmp_path):
+    big = tmp_path / "boot" / "ammp-edge.txt"
+    big.parent.mkdir()
+    big.write_bytes(b"HOSTNAME=x\n" * 100000)  # 1.1 MB
+    s = ds.apply(big, tmp_path / "root", tmp_path / "data")
+    info = json.loads((tmp_path / "root/run/ammp-edge-system/settings.json").read_text())
+    assert s.get("HOSTNAME") == "ammp-edge" and info["found"] is False  # defaults; the boot goes on
+    out = subprocess.run([*AMMP_EDGE, "device-settings", "check", str(big)], capture_output=True, text=True)
+    assert out.returncode == 2 and "larger than 256 KiB" in out.stdout
+    out = subprocess.run([*AMMP_EDGE, "device-settings", "check", str(tmp_path / "nope.txt")], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "cannot be read" in out.stdout and "Traceback" not in out.stderr

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_FILE = "/boot/firmware/ammp-edge.txt"
 CREDENTIALS_NAME = "ammp-edge-credentials.txt"
+MAX_FILE_BYTES = 256 * 1024
 AP_ADDRESS = "192.168.4.1/24"
 AP_POOL_OFFSET, AP_POOL_SIZE = 100, 101  # 192.168.4.100 .. 192.168.4.200, as upstream's wifi-ap
 BOOL_WORDS = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False, "0": False}
@@ -378,10 +379,10 @@ def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, s
     data_dir = data_dir or paths.data_dir()
     found = file.is_file()
     try:
-        text = file.read_text(encoding="utf-8", errors="replace") if found else ""
-    except OSError as exc:
+        text = _read(file) if found else ""
+    except (OSError, ValueError) as exc:
         text, found = "", False
-        log.error("settings file %s cannot be read: %s", file, exc)
+        log.error("settings file %s cannot be read, defaults apply: %s", file, exc)
     s = parse(text)
     if not found:
         log.info("no settings file at %s: defaults (DHCP on the wired interfaces, SSH on, access point auto)", file)
@@ -421,6 +422,12 @@ def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, s
         store.close()
     log.info("settings applied: %s", json.dumps({k: v for k, v in info.items() if k != "problems"}))
     return s
+
+
+def _read(file: Path) -> str:
+    if file.stat().st_size > MAX_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_FILE_BYTES // 1024} KiB; not a settings file")
+    return file.read_text(encoding="utf-8", errors="replace")
 
 
 def _mac_suffix(root: Path) -> str:
@@ -490,7 +497,11 @@ def commented_file() -> str:
 
 def cmd(args) -> int:
     if args.action == "check":
-        text = Path(args.file).read_text(encoding="utf-8", errors="replace")
+        try:
+            text = _read(Path(args.file))
+        except (OSError, ValueError) as exc:
+            print(f"{args.file}: cannot be read: {exc}")
+            return 2
         s = parse(text, Path(args.zoneinfo))
         for p in s.problems:
             print(f"{args.file}: {p}")
