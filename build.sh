@@ -37,7 +37,7 @@ Targets:
               pip (which trusts the host CA bundle, AE_IMG_CA_BUNDLE); the image installs from them with
               --no-index, so nothing inside the build needs the network except apt (plain http);
            4. docker build.
-  rpi      the Raspberry Pi SD-card image (arm64; Pi 3, 4, 5) in \$AE_IMG_OUT/rpi/: an arm64 root
+  rpi      the Raspberry Pi SD-card image (arm64; Pi 3, 4, Zero 2 W; not Pi 5) in \$AE_IMG_OUT/rpi/: an arm64 root
            filesystem from Debian packages (mmdebstrap with qemu-user-static; image/rpi/packages,
            raspi-firmware + linux-image-arm64, initramfs with image/rpi/initramfs-modules only), the
            app in /opt/ammp-edge/venv from aarch64 wheels, the overlays image/rootfs/ and
