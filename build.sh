@@ -38,8 +38,8 @@ Targets:
               --no-index, so nothing inside the build needs the network except apt (plain http);
            4. docker build.
   rpi      the Raspberry Pi SD-card image (arm64; Pi 3, 4, Zero 2 W; not the Pi 5, whose kernel is not
-           in Debian) in \$AE_IMG_OUT/rpi/: an arm64 root filesystem from Debian packages (mmdebstrap with qemu-user-static; image/rpi/packages,
-           raspi-firmware + linux-image-arm64, initramfs with image/rpi/initramfs-modules only), the
+           in Debian) in \$AE_IMG_OUT/rpi/: an arm64 root filesystem from Debian packages
+           (mmdebstrap with qemu-user-static; image/rpi/packages, raspi-firmware + linux-image-arm64, initramfs with image/rpi/initramfs-modules only), the
            app in /opt/ammp-edge/venv from aarch64 wheels, the overlays image/rootfs/ and
            image/rpi/rootfs/ (systemd starts \`ammp-edge up\`; read-only root, /data grown on first
            boot, settings file image/rpi/boot/ammp-edge.txt on the boot partition), assembled by
