@@ -39,13 +39,14 @@ Targets:
            4. docker build.
   rpi      the Raspberry Pi SD-card image (arm64; Pi 3, 4, Zero 2 W; not the Pi 5, whose kernel is not
            in Debian) in \$AE_IMG_OUT/rpi/: an arm64 root filesystem from Debian packages
-           (mmdebstrap with qemu-user-static; image/rpi/packages, raspi-firmware + linux-image-arm64, initramfs with image/rpi/initramfs-modules only), the
-           app in /opt/ammp-edge/venv from aarch64 wheels, the overlays image/rootfs/ and
-           image/rpi/rootfs/ (systemd starts \`ammp-edge up\`; read-only root, /data grown on first
-           boot, settings file image/rpi/boot/ammp-edge.txt on the boot partition), assembled by
-           genimage without loop mounts (image/rpi/genimage.cfg.in) into NAME.img.xz with
-           NAME.img.xz.sha256; also ammp-edge-app-TAG-aarch64.tar(.sha256), the app bundle the
-           image_update command installs (serve it at the device's UPDATE_URL). About 7 min.
+           (mmdebstrap with qemu-user-static; image/rpi/packages, raspi-firmware + linux-image-arm64,
+           initramfs with image/rpi/initramfs-modules only), the app in /opt/ammp-edge/venv from
+           aarch64 wheels, the overlays image/rootfs/ and image/rpi/rootfs/ (systemd starts
+           \`ammp-edge up\`; read-only root, /data grown on first boot, settings file
+           image/rpi/boot/ammp-edge.txt on the boot partition), assembled by genimage without loop
+           mounts (image/rpi/genimage.cfg.in) into NAME.img.xz with NAME.img.xz.sha256; also
+           ammp-edge-app-TAG-aarch64.tar(.sha256), the app bundle the image_update command installs
+           (serve it at the device's UPDATE_URL). About 7 min.
 
 Options:
   -h, --help        this text
