@@ -17,7 +17,7 @@ upstream's text, `Command: <name>\\nexit status: <n>\\nstdout: ...stderr: ...`, 
 | `trigger_config_generation` | scans if no scan is cached, then publishes the cached scan plus `"generate_new_config": true, "input_parameters": [null]` on `u/state/env_scan` |
 | `sys_reboot` | reboots the machine (`systemctl reboot`, else `reboot`); refused in a container |
 | `app_restart` | restarts every program under supervisord (XML-RPC `supervisor.restart`), after answering |
-| `image_update` | runs the installation's update hook, `$AE_ROOT_DIR/bin/update` or `/usr/lib/ammp-edge/update`; without one answers that updates are not supported here (Docker: pull a new image) |
+| `image_update` | runs the installation's update hook, `$AE_ROOT_DIR/bin/update` or `/usr/lib/ammp-edge/update` (the Pi image's: `ammp-edge self-update`, selfupdate.py); without one answers that updates are not supported here (Docker: pull a new image) |
 | `imt_sensor_address` | IMT irradiance sensor on the sensor port: slave 1 -> 2 (scan.sensor_address) |
 | `holykell_sensor_address_7`, `_8` | Holykell level sensor on the sensor port: slave 1 -> 7 / 8 |
 
