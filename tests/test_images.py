@@ -418,28 +418,7 @@ def _update_bundle(image: Path, www: Path, tmp: Path) -> str:
     return new
 
 
-@pytest.fixture
-def update_server(tmp_path):
-    """An HTTP server on loopback serving tmp_path/www; yields (www, port)."""
-    import http.server
-    import threading
-
-    www = tmp_path / "www"
-    www.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(www), **kw)
-
-        def log_message(self, *a):
-            pass
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield www, server.server_address[1]
-    server.shutdown()
-
-
-def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path, simulated_inverter, update_server):
+def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path, simulated_inverter, file_server):
     """The image's own kernel and initrd on `-M virt`, on a 3 GiB card, with a settings file (host name,
     time zone, static address, custom TLS bridge to a broker on the host, one wrong line) and a config
     (a Modbus TCP inverter simulated on the host) on the boot partition, and a virtual Wi-Fi radio
@@ -459,7 +438,7 @@ def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path
     config = {"devices": {"inv": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "test-inv",
                                   "address": {"host": "10.0.2.101", "port": 1502, "unit_id": 3}, "timeout": 5}},
               "readings": {"pv_P": {"device": "inv", "var": "P_total"}}, "read_interval": 10, "read_roundtime": True}
-    www, update_port = update_server
+    www, update_port = file_server
     new_version = _update_bundle(rpi_image, www, tmp_path)
     guest = Guest(rpi_image, tmp_path, settings, 3 * GIB, guest_ip="10.0.2.50", broker_port=cloud.tls_port,
                   sim_port=simulated_inverter, config=config, update_port=update_port)

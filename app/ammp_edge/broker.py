@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import paths
+from .fileio import write_atomic
 
 log = logging.getLogger("ammp_edge.broker")
 
@@ -474,12 +475,7 @@ def write_if_changed(directory: Path | str, files: dict[str, str]) -> bool:
                 continue
         except (OSError, UnicodeDecodeError):
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text, 0o600)
         changed = True
     if directory.is_dir():
         for path in sorted(directory.rglob("*"), reverse=True):

@@ -32,7 +32,6 @@ import hashlib
 import ipaddress
 import json
 import logging
-import os
 import re
 import secrets
 import socket
@@ -40,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .fileio import write_atomic
+
 log = logging.getLogger(__name__)
 
-DEFAULT_FILE = "/boot/firmware/ammp-edge.txt"
 CREDENTIALS_NAME = "ammp-edge-credentials.txt"
 MAX_FILE_BYTES = 256 * 1024
 AP_ADDRESS = "192.168.4.1/24"
@@ -82,7 +82,6 @@ KEYS: dict[str, tuple[str, str]] = {
                                '"port": 8883, "username": "site7", "password": "..."}'),
 }
 REPEATABLE = {"SSH_AUTHORIZED_KEY"}
-SECRET = {"WIFI_PASSWORD", "WIFI_AP_PASSWORD", "MQTT_BRIDGE_CUSTOM"}
 
 
 @dataclass
@@ -308,7 +307,7 @@ def render(s: Settings, ap_ssid: str, ap_passphrase: str) -> dict[str, str]:
             "[Match]", "Name=wlan0", "", "[Network]", f"Address={AP_ADDRESS}", "DHCPServer=yes",
             "ConfigureWithoutCarrier=yes", "", "[DHCPServer]", f"PoolOffset={AP_POOL_OFFSET}",
             f"PoolSize={AP_POOL_SIZE}", "EmitDNS=no", "EmitRouter=no"]) + "\n"
-    if s.get("SSH").lower() in BOOL_WORDS and s.flag("SSH"):
+    if s.flag("SSH"):
         files["run/ammp-edge-system/ssh-enabled"] = "SSH=on in the settings file\n"
         if s.ssh_keys:
             files["run/ammp-edge-system/ssh/authorized_keys_root"] = "\n".join(s.ssh_keys) + "\n"
@@ -332,16 +331,6 @@ def summary(s: Settings, ap_ssid: str, file: str, found: bool) -> dict[str, Any]
 
 # -- apply ----------------------------------------------------------------------------------------------
 
-def _write(path: Path, content: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def _write_boot(path: Path, content: str) -> None:
     """A file on the FAT boot partition, only when it changes (few writes on the card), synced."""
     try:
@@ -349,10 +338,7 @@ def _write_boot(path: Path, content: str) -> None:
             return
     except OSError:
         pass
-    with open(path, "w") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
+    write_atomic(path, content, durable=True)
 
 
 def _ap_passphrase(data_dir: Path) -> str:
@@ -363,10 +349,10 @@ def _ap_passphrase(data_dir: Path) -> str:
             return value
     except OSError:
         pass
-    from .webui.auth import _write_private, generate_password
+    from .webui.auth import generate_password
 
     value = generate_password(12)
-    _write_private(path, value)  # on disk before it is shown on the boot partition
+    write_atomic(path, value + "\n", 0o600, durable=True)  # on disk before the boot partition shows it
     return value
 
 
@@ -405,7 +391,7 @@ def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, s
                 path.unlink(missing_ok=True)
         for rel, content in files.items():
             secret = rel.endswith(("wpa_supplicant-wlan0.conf", "hostapd.conf"))
-            _write(root / rel, content, 0o600 if secret else 0o644)
+            write_atomic(root / rel, content, 0o600 if secret else 0o644)
         localtime = run / "ammp-edge-system/localtime"
         localtime.unlink(missing_ok=True)
         localtime.symlink_to(Path("/usr/share/zoneinfo") / s.get("TIMEZONE"))
@@ -417,7 +403,7 @@ def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, s
         _apply_kv(s, store)
         _credentials(s, store, data_dir, file.parent, ap_ssid, ap_pass, found or file.parent.is_dir())
         info = summary(s, ap_ssid, str(file), found)
-        _write(run / "ammp-edge-system/settings.json", json.dumps(info, indent=1) + "\n")
+        write_atomic(run / "ammp-edge-system/settings.json", json.dumps(info, indent=1) + "\n")
     finally:
         store.close()
     log.info("settings applied: %s", json.dumps({k: v for k, v in info.items() if k != "problems"}))

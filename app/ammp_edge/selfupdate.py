@@ -13,12 +13,13 @@ start runs it; the previous version stays until the new one has proven itself:
 Flow: `image_update` runs /usr/lib/ammp-edge/update -> `ammp-edge self-update`: download the bundle
 from the KV key `image_update_url` (settings file UPDATE_URL) and `<url>.sha256`, check the digest and
 each wheel's digest in the manifest, the platform and Python version; install into a new venv with
-`--no-index` (nothing else is fetched); run the new `ammp-edge --version` as a smoke test; then switch
-`current` and restart the appliance 5 s later (after the command's answer is out). The entry point
+`--no-index` (nothing else is fetched); check that the new `ammp-edge --version` runs and its
+modules import; then switch `current` and restart the appliance 5 s later (after the command's
+answer is out). The entry point
 (image/rootfs/usr/lib/ammp-edge/entrypoint) counts the starts of a pending version and after three
 goes back to `previous`; `ammp-edge up` deletes `pending` once every program ran 60 s (`commit`).
 
-A bundle (`ammp-edge self-update bundle`, made by `./build.sh rpi`): a tar of manifest.json
+A bundle (`ammp-edge update-bundle`, run by `./build.sh rpi`): a tar of manifest.json
 ({"version", "platform", "python", "wheels": {name: sha256}}), wheels/*.whl, root/drivers, root/conf.
 """
 
@@ -40,6 +41,7 @@ import urllib.request
 from pathlib import Path
 
 from . import __version__
+from .fileio import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +113,7 @@ def _link(path: Path, target: str) -> None:
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def install(url: str, app_dir: Path = APP_DIR, python: str = "/usr/bin/python3", timeout: float = 120.0,
@@ -127,7 +125,8 @@ def install(url: str, app_dir: Path = APP_DIR, python: str = "/usr/bin/python3",
         bundle = tmpdir / "bundle.tar"
         _download(url, bundle, timeout)
         _download(url + ".sha256", tmpdir / "bundle.sha256", timeout)
-        expected = (tmpdir / "bundle.sha256").read_text().split()[0].lower() if (tmpdir / "bundle.sha256").stat().st_size else ""
+        words = (tmpdir / "bundle.sha256").read_text(errors="replace").split()
+        expected = words[0].lower() if words else ""
         actual = _sha256(bundle)
         if expected != actual:
             raise UpdateError(f"the bundle's sha256 is {actual}, {url}.sha256 says {expected or 'nothing'}")
@@ -177,20 +176,13 @@ def install(url: str, app_dir: Path = APP_DIR, python: str = "/usr/bin/python3",
     else:
         (app_dir / "previous").unlink(missing_ok=True)
     (app_dir / "pending-tries").unlink(missing_ok=True)
-    _write_synced(app_dir / "pending", f"{version}\n")
+    write_atomic(app_dir / "pending", f"{version}\n", durable=True)
     _link(current, f"versions/{version}")
     _prune(versions, keep={version, Path(os.readlink(app_dir / "previous")).name if (app_dir / "previous").is_symlink() else ""})
     text = f"installed version {version} (was {__version__}); the appliance restarts in 5 s\n"
     if restart:
         restart_later()
     return text
-
-
-def _write_synced(path: Path, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _prune(versions: Path, keep: set[str]) -> None:

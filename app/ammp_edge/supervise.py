@@ -30,6 +30,7 @@ from pathlib import Path
 from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
 from . import paths
+from .fileio import write_atomic
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -154,10 +155,7 @@ serverurl=unix://{_v(temp_dir / "supervisor.sock")}
 def write_bus_include(bus_id: str, env: dict[str, str] | None = None) -> Path:
     prog = bus_program(bus_id)
     path = paths.supervisor_include_dir() / f"{prog.name}.conf"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_program(prog, paths.temp_dir(), dict(os.environ) if env is None else env))
-    tmp.replace(path)
+    write_atomic(path, render_program(prog, paths.temp_dir(), dict(os.environ) if env is None else env))
     return path
 
 

@@ -17,13 +17,13 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import threading
 import time
 from pathlib import Path
 
 from .. import paths
+from ..fileio import write_atomic
 from ..kvs import KVStore
 
 log = logging.getLogger(__name__)
@@ -67,20 +67,7 @@ def verify_password(password: str, stored: dict | None) -> bool:
 def _write_private(path: Path, text: str) -> None:
     """Mode 0600, replaced atomically and on disk before this returns: a power cut right after must not
     leave an empty file while the KV store (SQLite, synchronous) already holds the password's hash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, text + "\n", 0o600, durable=True)
 
 
 def ensure_password(store: KVStore, path: Path | None = None) -> str | None:
