@@ -32,6 +32,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import re
 import secrets
 import socket
@@ -332,13 +333,17 @@ def summary(s: Settings, ap_ssid: str, file: str, found: bool) -> dict[str, Any]
 # -- apply ----------------------------------------------------------------------------------------------
 
 def _write_boot(path: Path, content: str) -> None:
-    """A file on the FAT boot partition, only when it changes (few writes on the card), synced."""
+    """A file on the FAT boot partition, only when it changes (few writes on the card), written in place
+    and synced: FAT has no atomic rename, and a rename left the new entry unwritten in the boot test."""
     try:
         if path.read_text() == content:
             return
     except OSError:
         pass
-    write_atomic(path, content, durable=True)
+    with open(path, "w") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def _ap_passphrase(data_dir: Path) -> str:

@@ -74,7 +74,7 @@ def _bits(netmask: str | None) -> int:
 SETTINGS_JSON = "/run/ammp-edge-system/settings.json"   # written at boot on the Pi image (device_settings)
 
 
-def system(settings_json: str = SETTINGS_JSON) -> dict:
+def system() -> dict:
     """The device: host name, whether the root file system is read-only, the data volume's size and free
     space, memory, and on the Pi image the settings file's outcome and the access point."""
     from .. import paths
@@ -92,7 +92,7 @@ def system(settings_json: str = SETTINGS_JSON) -> dict:
     mem = psutil.virtual_memory()
     out["memory_total_bytes"], out["memory_available_bytes"] = mem.total, mem.available
     try:
-        with open(settings_json) as f:
+        with open(SETTINGS_JSON) as f:
             out["settings"] = json.load(f)
     except (OSError, ValueError):
         out["settings"] = None
