@@ -115,8 +115,9 @@ def test_upstream_license_is_shipped():
 # (ii) the same drivers, fields and register facts as upstream, except the FIXES
 
 
-def test_same_driver_names_as_upstream():
-    assert {p.stem for p in OUR_FILES} == {p.stem for p in UPSTREAM_FILES}
+def test_every_upstream_driver_name_is_shipped():
+    """New drivers (tests/test_driver_vectors.py) may sit beside the upstream names."""
+    assert {p.stem for p in UPSTREAM_FILES} <= {p.stem for p in OUR_FILES}
 
 
 @pytest.mark.parametrize("path", UPSTREAM_FILES, ids=lambda p: p.stem)
