@@ -15,7 +15,7 @@ import statistics
 import tempfile
 import time
 
-from ammp_edge.outbox import Outbox
+from ammp_edge.delivery.outbox import Outbox
 
 
 def measure(sync: int, n: int) -> tuple[float, float, float]:

@@ -31,8 +31,8 @@ sys.path.insert(0, str(REPO / "tests"))  # a developer script: it reuses the tes
 from appliance_harness import Appliance  # noqa: E402
 from brokers import Recorder, cloud_broker, free_port, wait_until  # noqa: E402
 
-from ammp_edge import drivers  # noqa: E402
-from ammp_edge.outbox import Outbox  # noqa: E402
+from ammp_edge.core import drivers  # noqa: E402
+from ammp_edge.delivery.outbox import Outbox  # noqa: E402
 from ammp_edge.simulate import Simulator  # noqa: E402
 
 NODE = "0123456789ab"

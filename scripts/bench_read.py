@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ammp_edge import config as cfg, drivers
-from ammp_edge.bus import BusPoller
+from ammp_edge.core import config as cfg, drivers
+from ammp_edge.bus.poller import BusPoller
 from ammp_edge.simulate import Simulator
 
 REPO = Path(__file__).resolve().parent.parent

@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("AE_ROOT_DIR", str(REPO))
 
-from ammp_edge import config as cfg, drivers  # noqa: E402
-from ammp_edge.bus import BusPoller  # noqa: E402
+from ammp_edge.core import config as cfg, drivers  # noqa: E402
+from ammp_edge.bus.poller import BusPoller  # noqa: E402
 from ammp_edge.simulate import Simulator  # noqa: E402
 from serial_helpers import pty_pair  # noqa: E402
 

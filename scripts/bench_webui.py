@@ -27,8 +27,8 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="bench-webui-")
     os.environ.update(AE_DATA_DIR=f"{tmp}/d", AE_TEMP_DIR=f"{tmp}/t", MQTT_BRIDGE_PORT="1")
 
-    from ammp_edge import drivers, paths
-    from ammp_edge.kvs import KVStore, cache
+    from ammp_edge.core import drivers, paths
+    from ammp_edge.core.kvs import KVStore, cache
     from ammp_edge.webui import auth
     from ammp_edge.webui.app import Ctx, make_app
     from ammp_edge.webui.state import WebState

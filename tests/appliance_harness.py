@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from ammp_edge import supervise
-from ammp_edge.kvs import KVStore
+from ammp_edge.device import supervise
+from ammp_edge.core.kvs import KVStore
 from brokers import CloudBroker, Recorder, wait_until
 from conftest import AMMP_EDGE, REPO, free_port
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import drivers, paths
+from ammp_edge.core import drivers, paths
 from brokers import free_port  # noqa: F401 - one helper for every test module
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
-from ammp_edge import config as cfg
+from ammp_edge.core import config as cfg
 
 ROUTES = (("activate", re.compile(r"^/nodes/([^/]+)/activate$")), ("config", re.compile(r"^/nodes/([^/]+)/config$")),
           ("env_scan", re.compile(r"^/nodes/([^/]+)/env_scan$")), ("node", re.compile(r"^/nodes/([^/]+)$")))

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import broker, paths, supervise
-from ammp_edge.broker import Layout, check_persistence, configured_bridges, plan, render, write_if_changed
-from ammp_edge.kvs import KVStore
+from ammp_edge.bridge import broker
+from ammp_edge.core import paths
+from ammp_edge.device import supervise
+from ammp_edge.bridge.broker import Layout, check_persistence, configured_bridges, plan, render, write_if_changed
+from ammp_edge.core.kvs import KVStore
 from brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
 from conftest import AMMP_EDGE, REPO
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ammp_edge import config as cfg
-from ammp_edge.bus import MAX_BACKOFF_SECONDS, BusPoller, next_cycle
+from ammp_edge.core import config as cfg
+from ammp_edge.bus.poller import MAX_BACKOFF_SECONDS, BusPoller, next_cycle
 from conftest import free_port
 
 

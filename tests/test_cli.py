@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge.outbox import Outbox
+from ammp_edge.delivery.outbox import Outbox
 from conftest import AMMP_EDGE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS, free_port, write_json
 
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ammp_edge import codec, drivers
-from ammp_edge.codec import DecodeError
-from ammp_edge.problems import InvalidInput
+from ammp_edge.core import codec, drivers
+from ammp_edge.core.codec import DecodeError
+from ammp_edge.core.problems import InvalidInput
 
 from conftest import UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 

@@ -13,10 +13,11 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from ammp_edge import commands, paths
-from ammp_edge.commands import CommandService
-from ammp_edge.kvs import KVStore
-from ammp_edge.scan import sensor_address
+from ammp_edge.node import commands
+from ammp_edge.core import paths
+from ammp_edge.node.commands import CommandService
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.node.scan import sensor_address
 
 from brokers import Mosquitto, Recorder, publish, wait_until
 from serial_helpers import FakeSlave, crc16, exception_response, pty_pair, read_response
@@ -49,7 +50,7 @@ class Recording:
             self.max_running = max(self.max_running, self.running)
         try:
             if self.scan_delay and cancel is not None and cancel.wait(self.scan_delay):
-                from ammp_edge.scan import Cancelled
+                from ammp_edge.node.scan import Cancelled
                 raise Cancelled("scan cancelled")
             return json.loads(json.dumps(SCAN))
         finally:
@@ -319,7 +320,7 @@ def test_app_restart_answers_first_then_restarts_supervisord(node, rec):
 
 
 def test_app_restart_without_supervisord(node, rec, tmp_path):
-    from ammp_edge import supervise
+    from ammp_edge.device import supervise
 
     make, recorder, send = node
     make(supervisor=lambda: supervise.connect(tmp_path / "no.sock", timeout=1))

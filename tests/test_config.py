@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ammp_edge import config as cfg
-from ammp_edge.problems import ConfigUnusable
+from ammp_edge.core import config as cfg
+from ammp_edge.core.problems import ConfigUnusable
 from conftest import UPSTREAM_CONFIGS
 
 

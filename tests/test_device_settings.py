@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import device_settings as ds
-from ammp_edge.kvs import KVStore
+from ammp_edge.device import settings as ds
+from ammp_edge.core.kvs import KVStore
 from ammp_edge.webui import auth
 from conftest import AMMP_EDGE, REPO
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import drivers
+from ammp_edge.core import drivers
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM = {p.stem for p in (REPO / "tests" / "upstream" / "drivers").glob("*.json")}

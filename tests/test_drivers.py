@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import codec, drivers
+from ammp_edge.core import codec, drivers
 from conftest import REPO, UPSTREAM_DRIVERS
 
 DRIVERS_DIR = REPO / "drivers"

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge.kvs import KVStore
-from ammp_edge.outbox import Outbox
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.delivery.outbox import Outbox
 from brokers import wait_until
 from conftest import AMMP_EDGE, REPO, free_port
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ammp_edge import config as cfg
-from ammp_edge.bus import BusPoller
+from ammp_edge.core import config as cfg
+from ammp_edge.bus.poller import BusPoller
 
 SMA_VALUES = {
     "P_total": 12345.0, "P_L1": 4115.0, "P_L2": 4115.0, "P_L3": 4115.0, "total_yield": 123 * 65536 + 45678.0,
@@ -261,8 +261,8 @@ def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simula
 
 def test_a_device_known_only_by_its_mac(simulator, builtin_drivers):
     """Resolved through the ARP table, then the scan cache (here), then a rate-limited scan."""
-    from ammp_edge.kvs import cache
-    from ammp_edge.scan import macs
+    from ammp_edge.core.kvs import cache
+    from ammp_edge.node.scan import macs
 
     sim = simulator({3: builtin_drivers["sma_stp25000"]}, values={3: SMA_VALUES})
     kv = cache()

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import clock, config as cfg, intake, meta, provision
-from ammp_edge.cloudapi import Api, ApiError, Retry
-from ammp_edge.kvs import KVStore
+from ammp_edge.core import clock, config as cfg
+from ammp_edge.node import intake, meta, provision
+from ammp_edge.node.cloudapi import Api, ApiError, Retry
+from ammp_edge.core.kvs import KVStore
 from brokers import Mosquitto, Recorder, publish, wait_until
 from fake_cloud import FakeCloud
 
@@ -320,7 +321,7 @@ def test_clock_without_timedatectl_or_systemd_or_in_a_container_is_trusted():
 
 
 def test_a_bus_under_supervisord_waits_for_the_clock(monkeypatch):
-    from ammp_edge.kvs import cache
+    from ammp_edge.core.kvs import cache
 
     monkeypatch.setenv("SUPERVISOR_ENABLED", "1")
     stop = threading.Event()
@@ -353,7 +354,7 @@ def test_ssh_fingerprint_is_ssh_keygens_without_prefix(tmp_path):
 
 
 def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
-    from ammp_edge.mqtt import MqttLink
+    from ammp_edge.delivery.mqtt import MqttLink
 
     with Mosquitto.from_text(tmp_path / "b", LOCAL_BROKER) as broker:
         publish(broker.port, "u/meta/arch", "old", retain=True)
@@ -377,7 +378,7 @@ def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
 # -- the node's MQTT session --------------------------------------------------------------------
 
 def test_a_push_sent_while_node_is_down_is_applied_when_it_comes_back(tmp_path, monkeypatch):
-    from ammp_edge.node import Node
+    from ammp_edge.node.program import Node
 
     with Mosquitto.from_text(tmp_path / "b", LOCAL_BROKER) as broker:
         monkeypatch.setenv("MQTT_BRIDGE_PORT", str(broker.port))

@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 
-from ammp_edge.outbox import Outbox
+from ammp_edge.delivery.outbox import Outbox
 
 WRITER = r"""
 import sys
-from ammp_edge.outbox import Outbox
+from ammp_edge.delivery.outbox import Outbox
 box = Outbox(sys.argv[1])
 i = 0
 while True:

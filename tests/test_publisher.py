@@ -12,11 +12,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ammp_edge.bus import ConfigSource
-from ammp_edge.kvs import KVStore
-from ammp_edge.mqtt import MqttLink
-from ammp_edge.outbox import Outbox
-from ammp_edge.publisher import Publisher
+from ammp_edge.bus.poller import ConfigSource
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.delivery.mqtt import MqttLink
+from ammp_edge.delivery.outbox import Outbox
+from ammp_edge.delivery.publisher import Publisher
 from conftest import free_port, write_json
 
 

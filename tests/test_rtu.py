@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from ammp_edge import config as cfg
-from ammp_edge.bus import BusPoller
+from ammp_edge.core import config as cfg
+from ammp_edge.bus.poller import BusPoller
 from ammp_edge.readers.modbus import DeviceSilent, LinkError, ModbusException
 from ammp_edge.readers.modbus_rtu import RtuTransport
 from ammp_edge.simulate import Simulator

@@ -12,10 +12,10 @@ import time
 import psutil
 import pytest
 
-from ammp_edge import scan
-from ammp_edge.kvs import KVStore
-from ammp_edge.scan import macs, modbus, network, sensor_address, serial as serial_probe, speedwire
-from ammp_edge import paths
+from ammp_edge.node import scan
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.node.scan import macs, modbus, network, sensor_address, serial as serial_probe, speedwire
+from ammp_edge.core import paths
 
 from conftest import free_port
 from serial_helpers import pty_pair
@@ -362,7 +362,7 @@ def test_ping_sweep_refreshes_hosts_without_a_port_scan():
 
 
 def test_no_shell_anywhere_in_commands_and_scans():
-    from ammp_edge import commands
+    from ammp_edge.node import commands
 
     sources = [commands.__file__] + [m.__file__ for m in (scan, macs, modbus, network, serial_probe, speedwire, sensor_address)]
     for path in sources:

@@ -11,8 +11,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from ammp_edge import config, drivers, paths
-from ammp_edge.problems import ConfigUnusable
+from ammp_edge.core import config, drivers, paths
+from ammp_edge.core.problems import ConfigUnusable
 from conftest import REPO, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 
 SCHEMAS = paths.schemas_dir()

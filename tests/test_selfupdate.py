@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import selfupdate
+from ammp_edge.device import selfupdate
 from conftest import REPO
 
 ENTRYPOINT = REPO / "image/rootfs/usr/lib/ammp-edge/entrypoint"

@@ -17,9 +17,11 @@ import psutil
 import pytest
 from supervisor.options import ServerOptions
 
-from ammp_edge import bus, config as cfg, supervise, watchdog
-from ammp_edge.kvs import KVStore
-from ammp_edge.outbox import Outbox
+from ammp_edge.bus import poller as bus
+from ammp_edge.core import config as cfg, watchdog
+from ammp_edge.device import supervise
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.delivery.outbox import Outbox
 from conftest import AMMP_EDGE, child_env, free_port, write_json
 
 

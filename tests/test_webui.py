@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from ammp_edge.kvs import KVStore, cache as kv_cache
+from ammp_edge.core.kvs import KVStore, cache as kv_cache
 from ammp_edge.webui import auth, jobs as jobs_mod
 from conftest import free_port
 
@@ -199,7 +199,7 @@ def test_status_page_and_api(webui):
 
 
 def test_live_readings_from_the_cache_and_the_outbox(webui):
-    from ammp_edge.outbox import Outbox
+    from ammp_edge.delivery.outbox import Outbox
 
     KVStore().set("config", config_doc(1))
     now = int(time.time())
@@ -391,7 +391,7 @@ def test_config_generation_request_as_upstream():
 
 
 def test_sensor_addressing_actions_run_as_jobs(monkeypatch):
-    from ammp_edge.scan import sensor_address
+    from ammp_edge.node.scan import sensor_address
 
     monkeypatch.setattr(sensor_address, "holykell_sensor_address", lambda port, target: {"port": port, "new address": target})
     runner = jobs_mod.Jobs()

@@ -10,7 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from . import __version__, paths
+from . import __version__
+from .core import paths
 
 log = logging.getLogger("ammp_edge")
 
@@ -28,9 +29,9 @@ def setup_logging(level: str | None = None) -> None:
 
 
 def cmd_validate(args) -> int:
-    from . import config as cfg, drivers
-    from .outputs import compile_outputs
-    from .problems import ConfigUnusable, Problem
+    from .core import config as cfg, drivers
+    from .delivery.outputs import compile_outputs
+    from .core.problems import ConfigUnusable, Problem
 
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     errors = 0
@@ -69,8 +70,8 @@ def cmd_validate(args) -> int:
 
 
 def _load_config_or_exit(path: str):
-    from . import config as cfg, drivers
-    from .problems import ConfigUnusable
+    from .core import config as cfg, drivers
+    from .core.problems import ConfigUnusable
 
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     try:
@@ -85,9 +86,9 @@ def _load_config_or_exit(path: str):
 
 
 def cmd_read(args) -> int:
-    from .bus import BusPoller
-    from .outputs import compile_outputs
-    from .readout import build_message, dumps, table
+    from .bus.poller import BusPoller
+    from .delivery.outputs import compile_outputs
+    from .delivery.readout import build_message, dumps, table
 
     config = _load_config_or_exit(args.config)
     for p in config.problems:
@@ -141,9 +142,9 @@ def cmd_read(args) -> int:
 
 
 def cmd_bus(args) -> int:
-    from .bus import ConfigSource, install_signal_handlers, run_bus
-    from .kvs import cache as kv_cache
-    from .outbox import Outbox
+    from .bus.poller import ConfigSource, install_signal_handlers, run_bus
+    from .core.kvs import cache as kv_cache
+    from .delivery.outbox import Outbox
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -160,7 +161,7 @@ def cmd_bus(args) -> int:
             log.debug("committed t=%d key=%d devices=%s delay=%.4f", readout["t"], key,
                       ",".join(r["_d"] for r in readout["devices"]), readout.get("start_delay", 0.0))
         if args.print:
-            from .readout import build_message, table  # JSONata comes with it: only when printing
+            from .delivery.readout import build_message, table  # JSONata comes with it: only when printing
 
             message, _ = build_message(readout["t"], [readout], [], "")
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(readout["t"]))
@@ -180,10 +181,10 @@ def cmd_bus(args) -> int:
 
 
 def cmd_publisher(args) -> int:
-    from .bus import ConfigSource, install_signal_handlers
-    from .kvs import KVStore, cache
-    from .outbox import Outbox
-    from .publisher import Publisher, bridge_state_topics
+    from .bus.poller import ConfigSource, install_signal_handlers
+    from .core.kvs import KVStore, cache
+    from .delivery.outbox import Outbox
+    from .delivery.publisher import Publisher, bridge_state_topics
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -204,7 +205,7 @@ def cmd_publisher(args) -> int:
 
 
 def _driver_arg(name: str) -> dict:
-    from . import drivers
+    from .core import drivers
 
     path = Path(name)
     if path.suffix == ".json" or path.exists():
@@ -240,7 +241,7 @@ def cmd_simulate(args) -> int:
     where = f"serial {args.serial} ({args.baudrate} baud)" if args.serial else f"{args.host}:{args.port}"
     print(f"simulating {args.driver} on {where} unit(s) {', '.join(map(str, units))}; Ctrl-C stops", flush=True)
     stop = threading.Event()
-    from .bus import install_signal_handlers
+    from .bus.poller import install_signal_handlers
 
     install_signal_handlers(stop)
     stop.wait()
@@ -253,8 +254,8 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_bridge_config(args) -> int:
-    from .broker import run_bridge_config
-    from .bus import install_signal_handlers
+    from .bridge.broker import run_bridge_config
+    from .bus.poller import install_signal_handlers
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -266,7 +267,7 @@ def cmd_broker(args) -> int:
     import os
     import shutil
 
-    from . import broker
+    from .bridge import broker
 
     broker.check_persistence()
     conf = paths.mosquitto_conf_path()
@@ -286,7 +287,7 @@ def cmd_broker(args) -> int:
 
 
 def cmd_kvs(args) -> int:
-    from .kvs import KVStore
+    from .core.kvs import KVStore
 
     store = KVStore()
     if args.action == "get":
@@ -310,8 +311,9 @@ def cmd_kvs(args) -> int:
 
 
 def cmd_up(args) -> int:
-    from . import appliance, config as cfg, drivers
-    from .problems import ConfigUnusable
+    from .device import appliance
+    from .core import config as cfg, drivers
+    from .core.problems import ConfigUnusable
 
     raw = config = None
     if args.config or args.demo:
@@ -340,8 +342,8 @@ def cmd_up(args) -> int:
 
 
 def cmd_node(args) -> int:
-    from . import node
-    from .bus import install_signal_handlers
+    from .node import program as node
+    from .bus.poller import install_signal_handlers
 
     stop = threading.Event()
     install_signal_handlers(stop)
@@ -353,8 +355,8 @@ def cmd_node(args) -> int:
 
 
 def cmd_webui(args) -> int:
-    from .bus import install_signal_handlers
-    from .kvs import KVStore
+    from .bus.poller import install_signal_handlers
+    from .core.kvs import KVStore
     from .webui import auth
 
     if args.reset_password:
@@ -461,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--url", help="bundle URL instead of the KV key image_update_url")
     s.add_argument("--app-dir", default="/data/app", help="default %(default)s")
     s.add_argument("--no-restart", action="store_true", help="install and switch, but do not restart the service")
-    s.set_defaults(func=lambda args: __import__("ammp_edge.selfupdate", fromlist=["cmd"]).cmd(args))
+    s.set_defaults(func=lambda args: __import__("ammp_edge.device.selfupdate", fromlist=["cmd"]).cmd(args))
 
     s = sub.add_parser("update-bundle", help="make an app bundle for self-update from wheels (./build.sh rpi)")
     s.add_argument("--wheels", required=True, help="directory of the app's wheel and its dependencies' wheels")
@@ -471,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", required=True)
     s.add_argument("--platform", default="aarch64", help="uname -m of the target (default %(default)s)")
     s.add_argument("--python", default="3.11", help="the target's Python (default %(default)s)")
-    s.set_defaults(func=lambda args: __import__("ammp_edge.selfupdate", fromlist=["cmd"]).cmd(args))
+    s.set_defaults(func=lambda args: __import__("ammp_edge.device.selfupdate", fromlist=["cmd"]).cmd(args))
 
     s = sub.add_parser("device-settings", help="the Raspberry Pi image's settings file on the boot partition "
                        "(network, Wi-Fi, access point, SSH, host name, time zone)")
@@ -484,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--root", default="/", help="write under this directory instead of / (tests)")
     a.add_argument("--data-dir", help="default $AE_DATA_DIR")
     ds.add_parser("template", help="print the commented settings file the image ships")
-    s.set_defaults(func=lambda args: __import__("ammp_edge.device_settings", fromlist=["cmd"]).cmd(args))
+    s.set_defaults(func=lambda args: __import__("ammp_edge.device.settings", fromlist=["cmd"]).cmd(args))
     return p
 
 

@@ -31,8 +31,8 @@ from pymodbus.simulator.simdata import SimData
 from pymodbus.simulator.simdevice import SimDevice
 from pymodbus.simulator.simutils import DataType
 
-from . import codec, drivers
-from .problems import InvalidInput
+from .core import codec, drivers
+from .core.problems import InvalidInput
 
 log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)

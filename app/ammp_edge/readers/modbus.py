@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import codec, planner
-from ..config import Device
-from ..drivers import ModbusField
+from ..core import codec
+from . import planner
+from ..core.config import Device
+from ..core.drivers import ModbusField
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ class TcpTransport:
         if self.client.connected:
             return
         if self.mac:
-            from ..scan import resolve_mac
+            from ..node.scan import resolve_mac
 
             ip = resolve_mac(self.mac)
             if ip is None:

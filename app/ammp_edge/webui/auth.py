@@ -22,9 +22,9 @@ import threading
 import time
 from pathlib import Path
 
-from .. import paths
-from ..fileio import write_atomic
-from ..kvs import KVStore
+from ..core import paths
+from ..core.fileio import write_atomic
+from ..core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 

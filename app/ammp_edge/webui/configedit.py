@@ -13,8 +13,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .. import config as cfg
-from ..problems import ConfigUnusable, Problem
+from ..core import config as cfg
+from ..core.problems import ConfigUnusable, Problem
 
 PREVIOUS_KEY = "webui_previous_config"
 DEVICE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -38,7 +38,7 @@ def check(raw: bytes, builtin: dict) -> Check:
         config = cfg.load(cfg.parse_json(raw), builtin)
     except ConfigUnusable as exc:
         return Check(list(exc.problems))
-    from ..outputs import compile_outputs  # JSONata (~5 MB) only when a config is checked
+    from ..delivery.outputs import compile_outputs
 
     problems = list(config.problems) + compile_outputs(config.outputs)[1]
     return Check(problems, True)

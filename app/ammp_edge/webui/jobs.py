@@ -45,7 +45,7 @@ def scan_function(kind: str) -> Callable | None:
     if kind in ACTIONS:
         return action_function(kind)
     try:
-        module = importlib.import_module("ammp_edge.scan")
+        module = importlib.import_module("ammp_edge.node.scan")
     except ImportError:
         return None
     return getattr(module, KINDS[kind], None)
@@ -54,7 +54,7 @@ def scan_function(kind: str) -> Callable | None:
 def action_function(kind: str) -> Callable | None:
     """A sensor addressing action on `port`, with the bus that owns the port paused meanwhile."""
     try:
-        module = importlib.import_module("ammp_edge.scan.sensor_address")
+        module = importlib.import_module("ammp_edge.node.scan.sensor_address")
     except ImportError:
         return None
     name, extra = ACTIONS[kind]

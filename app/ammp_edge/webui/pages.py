@@ -9,7 +9,7 @@ import xmlrpc.client
 import bottle
 from bottle import request, response
 
-from .. import supervise
+from ..device import supervise
 from . import auth, configedit, jobs, probe, settings
 from .app import as_json, form, render
 

@@ -16,9 +16,11 @@ import time
 import xmlrpc.client
 from contextlib import contextmanager
 
-from .. import codec, config as cfg, planner, supervise
-from ..bus import make_transport
-from ..problems import ConfigUnusable
+from ..core import codec, config as cfg
+from ..readers import planner
+from ..device import supervise
+from ..bus.poller import make_transport
+from ..core.problems import ConfigUnusable
 from ..readers.modbus import DeviceSilent, LinkError, ModbusException
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ import json
 import logging
 import re
 
-from .. import broker
+from ..bridge import broker
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 APPLIES = {
@@ -164,7 +164,7 @@ def tank_dims_from(body: dict) -> dict | None:
         if not (0 < value < 1000):
             raise ValueError(f"{key}: must be a positive number of metres")
         dims[key] = value
-    from ..commands import tank_dims
+    from ..node.commands import tank_dims
 
     return tank_dims(**dims)
 
@@ -173,7 +173,7 @@ def request_config_generation(scan: dict, dims: dict | None, publish) -> dict:
     """As upstream (and the `trigger_config_generation` command): the scan plus "generate_new_config" on
     u/state/env_scan; the AMMP cloud answers with a new config, delivered like any config."""
     try:
-        from ..commands import ENV_SCAN_TOPIC, generation_request
+        from ..node.commands import ENV_SCAN_TOPIC, generation_request
     except ImportError:
         return {"ok": False, "message": "config generation is not available in this version"}
     if not publish(ENV_SCAN_TOPIC, json.dumps(generation_request(scan, dims))):

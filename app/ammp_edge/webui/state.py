@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import config as cfg, drivers, paths
-from ..kvs import KVStore, cache as kv_cache
-from ..problems import ConfigUnusable
+from ..core import config as cfg, drivers, paths
+from ..core.kvs import KVStore, cache as kv_cache
+from ..core.problems import ConfigUnusable
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class WebState:
 
     def outbox(self):
         if self._outbox is None:
-            from ..outbox import Outbox
+            from ..delivery.outbox import Outbox
 
             self._outbox = Outbox()
         return self._outbox
@@ -239,7 +239,7 @@ class WebState:
                                    r.get("overruns") or 0, time.time())
 
     def _sample_bridges(self) -> None:
-        from .. import broker
+        from ..bridge import broker
 
         try:
             self.bridge_list = broker.configured_bridges(self.store)

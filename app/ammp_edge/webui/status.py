@@ -11,7 +11,8 @@ import xmlrpc.client
 
 import psutil
 
-from .. import __version__, supervise
+from .. import __version__
+from ..device import supervise
 
 CLOCK_STATES = {0: "synchronised", 1: "synchronised (leap second pending)", 2: "synchronised (leap second pending)",
                 3: "synchronised (leap second)", 4: "synchronised", 5: "not synchronised"}
@@ -77,7 +78,7 @@ SETTINGS_JSON = "/run/ammp-edge-system/settings.json"   # written at boot on the
 def system() -> dict:
     """The device: host name, whether the root file system is read-only, the data volume's size and free
     space, memory, and on the Pi image the settings file's outcome and the access point."""
-    from .. import paths
+    from ..core import paths
 
     out: dict = {"hostname": socket.gethostname()}
     try:

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .. import paths
-from ..kvs import KVStore
+from ...core import paths
+from ...core.kvs import KVStore
 from . import network
 
 log = logging.getLogger(__name__)

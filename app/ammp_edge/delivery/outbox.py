@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 import diskcache
 
-from . import paths
+from ..core import paths
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,13 @@ from typing import Callable
 
 from supervisor.xmlrpc import Faults
 
-from . import clock, meta, paths, supervise, watchdog
-from .bus import ConfigSource
-from .config import Config
+from ..core import clock, paths, watchdog
+from . import meta
+from ..device import supervise
+from ..bus.poller import ConfigSource
+from ..core.config import Config
 from .intake import HttpWatch, Intake
-from .kvs import KVStore
+from ..core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def command_service(publish: Callable[[str, str], None]):
 class Node:
     def __init__(self, stop: threading.Event, store: KVStore, offline: bool | None = None, link=None,
                  retry_first: float | None = None):
-        from .mqtt import MqttLink
+        from ..delivery.mqtt import MqttLink
 
         self.stop = stop
         self.store = store
@@ -140,7 +142,7 @@ class Node:
 
     def _clock(self) -> None:
         if clock.wait_until_trusted(self.stop, self.publish):
-            from .kvs import cache
+            from ..core.kvs import cache
 
             kv = cache()
             clock.mark_trusted(kv)
@@ -164,7 +166,7 @@ class Node:
             while not self.identity.wait(1.0):
                 if self.stop.is_set():
                     return
-        from .publisher import bridge_state_topics
+        from ..delivery.publisher import bridge_state_topics
 
         meta.wait_for_bridges(bridge_state_topics(self.store), self.stop)
         if not self.stop.is_set():

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 _CHECKOUT_ROOT = PACKAGE_DIR.parent.parent
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import psutil
 
-from . import clock, paths, supervise
-from .bus import ConfigSource
-from .config import Config
-from .kvs import KVStore
+from ..core import clock, paths
+from . import supervise
+from ..bus.poller import ConfigSource
+from ..core.config import Config
+from ..core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     if config_raw is not None:
         store.set_raw("config", config_raw)  # as given, never re-serialised
     config = ConfigSource(kvstore=store).current()
-    from .webui import auth  # the web UI's per-node password: shown on the console / in `docker logs`
+    from ..webui import auth  # the web UI's per-node password: shown on the console / in `docker logs`
 
     initial = auth.ensure_password(store)
     if initial:

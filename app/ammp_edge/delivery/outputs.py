@@ -14,8 +14,8 @@ from typing import Any
 import jsonata
 from jsonata.jexception import JException
 
-from . import codec
-from .problems import Problem, join_path
+from ..core import codec
+from ..core.problems import Problem, join_path
 
 log = logging.getLogger(__name__)
 EVAL_ERRORS = (JException, TypeError, ValueError, ZeroDivisionError, RecursionError, KeyError, AttributeError, IndexError)

@@ -40,8 +40,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from . import __version__
-from .fileio import fsync_dir, write_atomic
+from .. import __version__
+from ..core.fileio import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def install(url: str, app_dir: Path = APP_DIR, python: str = "/usr/bin/python3",
             out = _run([str(final / "venv/bin/ammp-edge"), "--version"], "the smoke test")
             if version not in out:
                 raise UpdateError(f"the installed app says {out.strip()!r}, the manifest {version!r}")
-            if _run([str(final / "venv/bin/python"), "-c", "import ammp_edge.appliance, ammp_edge.node, "
-                     "ammp_edge.publisher, ammp_edge.webui.app, supervisor.supervisord; print('ok')"],
+            if _run([str(final / "venv/bin/python"), "-c", "import ammp_edge.device.appliance, ammp_edge.node.program, "
+                     "ammp_edge.delivery.publisher, ammp_edge.webui.app, supervisor.supervisord; print('ok')"],
                     "the import check").strip() != "ok":
                 raise UpdateError("the import check printed nothing")
         except BaseException:
@@ -211,7 +211,7 @@ def commit_when_healthy(stop, app_dir: Path = APP_DIR, programs=None) -> None:
     if not pending.exists():
         return
     if programs is None:
-        from .webui.status import programs as sup_programs
+        from ..webui.status import programs as sup_programs
 
         programs = lambda: sup_programs()[0]  # noqa: E731
     since = None
@@ -232,7 +232,7 @@ def cmd(args) -> int:
                           args.platform, args.python)
         print(out)
         return 0
-    from .kvs import KVStore
+    from ..core.kvs import KVStore
 
     url = args.url
     if not url:

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from . import paths
+from ..core import paths
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import json
 import math
 from typing import Any
 
-from . import __version__
-from .config import Config
+from .. import __version__
+from ..core.config import Config
 from .outputs import Output, apply_outputs
 
 

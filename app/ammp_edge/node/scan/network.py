@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 import psutil
 
-from ..kvs import KVStore
+from ...core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 

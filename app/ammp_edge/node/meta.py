@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def wait_for_bridges(topics: list[str], stop: threading.Event, timeout: float = 
     with these bridges); True at once without bridges."""
     if not topics:
         return True
-    from .mqtt import MqttLink
+    from ..delivery.mqtt import MqttLink
 
     seen: set[str] = set()
     ready = threading.Event()

@@ -24,7 +24,7 @@ import time
 import minimalmodbus
 import serial as pyserial
 
-from ..readers.modbus_rtu import RtuLine
+from ...readers.modbus_rtu import RtuLine
 
 log = logging.getLogger(__name__)
 

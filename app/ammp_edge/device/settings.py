@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .fileio import write_atomic
+from ..core.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ def _validate(s: Settings, zoneinfo: Path) -> None:
     if v.get("UPDATE_URL") and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v["UPDATE_URL"]):
         s.problem("UPDATE_URL", f"{v['UPDATE_URL'][:80]!r} is not an http:// or https:// URL")
     if v.get("MQTT_BRIDGE_CUSTOM"):
-        from . import broker
+        from ..bridge import broker
 
         try:
             value = json.loads(v["MQTT_BRIDGE_CUSTOM"])
@@ -354,7 +354,7 @@ def _ap_passphrase(data_dir: Path) -> str:
             return value
     except OSError:
         pass
-    from .webui.auth import generate_password
+    from ..webui.auth import generate_password
 
     value = generate_password(12)
     write_atomic(path, value + "\n", 0o600, durable=True)  # on disk before the boot partition shows it
@@ -364,8 +364,8 @@ def _ap_passphrase(data_dir: Path) -> str:
 def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, system: bool = False) -> Settings:
     """Apply the settings file. `system`: also set the running host name (the service does; tests don't).
     Never raises for a bad file: the problems are logged and kept in settings.json."""
-    from . import paths
-    from .kvs import KVStore
+    from ..core import paths
+    from ..core.kvs import KVStore
 
     data_dir = data_dir or paths.data_dir()
     found = file.is_file()
@@ -453,7 +453,7 @@ def _credentials(s: Settings, store, data_dir: Path, boot_dir: Path, ap_ssid: st
                  writable: bool) -> None:
     """The web UI's initial password and the access point's passphrase, readable on the boot partition
     by whoever holds the card (as a label on a router); the web UI password line goes once it is changed."""
-    from .webui import auth
+    from ..webui import auth
 
     initial = auth.ensure_password(store, data_dir / auth.initial_password_path().name)
     lines = ["# ammp-edge: this device's credentials (written at boot; keep the card safe)"]

@@ -16,11 +16,11 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from .. import codec
-from ..readers.modbus import DeviceSilent, LinkError, ModbusException
+from ...core import codec
+from ...readers.modbus import DeviceSilent, LinkError, ModbusException
 
 if TYPE_CHECKING:
-    from ..readers.modbus_tcp import TcpTransport
+    from ...readers.modbus_tcp import TcpTransport
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def sunspec_discover(transport: TcpTransport, units=SUNSPEC_UNITS, bases=SUNSPEC
 def probe_host(host: dict, port: int = MODBUS_PORT, timeout: float = TIMEOUT_S,
                cancel: threading.Event | None = None) -> list[dict]:
     """What answers on host["ipv4"]:port; also stored as host["modbustcp"]."""
-    from ..readers.modbus_tcp import TcpTransport  # pymodbus only when a scan runs (node stays light)
+    from ...readers.modbus_tcp import TcpTransport
 
     transport = TcpTransport(host["ipv4"], port)
     results: list[dict] = []

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from . import paths
+from ..core import paths
 from .cloudapi import Api, ApiError, Retry
 
 log = logging.getLogger(__name__)

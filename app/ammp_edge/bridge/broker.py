@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import paths
-from .fileio import write_atomic
+from ..core import paths
+from ..core.fileio import write_atomic
 
 log = logging.getLogger("ammp_edge.broker")
 
@@ -140,7 +140,7 @@ class Plan:
 
 def read_kv(store=None) -> dict[str, Any]:
     """The KV values `plan` and `render` look at (missing keys left out, unparsable ones as INVALID)."""
-    from .kvs import KVStore
+    from ..core.kvs import KVStore
 
     own = store is None
     store = store or KVStore()
@@ -545,7 +545,7 @@ def restart_broker(program: str = "mosquitto", layout: Layout | None = None, soc
 
     layout = layout or Layout.default()
     sock = sock or paths.supervisor_socket()
-    from .supervise import connect
+    from ..device.supervise import connect
 
     proxy = connect(sock)
     try:

@@ -26,9 +26,9 @@ import sqlite3
 import threading
 from typing import Callable
 
-from . import config as cfg
+from ..core import config as cfg
 from .cloudapi import Api, ApiError, Retry
-from .problems import ConfigUnusable, Problem
+from ..core.problems import ConfigUnusable, Problem
 
 log = logging.getLogger(__name__)
 

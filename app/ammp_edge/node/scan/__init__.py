@@ -26,7 +26,7 @@ import logging
 import threading
 from typing import Callable, Iterable
 
-from ..kvs import KVStore, cache as open_cache
+from ...core.kvs import KVStore, cache as open_cache
 from . import macs, modbus, network, serial, speedwire
 from .network import Cancelled, ScanError
 

@@ -27,8 +27,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import bus as bus_mod, config as cfg, outputs as outputs_mod
-from .kvs import KVStore, cache as kv_cache
+from ..bus import poller as bus_mod
+from ..core import config as cfg
+from . import outputs as outputs_mod
+from ..core.kvs import KVStore, cache as kv_cache
 from .mqtt import MqttLink
 from .outbox import Outbox
 from .readout import build_message, dumps
@@ -404,6 +406,6 @@ class Publisher:
 def bridge_state_topics(kvstore: KVStore) -> list[str]:
     """The local state topics of the configured bridges (broker.configured_bridges is the one place
     that knows which bridges exist)."""
-    from . import broker
+    from ..bridge import broker
 
     return sorted({b.state_topic for b in broker.configured_bridges(kvstore)})

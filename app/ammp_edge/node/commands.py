@@ -40,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import cloudapi, paths, scan as scanning, supervise
-from .kvs import KVStore
+from . import cloudapi, scan as scanning
+from ..core import paths
+from ..device import supervise
+from ..core.kvs import KVStore
 from .scan import sensor_address, serial as serial_scan
 
 log = logging.getLogger(__name__)

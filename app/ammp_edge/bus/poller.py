@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import __version__, clock, config as cfg, drivers, paths, watchdog
-from .kvs import KVStore
-from .problems import ConfigUnusable
-from .readers.modbus import DeviceResult, ModbusDevice
+from .. import __version__
+from ..core import clock, config as cfg, drivers, paths, watchdog
+from ..core.kvs import KVStore
+from ..core.problems import ConfigUnusable
+from ..readers.modbus import DeviceResult, ModbusDevice
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,12 @@ class Health:
 
 def make_transport(device: cfg.Device):
     if device.reading_type == "modbustcp":
-        from .readers.modbus_tcp import TcpTransport
+        from ..readers.modbus_tcp import TcpTransport
 
         return TcpTransport(device.address.get("host"), int(device.address.get("port", 502)),
                             mac=device.address.get("mac"))
     if device.reading_type == "modbusrtu":
-        from .readers.modbus_rtu import RtuTransport
+        from ..readers.modbus_rtu import RtuTransport
 
         a = device.address
         return RtuTransport(a["device"], int(a.get("baudrate", 9600)), int(a.get("bytesize", 8)),
@@ -64,7 +65,7 @@ class BusPoller:
         for dev in devices:
             try:
                 if dev.reading_type == "sys":
-                    from .readers.system import SystemDevice
+                    from ..readers.system import SystemDevice
 
                     self.readers[dev.key] = SystemDevice(dev)
                 else:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from supervisor.xmlrpc import Faults, SupervisorTransport, UnixStreamHTTPConnection
 
-from . import paths
-from .fileio import write_atomic
-from .config import Config
+from ..core import paths
+from ..core.fileio import write_atomic
+from ..core.config import Config
 
 log = logging.getLogger(__name__)
 

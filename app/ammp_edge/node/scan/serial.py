@@ -17,10 +17,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
-from .. import codec
-from ..kvs import KVStore
-from ..readers.modbus import DeviceSilent, LinkError, ModbusException
-from ..readers.modbus_rtu import RtuTransport
+from ...core import codec
+from ...core.kvs import KVStore
+from ...readers.modbus import DeviceSilent, LinkError, ModbusException
+from ...readers.modbus_rtu import RtuTransport
 
 log = logging.getLogger(__name__)
 

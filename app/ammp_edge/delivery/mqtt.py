@@ -14,7 +14,7 @@ from typing import Callable
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from . import paths
+from ..core import paths
 
 log = logging.getLogger(__name__)
 
