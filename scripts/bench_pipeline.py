@@ -28,12 +28,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # a developer script: it reuses the tests' real-part helpers
 
-from appliance_harness import Appliance  # noqa: E402
-from brokers import Recorder, cloud_broker, free_port, wait_until  # noqa: E402
-
 from ammp_edge.core import drivers  # noqa: E402
 from ammp_edge.delivery.outbox import Outbox  # noqa: E402
 from ammp_edge.simulate import Simulator  # noqa: E402
+from helpers.appliance import Appliance  # noqa: E402
+from helpers.brokers import Recorder, cloud_broker, free_port, wait_until  # noqa: E402
 
 NODE = "0123456789ab"
 DELAY = re.compile(r"committed t=(\d+) key=\d+ devices=\S* delay=([-\d.]+)")
@@ -113,7 +112,8 @@ def main() -> int:
             live = [json.loads(m.payload) for m in rec.on(f"a/{NODE}/u/data")]
             live = [m for m in live if m["t"] >= started_wall]
             print(f"backlog: {args.backlog} messages drained to the cloud broker (TLS bridge) in {drain:.1f} s "
-                  f"= {args.backlog / drain:.0f} msg/s (first to last arrival; `up` to the first: {first - started:.1f} s); "
+                  f"= {args.backlog / drain:.0f} msg/s (first to last arrival; "
+                  f"`up` to the first: {first - started:.1f} s); "
                   f"{len(live)} live cycles published meanwhile")
             _, cpu0 = programs_memory_cpu(app)
             t0 = time.monotonic()
@@ -123,13 +123,15 @@ def main() -> int:
             delays = [float(d) * 1000 for _, d in DELAY.findall(app.logs("bus-"))]
             delays.sort()
             if delays:
-                print(f"cycle start jitter (start - round time) over {len(delays)} bus cycles: p50 {statistics.median(delays):.1f} ms, "
+                print(f"cycle start jitter (start - round time) over {len(delays)} bus cycles: "
+                      f"p50 {statistics.median(delays):.1f} ms, "
                       f"p99 {delays[int(0.99 * (len(delays) - 1))]:.1f} ms, max {delays[-1]:.1f} ms")
             print(f"memory, all programs but mosquitto (3 buses, publisher, node, bridge-config, webui): "
                   f"RSS {mem['rss programs']:.0f} MB; with supervisord and up: RSS {mem['rss all']:.0f} MB, "
                   f"PSS {mem['pss all']:.0f} MB")
             print("  RSS per program: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(mem["per program"].items())))
-            print(f"CPU, all programs incl. mosquitto, 10 s interval, 3 simulated devices on 3 buses: {per_hour:.0f} s per hour "
+            print(f"CPU, all programs incl. mosquitto, 10 s interval, 3 simulated devices on 3 buses: "
+                  f"{per_hour:.0f} s per hour "
                   f"(measured over {args.minutes:.1f} min)")
         finally:
             app.stop()

@@ -32,10 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("AE_ROOT_DIR", str(REPO))
 
-from ammp_edge.core import config as cfg, drivers  # noqa: E402
 from ammp_edge.bus.poller import BusPoller  # noqa: E402
+from ammp_edge.core import config as cfg, drivers  # noqa: E402
 from ammp_edge.simulate import Simulator  # noqa: E402
-from serial_helpers import pty_pair  # noqa: E402
+from helpers.serial_lines import pty_pair  # noqa: E402
 
 DRIVER = "eastron_sdm530"
 PLANS = (("planner", {}), ("planner gap 0", {"max_gap": 0}), ("one per field", {"merge": False}))

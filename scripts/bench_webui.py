@@ -27,11 +27,12 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="bench-webui-")
     os.environ.update(AE_DATA_DIR=f"{tmp}/d", AE_TEMP_DIR=f"{tmp}/t", MQTT_BRIDGE_PORT="1")
 
-    from ammp_edge.core import drivers, paths
+    from ammp_edge.core import credentials, drivers, paths
     from ammp_edge.core.kvs import KVStore, cache
     from ammp_edge.webui import auth
-    from ammp_edge.webui.app import Ctx, make_app
+    from ammp_edge.webui.app import make_app
     from ammp_edge.webui.state import WebState
+    from ammp_edge.webui.web import Ctx
 
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     names = ["sma_stp25000", "eastron_sdm530", "sma_sunny_island", "deepsea_dse8610"]
@@ -47,7 +48,7 @@ def main() -> int:
     store = KVStore()
     store.set("config", {"devices": devices, "readings": readings, "read_interval": 60})
     state = WebState(store, cache(), watch_broker=False)
-    auth.ensure_password(store)
+    credentials.ensure_password(store)
     now = int(time.time())
     for k in range(60):  # an hour of history
         recs = [{"_d": key, "_vid": d["vendor_id"], **{r["var"]: 100.0 + k + i for i, r in enumerate(readings.values())

@@ -24,13 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge.bridge import broker
-from ammp_edge.core import paths
-from ammp_edge.device import supervise
-from ammp_edge.bridge.broker import Layout, check_persistence, configured_bridges, plan, render, write_if_changed
+from ammp_edge.bridge import model as broker, plan as bridge_plan
+from ammp_edge.bridge.model import Layout
+from ammp_edge.bridge.persistence import check_persistence
+from ammp_edge.bridge.plan import configured_bridges, plan
+from ammp_edge.bridge.render import render, write_if_changed
+from ammp_edge.core import paths, supervisor
 from ammp_edge.core.kvs import KVStore
-from brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
-from conftest import AMMP_EDGE, REPO
+from helpers.brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
+from helpers.common import AMMP_EDGE, REPO
 
 
 @pytest.fixture(autouse=True)
@@ -306,7 +308,7 @@ def test_configured_bridges_reads_the_kv_store(layout):
     assert KEY not in repr(bridges)
     store.set_raw("mqtt_bridge_custom", b"{not json")
     problems = []
-    rendered(broker.read_kv(store), layout, problems)
+    rendered(bridge_plan.read_kv(store), layout, problems)
     assert (logging.ERROR, "custom bridge left out: mqtt_bridge_custom: the stored value is not valid JSON") in problems
     assert [b.name for b in configured_bridges(store, layout)] == ["prod", "stage"]
 
@@ -408,7 +410,7 @@ def test_every_kind_of_rendered_config_is_accepted_by_mosquitto(tmp_path, local_
         ammp(mqtt_bridge_prod=False, mqtt_bridge_custom={"host": "127.0.0.1", "port": closed, "ca_file": str(ca),
                                                          "protocol": "mqttv31"}),
     ]
-    for i, kv in enumerate(variants):
+    for kv in variants:
         local, bridges = start_local(kv)
         try:
             time.sleep(0.3)
@@ -580,7 +582,7 @@ class Supervisord:
 
     def info(self, name: str) -> dict:
         # a fresh connection each time: a failed call (socket not there yet) spoils the transport
-        return supervise.connect(self.sock).supervisor.getProcessInfo(name)
+        return supervisor.connect(self.sock).supervisor.getProcessInfo(name)
 
     def running_pid(self, name: str) -> int | None:
         try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from ammp_edge.bus.poller import MAX_BACKOFF_SECONDS, BusPoller
+from ammp_edge.bus.program import next_cycle
 from ammp_edge.core import config as cfg
-from ammp_edge.bus.poller import MAX_BACKOFF_SECONDS, BusPoller, next_cycle
-from conftest import free_port
+from helpers.common import free_port
 
 
 @pytest.mark.parametrize("now,interval,roundtime,last_t,expected", [

@@ -6,12 +6,11 @@ import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
 from ammp_edge.delivery.outbox import Outbox
-from conftest import AMMP_EDGE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS, free_port, write_json
+from helpers.common import AMMP_EDGE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS, free_port, write_json
 
 
 def run(*args, timeout=60, **kw):

@@ -12,14 +12,12 @@ import math
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ammp_edge.core import codec, drivers
 from ammp_edge.core.codec import DecodeError
 from ammp_edge.core.problems import InvalidInput
-
-from conftest import UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
+from helpers.common import UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 
 # the autouse isolated_dirs fixture is function scoped; these tests do not touch the directories
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -13,14 +13,13 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from ammp_edge.node import commands
 from ammp_edge.core import paths
-from ammp_edge.node.commands import CommandService
 from ammp_edge.core.kvs import KVStore
+from ammp_edge.node import commands, configgen
+from ammp_edge.node.commands import CommandService
 from ammp_edge.node.scan import sensor_address
-
-from brokers import Mosquitto, Recorder, publish, wait_until
-from serial_helpers import FakeSlave, crc16, exception_response, pty_pair, read_response
+from helpers.brokers import Mosquitto, Recorder, publish, wait_until
+from helpers.serial_lines import FakeSlave, crc16, exception_response, pty_pair, read_response
 
 SCAN = {"time": "2026-11-26T19:00:00Z",
         "network_scan": [{"ifname": "eth0", "ipv4": "192.168.1.5", "netmask": 24,
@@ -242,7 +241,7 @@ def test_trigger_config_generation_scans_only_when_nothing_is_cached(node, rec):
     send(b'["trigger_config_generation"]')
     assert "used the cached scan" in responses(recorder, 2)[1]
     assert rec.scans == 1
-    assert commands.generation_request(SCAN, commands.tank_dims(2.0, 3.0, 1.5))["input_parameters"] == [
+    assert configgen.generation_request(SCAN, configgen.tank_dims(2.0, 3.0, 1.5))["input_parameters"] == [
         {"width": 2.0, "length": 3.0, "height": 1.5, "type": "tank", "shape": "rectangular"}]
 
 
@@ -320,10 +319,10 @@ def test_app_restart_answers_first_then_restarts_supervisord(node, rec):
 
 
 def test_app_restart_without_supervisord(node, rec, tmp_path):
-    from ammp_edge.device import supervise
+    from ammp_edge.core import supervisor
 
     make, recorder, send = node
-    make(supervisor=lambda: supervise.connect(tmp_path / "no.sock", timeout=1))
+    make(supervisor=lambda: supervisor.connect(tmp_path / "no.sock", timeout=1))
     send(b'["app_restart"]')
     (text,) = responses(recorder, 1)
     assert text.startswith("Could not run app_restart; error: ")

@@ -8,7 +8,7 @@ import pytest
 
 from ammp_edge.core import config as cfg
 from ammp_edge.core.problems import ConfigUnusable
-from conftest import UPSTREAM_CONFIGS
+from helpers.common import UPSTREAM_CONFIGS
 
 
 def load(raw, drivers):

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from ammp_edge.device import settings as ds
+from ammp_edge.core import credentials
 from ammp_edge.core.kvs import KVStore
-from ammp_edge.webui import auth
-from conftest import AMMP_EDGE, REPO
+from ammp_edge.device import settings as ds
+from helpers.common import AMMP_EDGE, REPO
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk5xOhBz3GfkPpXe7C4xV0mW4b8wJfUu0cO8b7yM1Nn engineer@laptop"
 
@@ -108,7 +107,7 @@ def test_access_point_when_no_wifi_is_configured():
     assert ds.ap_enabled(s)
     files = ds.render(s, "ammp-edge-beef", "secret-pass")
     hostapd = files["run/ammp-edge-system/hostapd.conf"]
-    assert "interface=wlan0" in hostapd and f"ssid2={'ammp-edge-beef'.encode().hex()}" in hostapd
+    assert "interface=wlan0" in hostapd and f"ssid2={b'ammp-edge-beef'.hex()}" in hostapd
     assert f"wpa_psk={ds.wpa_psk('ammp-edge-beef', 'secret-pass')}" in hostapd and "secret-pass" not in hostapd
     wlan = files["run/systemd/network/20-ammp-wlan.network"]
     assert "Address=192.168.4.1/24" in wlan and "DHCPServer=yes" in wlan and "PoolOffset=100" in wlan
@@ -147,7 +146,7 @@ def test_apply_writes_under_root_keeps_secrets_private_and_removes_what_the_file
     kv = KVStore(data / "kvs-db" / "kvstore.db")
     assert kv.get("mqtt_bridge_custom") is None
     # the password was changed in the web UI: the boot partition no longer shows it
-    auth.change_password(kv, "a new long password")
+    credentials.change_password(kv, "a new long password")
     kv.close()
     ds.apply(f, root, data)
     creds = (boot / ds.CREDENTIALS_NAME).read_text()

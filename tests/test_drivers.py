@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ammp_edge.core import codec, drivers
-from conftest import REPO, UPSTREAM_DRIVERS
+from helpers.common import REPO, UPSTREAM_DRIVERS
 
 DRIVERS_DIR = REPO / "drivers"
 README = DRIVERS_DIR / "README.md"
@@ -143,7 +143,7 @@ def test_same_fields_and_facts_as_upstream_except_fixes(path):
 
 
 def test_every_fix_names_an_existing_driver_and_field():
-    for (drv, fld, key) in FIXES:
+    for (drv, fld, _key) in FIXES:
         upstream = load(UPSTREAM_DRIVERS / f"{drv}.json")
         assert fld == "*" or fld in upstream["fields"], (drv, fld)
 

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from appliance_harness import Appliance, received, report, wait_delivered
-from brokers import Recorder, cloud_broker, wait_until
+from helpers.appliance import Appliance, received, report, wait_delivered
+from helpers.brokers import Recorder, cloud_broker, wait_until
 
 pytestmark = pytest.mark.slow
 

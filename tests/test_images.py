@@ -40,8 +40,8 @@ import pytest
 
 from ammp_edge.core.kvs import KVStore
 from ammp_edge.delivery.outbox import Outbox
-from brokers import wait_until
-from conftest import AMMP_EDGE, REPO, free_port
+from helpers.brokers import wait_until
+from helpers.common import AMMP_EDGE, REPO, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.images]
 
@@ -426,7 +426,7 @@ def test_rpi_image_boots_in_qemu_virt_with_its_settings_file(rpi_image, tmp_path
     partition grew, the root file system is read-only, the access point runs, the web UI password on
     the boot partition logs in, SSH answers with keys made on this device, and the inverter's readings
     reach the broker on the host."""
-    from brokers import Recorder, cloud_broker
+    from helpers.brokers import Recorder, cloud_broker
     from test_webui import login
 
     cloud = cloud_broker(tmp_path, node_user="site-test", node_password="site-secret")

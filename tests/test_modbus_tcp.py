@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from ammp_edge.core import config as cfg
 from ammp_edge.bus.poller import BusPoller
+from ammp_edge.core import config as cfg
 
 SMA_VALUES = {
     "P_total": 12345.0, "P_L1": 4115.0, "P_L2": 4115.0, "P_L3": 4115.0, "total_yield": 123 * 65536 + 45678.0,
@@ -201,7 +201,7 @@ def test_garbage_answers_are_reported_and_the_bus_recovers(name, respond, builti
 
 
 def test_connection_refused_then_device_appears(builtin_drivers, simulator, caplog):
-    from conftest import free_port
+    from helpers.common import free_port
 
     port = free_port()
     raw = sma_config(port, timeout=0.5, vars_=["P_total"])
@@ -225,7 +225,7 @@ def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simula
     import json
     import subprocess
 
-    from conftest import AMMP_EDGE, UPSTREAM_CONFIGS
+    from helpers.common import AMMP_EDGE, UPSTREAM_CONFIGS
 
     raw = json.loads((UPSTREAM_CONFIGS / "docker-test-config.json").read_text())
     ems_regs = {122: 0xCC5A, 123: 0x489E, 124: 0xF330, 125: 0x48AA, 126: 0xE441, 127: 0x489F,

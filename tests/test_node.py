@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge.core import clock, config as cfg
+from ammp_edge.core import clock, config as cfg, keys
+from ammp_edge.core.kvs import KVStore
 from ammp_edge.node import intake, meta, provision
 from ammp_edge.node.cloudapi import Api, ApiError, Retry
-from ammp_edge.core.kvs import KVStore
-from brokers import Mosquitto, Recorder, publish, wait_until
-from fake_cloud import FakeCloud
+from helpers.brokers import Mosquitto, Recorder, publish, wait_until
+from helpers.fake_cloud import FakeCloud
 
 LOCAL_BROKER = "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n"
 
@@ -259,7 +259,8 @@ def test_http_watch_downloads_only_when_the_config_id_differs(intake_):
         api.keys["0123456789ab"] = "k"
         watch = intake.HttpWatch(it, lambda: Api(api.base_url, 2), "0123456789ab", "k", 3600)
         assert watch.check() == "the cloud has no config for this node"
-        raw = b'{"devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}}, "config_id": "zzz",' \
+        raw = b'{"devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},' \
+              b' "config_id": "zzz",' \
               b' "readings": {"m": {"device": "lg", "var": "memory_usage"}}, "read_interval": 30}'
         api.set_config(raw)
         assert "stored" in watch.check()
@@ -288,7 +289,7 @@ def test_clock_trusted_when_ntp_synchronised_or_the_rtc_runs():
     assert clock.status(lambda: {"NTPSynchronized": "yes"}, sleep=lambda s: None) == (True, "NTP synchronised")
     rtc = iter(["Thu 2026-11-26 10:00:00", "Thu 2026-11-26 10:00:01"])
     assert clock.status(lambda: {"NTPSynchronized": "no", "RTCTimeUSec": next(rtc)}, sleep=lambda s: None)[0]
-    stuck = lambda: {"NTPSynchronized": "no", "RTCTimeUSec": "Thu 1970-01-01 00:00:00"}  # noqa: E731
+    stuck = lambda: {"NTPSynchronized": "no", "RTCTimeUSec": "Thu 1970-01-01 00:00:00"}
     assert not clock.status(stuck, sleep=lambda s: None)[0]
     assert not clock.status(lambda: {"NTPSynchronized": "no", "RTCTimeUSec": "n/a"}, sleep=lambda s: None)[0]
 
@@ -334,7 +335,7 @@ def test_a_bus_under_supervisord_waits_for_the_clock(monkeypatch):
     th.join(2)
     assert done == [True]
     monkeypatch.delenv("SUPERVISOR_ENABLED")
-    cache().delete(clock.CACHE_KEY)
+    cache().delete(keys.CLOCK_TRUSTED)
     assert clock.wait_for_trust(stop, "sys")  # not under supervisord: no wait
 
 
@@ -370,7 +371,7 @@ def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
             rec.wait_for(lambda m: m.topic == "u/meta/version" and m.payload == b"9")
             seq = [(m.topic, m.payload, m.retain) for m in rec.messages if m.payload != b"old"]
             assert seq.index(("u/meta/arch", b"", False)) < seq.index(("u/meta/arch", b"Linux x", False))
-        from brokers import retained
+        from helpers.brokers import retained
         assert retained(broker.port, "u/meta/arch") is None, "the old retained value is gone, no new one"
         assert meta.wait_for_bridges([], threading.Event())
 
@@ -419,7 +420,7 @@ class FreshAppliance:
     the AMMP cloud does), so the bridge logs in with what the node was handed."""
 
     def __new__(cls, root: Path, api: FakeCloud, cloud, **env):
-        from appliance_harness import Appliance
+        from helpers.appliance import Appliance
 
         app = Appliance(root, {}, cloud, **env)
         kv = app.kv()
@@ -450,7 +451,7 @@ def bus_pids(app) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_path, simulator, builtin_drivers):
-    from brokers import MOSQUITTO_PASSWD, cloud_broker
+    from helpers.brokers import MOSQUITTO_PASSWD, cloud_broker
 
     drv = builtin_drivers["sma_stp25000"]
     a, b, c = (simulator({3: drv}).port for _ in range(3))
@@ -483,7 +484,7 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
         rec.wait_for(lambda m: m.topic == data and {r["_d"] for r in json.loads(m.payload)["r"]} == {"lg", f"inv{a}", f"inv{b}"},
                      60, "a full cycle at the cloud")
         for topic in ("boot_time", "start_time", "arch", "version"):
-            rec.wait_for(lambda m: m.topic == f"a/{node_id}/u/meta/{topic}" and m.payload, 30, f"meta {topic}")
+            rec.wait_for(lambda m, topic=topic: m.topic == f"a/{node_id}/u/meta/{topic}" and m.payload, 30, f"meta {topic}")
         assert not rec.on(f"a/{node_id}/u/meta/snap_rev")
         assert app.programs()["node"]["pid"] == node_pid, "API faults retried without a crash"
         assert "works again" in app.logs("node")
@@ -547,7 +548,7 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
 
 @pytest.mark.slow
 def test_up_demo_reaches_no_cloud(tmp_path):
-    from appliance_harness import Appliance
+    from helpers.appliance import Appliance
 
     with FakeCloud(access_key="k") as api:
         app = Appliance(tmp_path / "demo", {}, None)

@@ -12,12 +12,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ammp_edge.bus.poller import ConfigSource
+from ammp_edge.core.configsource import ConfigSource
 from ammp_edge.core.kvs import KVStore
-from ammp_edge.delivery.mqtt import MqttLink
 from ammp_edge.delivery.outbox import Outbox
 from ammp_edge.delivery.publisher import Publisher
-from conftest import free_port, write_json
+from helpers.common import free_port, write_json
 
 
 @pytest.fixture

@@ -16,14 +16,13 @@ import time
 
 import pytest
 
-from ammp_edge.core import config as cfg
 from ammp_edge.bus.poller import BusPoller
+from ammp_edge.core import config as cfg
 from ammp_edge.readers.modbus import DeviceSilent, LinkError, ModbusException
 from ammp_edge.readers.modbus_rtu import RtuTransport
 from ammp_edge.simulate import Simulator
-
-from conftest import AMMP_EDGE, REPO, child_env, write_json
-from serial_helpers import FakeSlave, crc16, exception_response, pty_pair, read_response, write_raw
+from helpers.common import AMMP_EDGE, REPO, child_env, write_json
+from helpers.serial_lines import FakeSlave, crc16, exception_response, pty_pair, read_response, write_raw
 
 # float32-exact values, so decoded values compare equal
 SDM_VALUES = {

@@ -12,13 +12,12 @@ import time
 import psutil
 import pytest
 
-from ammp_edge.node import scan
-from ammp_edge.core.kvs import KVStore
-from ammp_edge.node.scan import macs, modbus, network, sensor_address, serial as serial_probe, speedwire
 from ammp_edge.core import paths
-
-from conftest import free_port
-from serial_helpers import pty_pair
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.node import scan
+from ammp_edge.node.scan import macs, modbus, network, sensor_address, serial as serial_probe, speedwire
+from helpers.common import free_port
+from helpers.serial_lines import pty_pair
 
 # Recorded from a real run here (`nmap -oX - 192.0.2.1 --disable-arp-ping -p 22,80,443,502`, a
 # host on this machine's LAN, so nmap saw its MAC), then a second host added by hand with an OUI
@@ -68,7 +67,7 @@ NMAP_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <runstats><finished time="1795722466" timestr="Thu Nov 26 19:47:46 2026" summary="Nmap done" elapsed="0.09" exit="success"/><hosts up="2" down="1" total="3"/>
 </runstats>
 </nmaprun>
-"""
+"""  # noqa: E501 - nmap's own XML output, kept as it printed it
 
 SUNS = {40000: 0x5375, 40001: 0x6E53}
 
@@ -335,7 +334,7 @@ def test_resolve_mac_from_arp_then_cache_then_one_sweep(tmp_path):
     arp.write_text(ARP)
     cache = KVStore(paths.kvcache_path())
     sweeps = []
-    resolve = lambda mac: macs.resolve_mac(mac, arp_path=arp, cache=cache, trigger=sweeps.append)  # noqa: E731
+    resolve = lambda mac: macs.resolve_mac(mac, arp_path=arp, cache=cache, trigger=sweeps.append)
     assert resolve("00:40:ad:12:34:56") == "192.168.1.20"  # lowercase lookup of an uppercase entry
     assert resolve("02:FC:00:00:00:05") == "192.168.1.1"
     assert resolve("00:00:00:00:00:00") is None  # incomplete entries are ignored

@@ -13,7 +13,7 @@ from referencing import Registry, Resource
 
 from ammp_edge.core import config, drivers, paths
 from ammp_edge.core.problems import ConfigUnusable
-from conftest import REPO, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
+from helpers.common import REPO, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 
 SCHEMAS = paths.schemas_dir()
 CONFIG_SCHEMA = json.loads((SCHEMAS / "config.schema.json").read_text())

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ammp_edge.device import selfupdate
-from conftest import REPO
+from helpers.common import REPO
 
 ENTRYPOINT = REPO / "image/rootfs/usr/lib/ammp-edge/entrypoint"
 
@@ -36,7 +36,7 @@ def _bundle(www: Path, tmp_path: Path, *, plat: str | None = None, python: str |
     wheels.mkdir(exist_ok=True)
     (wheels / "ammp_edge-9.9.9-py3-none-any.whl").write_bytes(b"not really a wheel")
     return selfupdate.make_bundle(wheels, REPO / "drivers", REPO / "conf", www / "app.tar", "9.9.9",
-                                  plat or platform.machine(), python or "%d.%d" % sys.version_info[:2])
+                                  plat or platform.machine(), python or "{}.{}".format(*sys.version_info[:2]))
 
 
 def test_a_bundle_lists_every_wheel_with_its_digest(tmp_path, served):

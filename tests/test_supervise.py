@@ -17,13 +17,13 @@ import psutil
 import pytest
 from supervisor.options import ServerOptions
 
-from ammp_edge.bus import poller as bus
-from ammp_edge.core import config as cfg, watchdog
-from ammp_edge.device import supervise
+from ammp_edge.bus import program as bus
+from ammp_edge.core import config as cfg, paths, supervisor, supervisor_conf, watchdog
+from ammp_edge.core.configsource import ConfigSource
 from ammp_edge.core.kvs import KVStore
 from ammp_edge.delivery.outbox import Outbox
-from conftest import AMMP_EDGE, child_env, free_port, write_json
-
+from ammp_edge.device import supervise
+from helpers.common import AMMP_EDGE, child_env, free_port, write_json
 
 
 def sma_device(port, unit=3, **extra):
@@ -57,13 +57,13 @@ def parse(conf: Path):
 def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     temp = tmp_path / "temp"
     env = {"AE_DATA_DIR": "/data/100%,x y", "MQTT_BRIDGE_PORT": "18830", "HOME": "/root", "AE_ODD": 'a"b'}
-    demo = cfg.load(json.loads(Path(supervise.paths.PACKAGE_DIR, "defaults", "demo-config.json").read_text()), builtin_drivers)
+    demo = cfg.load(json.loads(Path(paths.PACKAGE_DIR, "defaults", "demo-config.json").read_text()), builtin_drivers)
     (temp / "supervisor.d").mkdir(parents=True)
     (temp / "logs").mkdir()
     (temp / "supervisord.conf").write_text(supervise.render_main(supervise.fixed_programs(demo), temp, env))
     for bus_id in ("sys", "tcp_10.0.0.7_502"):
-        prog = supervise.bus_program(bus_id)
-        (temp / "supervisor.d" / f"{prog.name}.conf").write_text(supervise.render_program(prog, temp, env))
+        prog = supervisor_conf.bus_program(bus_id)
+        (temp / "supervisor.d" / f"{prog.name}.conf").write_text(supervisor_conf.render_program(prog, temp, env))
 
     opts = parse(temp / "supervisord.conf")
     assert (opts.nodaemon, opts.identifier) == (True, "ammp-edge")
@@ -96,8 +96,8 @@ def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
 
 
 def test_program_names_are_safe_for_supervisord():
-    assert supervise.bus_program("serial_ttyUSB0").name == "bus-serial_ttyUSB0"
-    assert supervise.program_name("sim-", "my inverter:1/a%") == "sim-my_inverter_1_a_"
+    assert supervisor_conf.bus_program("serial_ttyUSB0").name == "bus-serial_ttyUSB0"
+    assert supervisor.program_name("sim-", "my inverter:1/a%") == "sim-my_inverter_1_a_"
 
 
 def test_every_program_is_a_subcommand_that_exists():
@@ -132,7 +132,7 @@ def test_a_hung_supervisord_does_not_hang_the_client(tmp_path):
         silent.listen()
         started = time.monotonic()
         with pytest.raises(OSError):
-            supervise.connect(tmp_path / "s.sock", timeout=0.5).supervisor.getState()
+            supervisor.connect(tmp_path / "s.sock", timeout=0.5).supervisor.getState()
         assert time.monotonic() - started < 3
 
 
@@ -140,7 +140,7 @@ def test_a_hung_supervisord_does_not_hang_the_client(tmp_path):
 
 HUNG_LOOP = textwrap.dedent("""
     import time
-    from ammp_edge import watchdog
+    from ammp_edge.core import watchdog
     wd = watchdog.Watchdog("test loop", 1.0).start()
     for _ in range(8):          # 2.4 s of a healthy loop: longer than the limit, ticked in time
         wd.tick()
@@ -164,7 +164,7 @@ def test_watchdog_ends_a_hung_loop_with_70_and_a_stack_dump():
 
 HEARTBEAT = textwrap.dedent("""
     import time
-    from ammp_edge import watchdog
+    from ammp_edge.core import watchdog
     watchdog.heartbeat("bus x", 1.0)
     time.sleep(3)
 """)
@@ -196,7 +196,7 @@ def test_bus_loop_beats_before_sleeping_and_before_polling(builtin_drivers, monk
     beats = []
     monkeypatch.setattr(watchdog, "heartbeat", lambda name, limit: beats.append((name, limit)))
     conf = site_config(read_interval=30)
-    source = bus.ConfigSource()
+    source = ConfigSource()
     source.config = cfg.load(conf, builtin_drivers)
     monkeypatch.setattr(source, "current", lambda: source.config)
     bus.run_bus("sys", source, lambda readout: None, threading.Event(), once=True)
@@ -217,7 +217,7 @@ class Appliance:
         self.seen_pids: set[int] = {self.proc.pid}
 
     def rpc(self):
-        return supervise.connect(self.temp / "supervisor.sock")
+        return supervisor.connect(self.temp / "supervisor.sock")
 
     def info(self) -> dict[str, dict]:
         infos = {i["name"]: i for i in self.rpc().supervisor.getAllProcessInfo()}

@@ -6,7 +6,7 @@ import filecmp
 
 import pytest
 
-from conftest import REFERENCE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
+from helpers.common import REFERENCE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 
 
 @pytest.mark.parametrize("ours, theirs", [(UPSTREAM_DRIVERS, "upstream-drivers"), (UPSTREAM_CONFIGS, "upstream-configs")])

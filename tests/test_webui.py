@@ -13,9 +13,10 @@ import time
 import pytest
 import requests
 
+from ammp_edge.core import credentials, keys, paths
 from ammp_edge.core.kvs import KVStore, cache as kv_cache
 from ammp_edge.webui import auth, jobs as jobs_mod
-from conftest import free_port
+from helpers.common import free_port
 
 
 def wait_for(fn, timeout=10.0, step=0.05):
@@ -52,7 +53,7 @@ def webui(monkeypatch):
 
 
 def password() -> str:
-    return auth.initial_password_path().read_text().strip()
+    return paths.webui_initial_password_path().read_text().strip()
 
 
 def login(base: str, pw: str | None = None) -> requests.Session:
@@ -80,21 +81,21 @@ def config_doc(sim_port: int, unit: int = 3) -> dict:
 
 
 def test_initial_password_is_random_private_and_only_hashed_in_the_store(webui):
-    path = auth.initial_password_path()
+    path = paths.webui_initial_password_path()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     pw = password()
     assert len(pw) >= 12
-    stored = KVStore().get(auth.PASSWORD_KEY)
+    stored = KVStore().get(keys.WEBUI_PASSWORD)
     assert stored["scheme"] == "scrypt" and pw not in json.dumps(stored)
-    assert auth.verify_password(pw, stored) and not auth.verify_password(pw + "x", stored)
+    assert credentials.verify_password(pw, stored) and not credentials.verify_password(pw + "x", stored)
 
 
 def test_an_initial_password_file_given_before_the_first_start_is_used(tmp_path):
-    auth.initial_password_path().parent.mkdir(parents=True, exist_ok=True)
-    auth.initial_password_path().write_text("from-the-image-42\n")
+    paths.webui_initial_password_path().parent.mkdir(parents=True, exist_ok=True)
+    paths.webui_initial_password_path().write_text("from-the-image-42\n")
     store = KVStore()
-    assert auth.ensure_password(store) == "from-the-image-42"
-    assert auth.verify_password("from-the-image-42", store.get(auth.PASSWORD_KEY))
+    assert credentials.ensure_password(store) == "from-the-image-42"
+    assert credentials.verify_password("from-the-image-42", store.get(keys.WEBUI_PASSWORD))
 
 
 @pytest.mark.parametrize("path", ["/", "/live", "/config", "/config/download", "/test", "/scans", "/logs", "/settings",
@@ -162,7 +163,7 @@ def test_password_change_ends_sessions_and_removes_the_initial_file(webui):
     r = s.post(webui + "/settings/password", data={"csrf": token, "current": password(), "new": "a-new-long-pass",
                                                    "repeat": "a-new-long-pass"}, allow_redirects=False)
     assert r.status_code == 303
-    assert not auth.initial_password_path().exists()
+    assert not paths.webui_initial_password_path().exists()
     assert s.get(webui + "/", allow_redirects=False).status_code == 303
     assert login(webui, "a-new-long-pass").get(webui + "/").status_code == 200
 
@@ -172,7 +173,7 @@ def test_reset_password_command(capsys):
 
     assert main(["webui", "--reset-password"]) == 0
     pw = re.search(r"new web UI password: (\S+)", capsys.readouterr().out).group(1)
-    assert auth.verify_password(pw, KVStore().get(auth.PASSWORD_KEY)) and password() == pw
+    assert credentials.verify_password(pw, KVStore().get(keys.WEBUI_PASSWORD)) and password() == pw
 
 
 def test_user_text_is_escaped(webui):

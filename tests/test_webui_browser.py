@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from appliance_harness import Appliance
-from brokers import wait_until
-from conftest import REPO, free_port
+from helpers.appliance import Appliance
+from helpers.brokers import wait_until
+from helpers.common import REPO, free_port
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

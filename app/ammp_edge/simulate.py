@@ -31,7 +31,7 @@ from pymodbus.simulator.simdata import SimData
 from pymodbus.simulator.simdevice import SimDevice
 from pymodbus.simulator.simutils import DataType
 
-from .core import codec, drivers
+from .core import codec, drivers, serialline
 from .core.problems import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,6 @@ def plausible(name: str, fld: drivers.ModbusField, t: float) -> Any:
 
 
 SEEN_MAX = 100_000  # requests kept in Simulator.seen (the oldest half goes when full)
-SERIAL_PARITY = {"none": "N", "n": "N", "even": "E", "e": "E", "odd": "O", "o": "O", "mark": "M", "space": "S"}
 
 
 class Simulator:
@@ -95,8 +94,8 @@ class Simulator:
             raise ValueError("Simulator needs a TCP port or a serial_port")
         self.host, self.port, self.delay, self.strict = host, port, delay, strict
         self.serial_port = serial_port
-        self.serial_settings = dict(baudrate=int(baudrate), bytesize=int(bytesize), stopbits=stopbits,
-                                    parity=SERIAL_PARITY[str(parity).lower()])
+        self.serial_settings: dict[str, Any] = dict(baudrate=int(baudrate), bytesize=int(bytesize), stopbits=stopbits,
+                                    parity=serialline.parity_letter(parity))
         self.emulate_airtime = emulate_airtime
         self.seen: list[tuple[int, int, int, int]] = []
         self._request_bytes = 8
@@ -208,8 +207,7 @@ class Simulator:
     def airtime(self, nbytes: int) -> float:
         """Seconds nbytes take on the line: a start bit, data bits, a parity bit and stop bits each."""
         s = self.serial_settings
-        bits = 1 + s["bytesize"] + (s["parity"] != "N") + s["stopbits"]
-        return nbytes * bits / s["baudrate"]
+        return nbytes * serialline.character_time(s["baudrate"], s["bytesize"], s["parity"], s["stopbits"])
 
     def _trace_pdu(self, sending: bool, pdu):
         if not sending:
@@ -234,7 +232,7 @@ class Simulator:
     def where(self) -> str:
         return self.serial_port if self.serial_port is not None else f"{self.host}:{self.port}"
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         self._thread = threading.Thread(target=self._run, name=f"sim:{self.where}", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):

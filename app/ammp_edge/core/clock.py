@@ -16,32 +16,28 @@ calling bus.run_bus, does not wait.
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import threading
 import time
-from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
+
+from . import keys, paths
+from .host import in_container
+from .kvs import cache as kv_cache
 
 log = logging.getLogger(__name__)
 
-CACHE_KEY = "clock_trusted"
-LOG_TOPIC = "u/log/msg"
 CHECK_EVERY_S = 5.0
 FIRST_MESSAGE_GAP_S = 60.0
 MAX_MESSAGE_GAP_S = 3600.0
-TIMEDATECTL = "/usr/bin/timedatectl"
 
 
 class ClockUnknown(Exception):
     """timedatectl could not answer (no systemd, a timeout): nothing to wait for."""
 
 
-def in_container(root: Path = Path("/")) -> bool:
-    return (root / ".dockerenv").exists() or (root / "run" / ".containerenv").exists()
-
-
-def timedatectl_show(exe: str = TIMEDATECTL) -> dict[str, str]:
+def timedatectl_show(exe: str = paths.TIMEDATECTL) -> dict[str, str]:
     """`timedatectl show` as a dict. FileNotFoundError without timedatectl; ClockUnknown when it fails."""
     try:
         r = subprocess.run([exe, "show"], capture_output=True, text=True, timeout=10)
@@ -83,7 +79,7 @@ def wait_until_trusted(stop: threading.Event, publish: Callable[[str, str], None
         except ClockUnknown as exc:
             text = f"cannot tell whether the clock is right ({exc}); trusting it so readings can start"
             log.error("%s", text)
-            publish(LOG_TOPIC, text)
+            publish(keys.LOG_TOPIC, text)
             return True
         if trusted:
             log.info("clock trusted: %s%s", why, f" after {time.monotonic() - since:.0f} s" if next_message else "")
@@ -93,28 +89,26 @@ def wait_until_trusted(stop: threading.Event, publish: Callable[[str, str], None
             text = (f"waiting for a trustworthy clock before reading: {why} "
                     f"(for {now - since:.0f} s; clock says {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})")
             log.warning("%s", text)
-            publish(LOG_TOPIC, text)
+            publish(keys.LOG_TOPIC, text)
             next_message = now + gap
             gap = min(gap * 2, MAX_MESSAGE_GAP_S)
         stop.wait(check_every)
     return False
 
 
-def mark_trusted(cache) -> None:
-    cache.set(CACHE_KEY, True)
+def mark_trusted(cache: Any) -> None:
+    cache.set(keys.CLOCK_TRUSTED, True)
 
 
 def wait_for_trust(stop: threading.Event, who: str, poll: float = 1.0) -> bool:
     """In a bus under supervisord: wait until node has trusted the clock. False when stopped first."""
-    if not os.environ.get("SUPERVISOR_ENABLED"):
+    if not paths.under_supervisord():
         return True
-    from .kvs import cache
-
-    store = cache()
+    store = kv_cache()
     try:
         waited = False
         while not stop.is_set():
-            if store.get(CACHE_KEY) is True:
+            if store.get(keys.CLOCK_TRUSTED) is True:
                 if waited:
                     log.info("[%s] clock trusted: starting", who)
                 return True

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import drivers as drv
+from . import drivers as drv, serialline
 from .problems import ConfigUnusable, InvalidInput, Problem, join_path
 
 log = logging.getLogger(__name__)
@@ -38,8 +38,6 @@ READING_TYPES = ("sys", "modbusrtu", "modbustcp", "mqtt", "rawserial", "rawtcp",
 READING_TYPE_ALIASES = {"serial": "modbusrtu"}
 IMPLEMENTED = ("sys", "modbustcp", "modbusrtu")
 MODBUS_TYPES = ("modbustcp", "modbusrtu")
-SERIAL_PARITIES = {"none": "N", "n": "N", "even": "E", "e": "E", "odd": "O", "o": "O", "mark": "M", "space": "S"}
-STANDARD_BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400)
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_READ_INTERVAL = 60
 
@@ -146,8 +144,9 @@ def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict
         if "slaveaddr" not in address and "unit_id" in address:
             address["slaveaddr"] = address["unit_id"]
         _int_in(address, "slaveaddr", path, 0, 247, 1)
-        baud = _int_in(address, "baudrate", path, 50, 4_000_000, 9600)
-        if baud not in STANDARD_BAUDRATES:
+        baud = _int_in(address, "baudrate", path, serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE,
+                       serialline.DEFAULT_BAUDRATE)
+        if baud not in serialline.STANDARD_BAUDRATES:
             log.warning("%s: %s is not a standard baud rate", join_path(path, "baudrate"), baud)
         bytesize = _int_in(address, "bytesize", path, 5, 8, 8)
         address["bytesize"] = bytesize
@@ -155,7 +154,7 @@ def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict
         if stopbits not in (1, 1.5, 2):
             raise InvalidInput(join_path(path, "stopbits"), f"{stopbits!r} is not 1, 1.5 or 2")
         parity = str(address.get("parity", "none")).lower()
-        if parity not in SERIAL_PARITIES:
+        if parity not in serialline.PARITIES:
             raise InvalidInput(join_path(path, "parity"), f"{address.get('parity')!r} is not none, even or odd")
         _int_in(address, "register_offset", path, -65535, 65535, 0)
     if reading_type in MODBUS_TYPES:
@@ -190,7 +189,7 @@ def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list
     if not isinstance(dev, dict):
         raise InvalidInput(path, "a device must be an object")
     rt = dev.get("reading_type")
-    rt = READING_TYPE_ALIASES.get(rt, rt)
+    rt = READING_TYPE_ALIASES.get(rt, rt) if isinstance(rt, str) else rt
     if rt not in READING_TYPES:
         raise InvalidInput(join_path(path, "reading_type"), f"{dev.get('reading_type')!r} is not one of {', '.join(READING_TYPES)}")
     enabled = dev.get("enabled", True)
@@ -312,7 +311,7 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
         if dkey not in raw["devices"]:
             problems.append(Problem(join_path(path, "device"), f"no device {dkey!r} in devices"))
             continue
-        dev = devices.get(dkey)
+        dev = devices.get(dkey) if isinstance(dkey, str) else None
         if dev is None or var in dev.fields:
             continue  # device disabled or invalid (already reported), or var already read
         driver = drivers[dev.driver_name]
@@ -350,14 +349,14 @@ def _attach_status(raw: dict, drivers: dict, devices: dict[str, Device], problem
         if dkey not in raw["devices"]:
             problems.append(Problem(join_path(path, "d"), f"no device {dkey!r} in devices"))
             continue
-        dev = devices.get(dkey)
+        dev = devices.get(dkey) if isinstance(dkey, str) else None
         if dev is None:
             continue
         if dev.reading_type not in MODBUS_TYPES:
             problems.append(Problem(path, f"status info is read from Modbus devices only, not {dev.reading_type}"))
             continue
         driver = drivers[dev.driver_name]
-        if rkey not in (driver.get("status_info") or {}):
+        if not isinstance(rkey, str) or rkey not in (driver.get("status_info") or {}):
             problems.append(Problem(join_path(path, "r"), f"driver {dev.driver_name!r} has no status_info {rkey!r}"))
             continue
         if any(s.key == rkey for s in dev.status):

@@ -140,6 +140,12 @@ def _int(opts: dict, key: str, path: str, lo: int, hi: int, default: int | None 
     return value
 
 
+def _int_or(opts: dict, key: str, path: str, lo: int, hi: int, default: int) -> int:
+    """_int with a default: always an int."""
+    value = _int(opts, key, path, lo, hi, default)
+    return default if value is None else value
+
+
 def parse_register(value: Any, path: str) -> int:
     """An int, or upstream's hex string ('0x6A' or '6A', always base 16)."""
     if isinstance(value, str):
@@ -207,8 +213,8 @@ def _datatype(opts: dict, path: str, words: int | None) -> tuple[str | None, int
 def _bits(opts: dict, path: str, warnings: list[Problem] | None = None) -> codec.BitField | None:
     if opts.get("start_bit") is None:
         return None
-    start = _int(opts, "start_bit", path, 0, 15)
-    length = _int(opts, "length_bits", path, 1, 16, default=1)
+    start = _int_or(opts, "start_bit", path, 0, 15, 0)
+    length = _int_or(opts, "length_bits", path, 1, 16, 1)
     order = opts.get("bit_order", "lsb")
     if order not in codec.BIT_ORDERS:
         raise InvalidInput(join_path(path, "bit_order"), f"{order!r} is not one of {', '.join(codec.BIT_ORDERS)}")
@@ -285,7 +291,7 @@ def compile_sys_field(name: str, opts: dict, path: str) -> SysField:
     keypath = opts.get("keypath") or []
     if not isinstance(keypath, list) or not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in keypath):
         raise InvalidInput(join_path(path, "keypath"), "must be a list of keys and indexes")
-    return SysField(name, module, method, args, tuple(keypath), _value_spec(opts, path, None),
+    return SysField(name, str(module), str(method), args, tuple(keypath), _value_spec(opts, path, None),
                     opts.get("unit"), opts.get("description"))
 
 
@@ -296,7 +302,7 @@ def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherFie
     return OtherField(name, kind, dict(opts), opts.get("unit"))
 
 
-def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]):
+def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -> ModbusField | SysField | OtherField:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
@@ -323,10 +329,10 @@ def compile_status_item(driver: dict, key: str, path: str, warnings: list[Proble
     if "register" not in opts:
         raise InvalidInput(join_path(path, "register"), "missing")
     register = parse_register(opts["register"], join_path(path, "register"))
-    fncode = _int(opts, "fncode", path, 0, 255, default=3)
+    fncode = _int_or(opts, "fncode", path, 0, 255, 3)
     if fncode not in MODBUS_FNCODES:
         raise InvalidInput(join_path(path, "fncode"), f"{fncode} is not supported (3 or 4)")
-    words = _int(opts, "words", path, 1, 4, default=1)
+    words = _int_or(opts, "words", path, 1, 4, 1)
     bits = _bits(opts, path, warnings)
     if bits is not None and words != 1:
         raise InvalidInput(join_path(path, "words"), "status bits read exactly one register")

@@ -13,6 +13,13 @@ Environment (compatible with upstream):
   AE_OFFLINE   1: node makes no HTTP request (no activation, no config watch); set by `up --demo`
   AE_HTTP_TIMEOUT  seconds per AMMP API request (default 60, as upstream)
   AE_CONFIG_CHECK_INTERVAL  seconds between config checks against the AMMP API (default 3600)
+  AE_WEBUI_HOST / AE_WEBUI_PORT  the web UI's listener (default 0.0.0.0:8000)
+  AE_APP_UPDATES / AE_APP_DIR  Pi image: app updates are on (1), and where they live (default /data/app)
+  SUPERVISOR_ENABLED  set by supervisord in its programs' environment
+
+And the machine's own files the appliance reads (ARP table, ssh host keys, time zones, the Pi image's
+settings file and what its settings service wrote, update hooks, container markers). The Pi settings
+service's outputs under /run are its own layout (device.settings), relative to a root for tests.
 """
 
 from __future__ import annotations
@@ -48,8 +55,8 @@ def outbox_dir() -> Path:
     return data_dir() / "outbox"
 
 
-def kvstore_path() -> Path:
-    return data_dir() / "kvs-db" / "kvstore.db"
+def kvstore_path(data: Path | None = None) -> Path:
+    return (data or data_dir()) / "kvs-db" / "kvstore.db"
 
 
 def legacy_config_db_path() -> Path:
@@ -128,3 +135,63 @@ def http_timeout() -> float:
 
 def config_check_interval() -> float:
     return float(os.environ.get("AE_CONFIG_CHECK_INTERVAL") or 3600)
+
+
+def webui_host() -> str:
+    return os.environ.get("AE_WEBUI_HOST") or "0.0.0.0"
+
+
+def webui_port() -> int:
+    return int(os.environ.get("AE_WEBUI_PORT") or 8000)
+
+
+def webui_initial_password_path(data: Path | None = None) -> Path:
+    """The clear initial web UI password, until it is changed (mode 0600)."""
+    return (data or data_dir()) / "webui-initial-password"
+
+
+def under_supervisord() -> bool:
+    return bool(os.environ.get("SUPERVISOR_ENABLED"))
+
+
+def app_updates_enabled() -> bool:
+    return os.environ.get("AE_APP_UPDATES") == "1"
+
+
+DEFAULT_APP_DIR = Path("/data/app")
+
+
+def app_dir() -> Path:
+    """Pi image: where app updates are installed (selfupdate)."""
+    return Path(os.environ.get("AE_APP_DIR") or DEFAULT_APP_DIR)
+
+
+def set_offline() -> None:
+    """`up --demo`: this process and every program it starts make no HTTP request."""
+    os.environ["AE_OFFLINE"] = "1"
+
+
+def environment() -> dict[str, str]:
+    """This process's environment, for programs started under supervisord."""
+    return dict(os.environ)
+
+
+def executable_search_path() -> str:
+    """PATH plus the sbin directories (mosquitto lives in /usr/sbin on Debian)."""
+    return os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+
+
+ARP_TABLE = Path("/proc/net/arp")
+SSH_DIR = Path("/etc/ssh")
+SYSTEM_CA_DIR = "/etc/ssl/certs"
+ZONEINFO_DIR = Path("/usr/share/zoneinfo")
+TIMEDATECTL = "/usr/bin/timedatectl"
+SYSTEMD_RUN_DIR = Path("/run/systemd/system")  # present when systemd is the init
+CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
+PI_SETTINGS_FILE = Path("/boot/firmware/ammp-edge.txt")
+PI_SETTINGS_SUMMARY = Path("/run/ammp-edge-system/settings.json")  # what the settings service applied at boot
+
+
+def update_hooks() -> list[Path]:
+    """The installation's update hook for `image_update`, first found wins (the Pi image's is the second)."""
+    return [root_dir() / "bin" / "update", Path("/usr/lib/ammp-edge/update")]

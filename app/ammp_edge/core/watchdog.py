@@ -21,6 +21,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from . import paths
+
 if TYPE_CHECKING:
     from .config import Config
 
@@ -78,7 +80,7 @@ def heartbeat(name: str, max_silence_s: float) -> None:
     global _process_watchdog
     if _process_watchdog is not None:
         _process_watchdog.tick(max_silence_s)
-    elif os.environ.get("SUPERVISOR_ENABLED"):
+    elif paths.under_supervisord():
         _process_watchdog = Watchdog(name, max_silence_s).start()
 
 

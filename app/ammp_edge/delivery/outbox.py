@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+
 import diskcache
 
 from ..core import paths
@@ -70,10 +71,10 @@ class Outbox:
         """Records with keys >= key (all when None), oldest first. Keys are consecutive integers given
         out by one SQLite transaction each, so reading forward is a run of primary-key lookups."""
         first, last = self.bounds()
-        if first is None:
+        if first is None or last is None:
             return []
         key = first if key is None or key < first else key
-        out = []
+        out: list[tuple[int, dict]] = []
         while key <= last and len(out) < limit:
             data = self.cache.get(key, retry=True)
             if data is not None:
@@ -83,7 +84,7 @@ class Outbox:
 
     def read_range(self, start: int, end: int, limit: int = 1000) -> tuple[list[tuple[int, dict]], int]:
         """Records with start <= key < end, up to limit; returns them and the key to continue from."""
-        out = []
+        out: list[tuple[int, dict]] = []
         key = start
         while key < end and len(out) < limit:
             data = self.cache.get(key, retry=True)

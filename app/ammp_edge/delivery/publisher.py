@@ -19,26 +19,25 @@ with the same `t`.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from ..bus import poller as bus_mod
-from ..core import config as cfg
+from ..core import config as cfg, keys
+from ..core.configsource import ConfigSource
+from ..core.kvs import KVStore
 from . import outputs as outputs_mod
-from ..core.kvs import KVStore, cache as kv_cache
 from .mqtt import MqttLink
 from .outbox import Outbox
 from .readout import build_message, dumps
 
 log = logging.getLogger(__name__)
 
-DATA_TOPIC = "u/data"
-STORE_COUNT_TOPIC = "$SYS/broker/store/messages/count"
+DATA_TOPIC = keys.DATA_TOPIC
+STORE_COUNT_TOPIC = keys.STORE_COUNT_TOPIC
 
 
 @dataclass
@@ -118,7 +117,7 @@ class BridgeWatch:
 
 
 class Publisher:
-    def __init__(self, outbox: Outbox, source: bus_mod.ConfigSource, bridge_topics: list[str],
+    def __init__(self, outbox: Outbox, source: ConfigSource, bridge_topics: list[str],
                  settle: float = 1.0, backlog_rate: float = 1000.0, window: int = 5000, queue_slack: int = 20,
                  queue_pause: int = 500,
                  link: MqttLink | None = None, cache: KVStore | None = None,
@@ -130,7 +129,7 @@ class Publisher:
         self.queue_pause = queue_pause  # the backlog waits while the broker's queue is longer than this
         self.bridges = BridgeWatch(bridge_topics)
         subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
-        self.link = link or MqttLink("ammp-edge-publisher", self._on_message, subs)
+        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs)
         self.cache = cache
         self.bridges_fn = bridges_fn  # re-read every few seconds: bridges come and go with the KV store
         self.bridges_checked = time.monotonic()
@@ -215,7 +214,8 @@ class Publisher:
         interval = config.read_interval if config else 60
         expected = set(config.buses()) if config else set()
         grace = min(max(interval * 0.9, 3.0), 60.0)
-        live, backlog = [], []
+        live: list[Group] = []
+        backlog: list[Group] = []
         for t, g in sorted(self.groups.items()):
             complete = expected and expected <= set(g.readouts) | self.published.get(t, set())
             if complete or now >= t + grace or t in self.published:
@@ -276,7 +276,7 @@ class Publisher:
                 self._send_again(s)  # the bridge dropped before we knew it forwarded this
                 continue
             settled = s.acked_at is not None and now - s.acked_at >= (self.settle if self.bridges.configured else 0)
-            if settled and self.bridges.configured and excess is not None:
+            if settled and s.acked_at is not None and self.bridges.configured and excess is not None:
                 # the broker's queue is (nearly) empty after this message was acknowledged. mosquitto
                 # publishes the figure only when it changes: no new sample for a while means unchanged
                 # a sample received 1.1 s (mosquitto's sys_interval is 1 s) after the PUBACK was taken after it
@@ -305,7 +305,7 @@ class Publisher:
                 continue
             keep = []
             for item in items:
-                key = f"last_status_info_level/{rec['_d']}/{item['c']}"
+                key = keys.status_level_key(rec["_d"], item["c"])
                 if key not in self.status_sent:
                     self.status_sent[key] = self.cache.get(key) if self.cache is not None else None
                 if self.status_sent[key] != item["l"]:
@@ -321,19 +321,19 @@ class Publisher:
     def _status_confirmed(self, items: list[tuple[str, str, int]]) -> None:
         if self.cache is not None:
             for dev, content, level in items:
-                self.cache.set(f"last_status_info_level/{dev}/{content}", level)
+                self.cache.set(keys.status_level_key(dev, content), level)
 
     def _write_last_readings(self, t: int, message: dict) -> None:
         """For the web UI, before status filtering, merged by equal t as upstream."""
         if self.cache is None:
             return
-        if self.cache.get("last_readings_ts") == t:
-            merged = {r["_d"]: r for r in self.cache.get("last_readings") or []}
+        if self.cache.get(keys.LAST_READINGS_TS) == t:
+            merged = {r["_d"]: r for r in self.cache.get(keys.LAST_READINGS) or []}
             merged.update({r["_d"]: r for r in message["r"]})
-            self.cache.set("last_readings", list(merged.values()))
-        elif t >= (self.cache.get("last_readings_ts") or 0):
-            self.cache.set("last_readings", message["r"])
-            self.cache.set("last_readings_ts", t)
+            self.cache.set(keys.LAST_READINGS, list(merged.values()))
+        elif t >= (self.cache.get(keys.LAST_READINGS_TS) or 0):
+            self.cache.set(keys.LAST_READINGS, message["r"])
+            self.cache.set(keys.LAST_READINGS_TS, t)
 
     # -- the loop ------------------------------------------------------------------------------
     def refresh_bridges(self, now_m: float) -> None:
@@ -345,10 +345,9 @@ class Publisher:
             return
         log.info("bridges gating delivery: %s", ", ".join(topics) or "none")
         for t in set(topics) - set(self.bridges.topics):
-            self.link.client.subscribe(t, 1)
+            self.link.subscribe(t, 1)
         for t in set(self.bridges.topics) - set(topics):
-            self.link.client.unsubscribe(t)
-        self.link.subscriptions = tuple((t, 1) for t in topics) + ((STORE_COUNT_TOPIC, 0),)
+            self.link.unsubscribe(t)
         self.bridges.set_topics(topics)
 
     def step(self) -> bool:
@@ -387,7 +386,7 @@ class Publisher:
             for t in sorted(self.published)[:10000]:
                 del self.published[t]
 
-    def run(self, stop: threading.Event, tick=lambda: None) -> None:
+    def run(self, stop: threading.Event, tick: Callable[[], None] = lambda: None) -> None:
         self.link.start()
         try:
             while not stop.is_set():
@@ -401,11 +400,3 @@ class Publisher:
                 time.sleep(0.02)
         finally:
             self.link.stop()
-
-
-def bridge_state_topics(kvstore: KVStore) -> list[str]:
-    """The local state topics of the configured bridges (broker.configured_bridges is the one place
-    that knows which bridges exist)."""
-    from ..bridge import broker
-
-    return sorted({b.state_topic for b in broker.configured_bridges(kvstore)})

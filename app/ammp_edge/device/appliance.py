@@ -22,15 +22,15 @@ import subprocess
 import sys
 import threading
 import xmlrpc.client
-from pathlib import Path
 
 import psutil
 
-from ..core import clock, paths
-from . import supervise
-from ..bus.poller import ConfigSource
+from ..core import credentials, keys, paths, supervisor as supervisord
 from ..core.config import Config
-from ..core.kvs import KVStore
+from ..core.configsource import ConfigSource
+from ..core.kvs import KVStore, cache as kv_cache
+from ..core.supervisor_conf import ammp_edge, write_bus_include
+from . import supervise
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class SetupError(Exception):
 
 def already_running() -> bool:
     try:
-        supervise.connect().supervisor.getState()
+        supervisord.connect().supervisor.getState()
     except (OSError, xmlrpc.client.Error):
         return False
     return True
@@ -53,24 +53,22 @@ def already_running() -> bool:
 def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list[str]:
     """Store the config, render supervisord's files; returns the bus ids started with."""
     sock = paths.supervisor_socket()
-    if len(str(sock).encode()) > supervise.MAX_UNIX_SOCKET_PATH:
+    if len(str(sock).encode()) > supervisord.MAX_UNIX_SOCKET_PATH:
         raise SetupError(f"{sock}: too long for a unix socket; use a shorter AE_TEMP_DIR")
     if already_running():
         raise SetupError(f"an appliance is already running with AE_TEMP_DIR={paths.temp_dir()} "
                          f"(socket {sock}); stop it first")
-    cache = KVStore(paths.kvcache_path())
-    cache.delete(clock.CACHE_KEY)  # node decides afresh whether the clock can be trusted; buses wait for it
+    cache = kv_cache()
+    cache.delete(keys.CLOCK_TRUSTED)  # node decides afresh whether the clock can be trusted; buses wait for it
     cache.close()
     store = KVStore()
     if config_raw is not None:
-        store.set_raw("config", config_raw)  # as given, never re-serialised
+        store.set_raw(keys.CONFIG, config_raw)  # as given, never re-serialised
     config = ConfigSource(kvstore=store).current()
-    from ..webui import auth  # the web UI's per-node password: shown on the console / in `docker logs`
-
-    initial = auth.ensure_password(store)
+    initial = credentials.ensure_password(store)  # the web UI's per-node password: on the console, `docker logs`
     if initial:
         log.warning("web UI on port %s: initial password %s (also in %s; change it under Settings)",
-                    os.environ.get("AE_WEBUI_PORT", "8000"), initial, auth.initial_password_path())
+                    paths.webui_port(), initial, paths.webui_initial_password_path())
     store.close()
     bus_ids = sorted(config.buses()) if config else []
     if config is None:
@@ -80,17 +78,18 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     paths.supervisor_include_dir().mkdir(parents=True, exist_ok=True)
     for stale in paths.supervisor_include_dir().glob("*.conf"):
         stale.unlink()
-    env = dict(os.environ)
+    env = paths.environment()
     for bus_id in bus_ids:
-        supervise.write_bus_include(bus_id, env)
+        write_bus_include(bus_id, env)
     text = supervise.render_main(supervise.fixed_programs(demo), paths.temp_dir(), env)
     paths.supervisor_conf_path().write_text(text)
     return bus_ids
 
 
 def render_broker_once() -> None:
+    rc: int | str
     try:
-        rc = subprocess.run(supervise.ammp_edge("bridge-config", "--once"), timeout=60).returncode
+        rc = subprocess.run(ammp_edge("bridge-config", "--once"), timeout=60).returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
     if rc != 0:
@@ -109,7 +108,7 @@ def run(config_raw: bytes | None = None, demo: Config | None = None) -> int:
     render_broker_once()
     stop = threading.Event()
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: object) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -118,11 +117,11 @@ def run(config_raw: bytes | None = None, demo: Config | None = None) -> int:
                             start_new_session=True, preexec_fn=_die_with_parent)
     log.info("supervisord started (pid %d), buses: %s; logs in %s", proc.pid, ", ".join(bus_ids) or "none",
              paths.log_dir())
-    if os.environ.get("AE_APP_UPDATES") == "1":  # Pi image: keep an app update once it has proven itself
-        from . import selfupdate
+    if paths.app_updates_enabled():  # Pi image: keep an app update once it has proven itself
+        from . import selfupdate  # here: urllib loads OpenSSL (~5 MB), which `up` needs only on the Pi image
 
         threading.Thread(target=selfupdate.commit_when_healthy, name="update-commit", daemon=True,
-                         args=(stop, Path(os.environ.get("AE_APP_DIR") or selfupdate.APP_DIR))).start()
+                         args=(stop, paths.app_dir())).start()
     while proc.poll() is None and not stop.is_set():
         _reap_orphans(proc)
         stop.wait(1)
@@ -135,7 +134,7 @@ def run(config_raw: bytes | None = None, demo: Config | None = None) -> int:
 def shutdown(proc: subprocess.Popen) -> int:
     log.info("stopping: buses, node, publisher, bridge-config, mosquitto")
     try:
-        supervise.stop_in_order(supervise.connect())
+        supervise.stop_in_order(supervisord.connect())
     except (OSError, xmlrpc.client.Error) as exc:
         log.warning("could not stop the programs through supervisord (%s); its own shutdown stops them in turn", exc)
     proc.send_signal(signal.SIGTERM)

@@ -36,19 +36,21 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
+from ..core import keys, paths, supervisor as supervisord
 from ..core.fileio import fsync_dir, write_atomic
+from ..core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 
-APP_DIR = Path("/data/app")
 MAX_BUNDLE_BYTES = 400 * 1024 * 1024
 COMMIT_AFTER_S = 60.0
-KV_URL = "image_update_url"
 
 
 class UpdateError(Exception):
@@ -116,7 +118,7 @@ def _link(path: Path, target: str) -> None:
     fsync_dir(path.parent)
 
 
-def install(url: str, app_dir: Path = APP_DIR, python: str = "/usr/bin/python3", timeout: float = 120.0,
+def install(url: str, app_dir: Path = paths.DEFAULT_APP_DIR, python: str = "/usr/bin/python3", timeout: float = 120.0,
             restart: bool = True) -> str:
     """Download, check and install the bundle at `url`; switch to it. Returns a text for the answer."""
     app_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +143,7 @@ def install(url: str, app_dir: Path = APP_DIR, python: str = "/usr/bin/python3",
             raise UpdateError(f"not an update bundle: {exc}") from exc
         if manifest.get("platform") != platform.machine():
             raise UpdateError(f"the bundle is for {manifest.get('platform')}, this device is {platform.machine()}")
-        here = "%d.%d" % sys.version_info[:2]
+        here = "{}.{}".format(*sys.version_info[:2])
         if manifest.get("python") != here:
             raise UpdateError(f"the bundle is for Python {manifest.get('python')}, this device has {here}")
         for name, digest in wheels.items():
@@ -204,16 +206,15 @@ def restart_later(delay_s: int = 5) -> None:
                     "systemctl", "restart", "ammp-edge.service"], check=False, capture_output=True, timeout=30)
 
 
-def commit_when_healthy(stop, app_dir: Path = APP_DIR, programs=None) -> None:
+def commit_when_healthy(stop: threading.Event, app_dir: Path = paths.DEFAULT_APP_DIR,
+                        programs: Callable[[], list[dict]] | None = None) -> None:
     """In `ammp-edge up` (a thread): once every program has been RUNNING for COMMIT_AFTER_S, the pending
     update is kept (the entry point stops counting starts towards a rollback)."""
     pending = app_dir / "pending"
     if not pending.exists():
         return
     if programs is None:
-        from ..webui.status import programs as sup_programs
-
-        programs = lambda: sup_programs()[0]  # noqa: E731
+        programs = lambda: supervisord.programs()[0]
     since = None
     while not stop.wait(5.0):
         progs = programs()
@@ -232,17 +233,16 @@ def cmd(args) -> int:
                           args.platform, args.python)
         print(out)
         return 0
-    from ..core.kvs import KVStore
-
     url = args.url
     if not url:
         store = KVStore()
         try:
-            url = store.get(KV_URL)
+            url = store.get(keys.IMAGE_UPDATE_URL)
         finally:
             store.close()
     if not url:
-        print(f"no update URL: set the KV key {KV_URL} (UPDATE_URL in the settings file on the boot partition)",
+        print(f"no update URL: set the KV key {keys.IMAGE_UPDATE_URL} "
+              "(UPDATE_URL in the settings file on the boot partition)",
               file=sys.stderr)
         return 2
     try:

@@ -40,7 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..bridge.custom import check_custom
+from ..core import credentials, keys, paths
 from ..core.fileio import write_atomic
+from ..core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ def _unquote(value: str) -> str:
     return value
 
 
-def parse(text: str, zoneinfo: Path = Path("/usr/share/zoneinfo")) -> Settings:
+def parse(text: str, zoneinfo: Path = paths.ZONEINFO_DIR) -> Settings:
     """The settings in `text`; every problem found (with its line) in `Settings.problems`."""
     s = Settings()
     if text.startswith("\ufeff"):
@@ -233,18 +236,16 @@ def _validate(s: Settings, zoneinfo: Path) -> None:
     if v.get("UPDATE_URL") and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v["UPDATE_URL"]):
         s.problem("UPDATE_URL", f"{v['UPDATE_URL'][:80]!r} is not an http:// or https:// URL")
     if v.get("MQTT_BRIDGE_CUSTOM"):
-        from ..bridge import broker
-
         try:
             value = json.loads(v["MQTT_BRIDGE_CUSTOM"])
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             s.problem("MQTT_BRIDGE_CUSTOM", f"not valid JSON ({exc.msg} at column {exc.colno})")
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            s.problem("MQTT_BRIDGE_CUSTOM", f"not valid JSON ({exc})")
         else:
-            found: list = []
-            layout = broker.Layout(Path("/nonexistent"), Path("/nonexistent"), Path("/nonexistent"), 1883, True,
-                                   "ammp-edge")
-            if broker._custom_bridge(value, None, layout, found) is None:
-                s.problem("MQTT_BRIDGE_CUSTOM", "; ".join(m for _, m in found) or "not a usable bridge")
+            usable, messages = check_custom(value)
+            if not usable:
+                s.problem("MQTT_BRIDGE_CUSTOM", "; ".join(messages) or "not a usable bridge")
             else:
                 v["MQTT_BRIDGE_CUSTOM"] = json.dumps(value)
 
@@ -354,9 +355,7 @@ def _ap_passphrase(data_dir: Path) -> str:
             return value
     except OSError:
         pass
-    from ..webui.auth import generate_password
-
-    value = generate_password(12)
+    value = credentials.generate_password(12)
     write_atomic(path, value + "\n", 0o600, durable=True)  # on disk before the boot partition shows it
     return value
 
@@ -364,9 +363,6 @@ def _ap_passphrase(data_dir: Path) -> str:
 def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, system: bool = False) -> Settings:
     """Apply the settings file. `system`: also set the running host name (the service does; tests don't).
     Never raises for a bad file: the problems are logged and kept in settings.json."""
-    from ..core import paths
-    from ..core.kvs import KVStore
-
     data_dir = data_dir or paths.data_dir()
     found = file.is_file()
     try:
@@ -380,9 +376,9 @@ def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, s
     for p in s.problems:
         log.error("%s: %s", file, p)
 
-    store = KVStore(data_dir / "kvs-db" / "kvstore.db")
+    store = KVStore(paths.kvstore_path(data_dir))
     try:
-        node_id = store.get("node_id")
+        node_id = store.get(keys.NODE_ID)
         ap_ssid = s.get("WIFI_AP_SSID") or f"ammp-edge-{(node_id or _mac_suffix(root))[-4:]}"
         ap_pass = s.get("WIFI_AP_PASSWORD") or _ap_passphrase(data_dir)
         files = render(s, ap_ssid, ap_pass)
@@ -399,7 +395,7 @@ def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, s
             write_atomic(root / rel, content, 0o600 if secret else 0o644)
         localtime = run / "ammp-edge-system/localtime"
         localtime.unlink(missing_ok=True)
-        localtime.symlink_to(Path("/usr/share/zoneinfo") / s.get("TIMEZONE"))
+        localtime.symlink_to(paths.ZONEINFO_DIR / s.get("TIMEZONE"))
         if system:
             try:
                 socket.sethostname(s.get("HOSTNAME"))
@@ -433,19 +429,19 @@ def _mac_suffix(root: Path) -> str:
 def _apply_kv(s: Settings, store) -> None:
     if s.given("MQTT_BRIDGE_CUSTOM"):
         value = json.loads(s.get("MQTT_BRIDGE_CUSTOM")) if s.get("MQTT_BRIDGE_CUSTOM") else None
-        if store.get("mqtt_bridge_custom") != value:
+        if store.get(keys.MQTT_BRIDGE_CUSTOM) != value:
             if value is None:
-                store.delete("mqtt_bridge_custom")
+                store.delete(keys.MQTT_BRIDGE_CUSTOM)
             else:
-                store.set("mqtt_bridge_custom", value)
+                store.set(keys.MQTT_BRIDGE_CUSTOM, value)
             log.info("mqtt_bridge_custom %s from the settings file", "set" if value else "removed")
-    if s.given("UPDATE_URL") and store.get("image_update_url") != s.get("UPDATE_URL"):
-        store.set("image_update_url", s.get("UPDATE_URL"))
+    if s.given("UPDATE_URL") and store.get(keys.IMAGE_UPDATE_URL) != s.get("UPDATE_URL"):
+        store.set(keys.IMAGE_UPDATE_URL, s.get("UPDATE_URL"))
         log.info("image_update_url %s from the settings file", s.get("UPDATE_URL"))
     if s.given("MQTT_BRIDGE_PROD") and s.get("MQTT_BRIDGE_PROD"):
         value = s.flag("MQTT_BRIDGE_PROD")
-        if store.get("mqtt_bridge_prod") != value:
-            store.set("mqtt_bridge_prod", value)
+        if store.get(keys.MQTT_BRIDGE_PROD) != value:
+            store.set(keys.MQTT_BRIDGE_PROD, value)
             log.info("mqtt_bridge_prod %s from the settings file", value)
 
 
@@ -453,9 +449,7 @@ def _credentials(s: Settings, store, data_dir: Path, boot_dir: Path, ap_ssid: st
                  writable: bool) -> None:
     """The web UI's initial password and the access point's passphrase, readable on the boot partition
     by whoever holds the card (as a label on a router); the web UI password line goes once it is changed."""
-    from ..webui import auth
-
-    initial = auth.ensure_password(store, data_dir / auth.initial_password_path().name)
+    initial = credentials.ensure_password(store, paths.webui_initial_password_path(data_dir))
     lines = ["# ammp-edge: this device's credentials (written at boot; keep the card safe)"]
     lines.append(f"Web UI password: {initial}" if initial else
                  "Web UI password: changed in the web UI (Settings); not shown here")

@@ -62,7 +62,7 @@ class Api:
         self.timeout = paths.http_timeout() if timeout is None else timeout
 
     @classmethod
-    def from_store(cls, store, timeout: float | None = None) -> "Api":
+    def from_store(cls, store, timeout: float | None = None) -> Api:
         return cls(base_url(store), timeout)
 
     def request(self, method: str, path: str, access_key: str | None = None, body: Any = None) -> Response:
@@ -97,7 +97,7 @@ def send(method: str, url: str, headers: dict, body: Any, timeout: float) -> Res
             return Response(answer.status, answer.read())
     except urllib.error.HTTPError as exc:
         return Response(exc.code, exc.read() if exc.fp is not None else b"")
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise ApiError(f"{what}: no answer within {timeout:g} s") from None
     except (urllib.error.URLError, OSError, ValueError) as exc:  # ValueError: a malformed URL
         reason = getattr(exc, "reason", exc)

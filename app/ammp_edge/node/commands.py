@@ -23,7 +23,7 @@ upstream's text, `Command: <name>\\nexit status: <n>\\nstdout: ...stderr: ...`, 
 
 The sensor port is the KV store key `serial_sensor_port` (default /dev/ttyAMA0); a bus that holds
 the port makes these commands fail with "cannot open".
-"""
+"""  # noqa: E501 - the table above: one row per command
 
 from __future__ import annotations
 
@@ -36,25 +36,25 @@ import subprocess
 import threading
 import time
 import xmlrpc.client
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from ..core import keys, paths, supervisor as supervisord
+from ..core.host import in_container
+from ..core.kvs import KVStore, cache as kv_cache
+from ..core.paths import update_hooks
 from . import cloudapi, scan as scanning
-from ..core import paths
-from ..device import supervise
-from ..core.kvs import KVStore
+from .configgen import generation_request
 from .scan import sensor_address, serial as serial_scan
 
 log = logging.getLogger(__name__)
 
-RESPONSE_TOPIC = "u/command_response"
-ENV_SCAN_TOPIC = "u/state/env_scan"
 MAX_PAYLOAD = 4096
 MAX_NAMES = 10
 MAX_QUEUED = 50
 PAUSE_S = 5.0  # between commands, as upstream
-CONTAINER_MARKERS = (Path("/.dockerenv"), Path("/run/.containerenv"))
 
 
 @dataclass
@@ -83,14 +83,6 @@ def run_argv(argv: list[str], timeout: float) -> tuple[int, str, str]:
 def http_post_json(url: str, body: Any, headers: dict, timeout: float) -> int:
     """POST JSON; the HTTP status (raises cloudapi.ApiError when there is no answer)."""
     return cloudapi.send("POST", url, headers, body, timeout).status_code
-
-
-def update_hooks() -> list[Path]:
-    return [paths.root_dir() / "bin" / "update", Path("/usr/lib/ammp-edge/update")]
-
-
-def in_container() -> bool:
-    return any(p.exists() for p in CONTAINER_MARKERS)
 
 
 def validate(payload: bytes) -> list[str]:
@@ -134,12 +126,12 @@ class CommandService:
     def __init__(self, publish: Callable[[str, str], None], *, kvstore: KVStore | None = None,
                  cache: KVStore | None = None, env_scan: Callable[..., dict] = scanning.env_scan,
                  http_post: HttpPost = http_post_json, runner: Runner = run_argv,
-                 supervisor: Callable[[], Any] = supervise.connect, pause: float = PAUSE_S,
+                 supervisor: Callable[[], Any] = supervisord.connect, pause: float = PAUSE_S,
                  timeouts: dict[str, float] | None = None, hooks: Callable[[], list[Path]] = update_hooks,
                  container: Callable[[], bool] = in_container, offline: Callable[[], bool] = paths.offline):
         self.publish = publish
         self.kvstore = kvstore or KVStore()
-        self.cache = cache or KVStore(paths.kvcache_path())
+        self.cache = cache or kv_cache()
         self.env_scan_fn, self.http_post, self.runner, self.supervisor = env_scan, http_post, runner, supervisor
         self.pause, self.hooks, self.container, self.offline = pause, hooks, container, offline
         self.commands: dict[str, tuple[Callable[[threading.Event], Result], float]] = {
@@ -187,8 +179,8 @@ class CommandService:
 
     def _answer(self, text: str) -> None:
         try:
-            self.publish(RESPONSE_TOPIC, text)
-        except Exception:  # noqa: BLE001 - the worker must outlive a broken publisher
+            self.publish(keys.COMMAND_RESPONSE_TOPIC, text)
+        except Exception:
             log.exception("cannot publish a command response")
 
     # -- the worker ---------------------------------------------------------------------------
@@ -214,7 +206,7 @@ class CommandService:
                 box["result"] = fn(cancel)
             except scanning.Cancelled:
                 box["error"] = "cancelled"
-            except Exception as exc:  # noqa: BLE001 - any failure of a command is its answer, not our end
+            except Exception as exc:
                 log.exception("command %s failed", name)
                 box["error"] = f"{type(exc).__name__}: {exc}"
 
@@ -249,11 +241,11 @@ class CommandService:
 
     def _scan(self, cancel: threading.Event) -> dict:
         result = self.env_scan_fn(cancel=cancel)
-        self.cache.set(scanning.LAST_SCAN_KEY, result)
+        self.cache.set(keys.LAST_ENV_SCAN, result)
         return result
 
     def _post_scan(self, result: dict) -> str:
-        node_id, key = self.kvstore.get("node_id"), self.kvstore.get("access_key")
+        node_id, key = self.kvstore.get(keys.NODE_ID), self.kvstore.get(keys.ACCESS_KEY)
         if not node_id or not key:
             return "not posted to the API: the node is not activated"
         if self.offline():
@@ -267,7 +259,7 @@ class CommandService:
 
     def env_scan(self, cancel: threading.Event) -> Result:
         result = self._scan(cancel)
-        self.publish(ENV_SCAN_TOPIC, json.dumps(result))
+        self.publish(keys.ENV_SCAN_TOPIC, json.dumps(result))
         posted = self._post_scan(result)
         net = (result.get("network_scan") or [{}])[0]
         found = sum(1 for _, text in result.get("serial_scan", []) if "SUCCESS" in text)
@@ -275,29 +267,33 @@ class CommandService:
                  f"{net.get('ipv4')}/{net.get('netmask')}" + (f" (scan failed: {net['error']})" if net.get("error") else ""),
                  f"serial: {found} device(s) found",
                  f"speedwire: {result.get('speedwire_serials')}",
-                 f"published on {ENV_SCAN_TOPIC}",
+                 f"published on {keys.ENV_SCAN_TOPIC}",
                  posted]
         return Result(0, "\n".join(lines) + "\n")
 
     def trigger_config_generation(self, cancel: threading.Event, tank_dims: dict | None = None) -> Result:
-        cached = self.cache.get(scanning.LAST_SCAN_KEY)
+        cached = self.cache.get(keys.LAST_ENV_SCAN)
         note = "used the cached scan"
         if not isinstance(cached, dict):
             cached, note = self._scan(cancel), "scanned (no scan was cached)"
-        self.publish(ENV_SCAN_TOPIC, json.dumps(generation_request(cached, tank_dims)))
-        return Result(0, f"{note} from {cached.get('time')}; config generation requested on {ENV_SCAN_TOPIC}\n")
+        self.publish(keys.ENV_SCAN_TOPIC, json.dumps(generation_request(cached, tank_dims)))
+        return Result(0, f"{note} from {cached.get('time')}; config generation requested on {keys.ENV_SCAN_TOPIC}\n")
 
     def sys_reboot(self, cancel: threading.Event) -> Result:
         if self.container():
             return Result(1, "", "sys_reboot is not available in a container; restart the container on its host\n")
-        argv = ["systemctl", "reboot"] if shutil.which("systemctl") and Path("/run/systemd/system").is_dir() else ["reboot"]
+        argv = ["systemctl", "reboot"] if shutil.which("systemctl") and paths.SYSTEMD_RUN_DIR.is_dir() else ["reboot"]
         return Result(*self.runner(argv, 30.0))
 
     def app_restart(self, cancel: threading.Event) -> Result:
         server = self.supervisor()
         state = server.supervisor.getState()  # fails here (OSError) when supervisord is not there
-        return Result(0, f"supervisord {state.get('statename')}: restarting all programs\n",
-                      after=lambda: (time.sleep(1.0), server.supervisor.restart()))
+
+        def restart() -> None:
+            time.sleep(1.0)
+            server.supervisor.restart()
+
+        return Result(0, f"supervisord {state.get('statename')}: restarting all programs\n", after=restart)
 
     def image_update(self, cancel: threading.Event) -> Result:
         for hook in self.hooks():
@@ -306,13 +302,3 @@ class CommandService:
         how = ("pull a new image and re-create the container" if self.container()
                else "update the checkout or the package by hand")
         return Result(1, "", f"updates are not supported in this installation (no update hook); {how}\n")
-
-
-def tank_dims(width: float, length: float, height: float) -> dict:
-    """The tank dimensions (metres) config generation takes (web UI form)."""
-    return {"width": width, "length": length, "height": height, "type": "tank", "shape": "rectangular"}
-
-
-def generation_request(scan_result: dict, dims: dict | None = None) -> dict:
-    """A scan as a config generation request on u/state/env_scan."""
-    return dict(scan_result, generate_new_config=True, input_parameters=[dims])

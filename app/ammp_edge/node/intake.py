@@ -24,11 +24,11 @@ import logging
 import re
 import sqlite3
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from ..core import config as cfg
-from .cloudapi import Api, ApiError, Retry
 from ..core.problems import ConfigUnusable, Problem
+from .cloudapi import Api, ApiError, Retry
 
 log = logging.getLogger(__name__)
 
@@ -41,28 +41,33 @@ _DECODER = json.JSONDecoder()
 # the exact text of a JSON object's members
 
 
+def _skip_ws(text: str, i: int) -> int:
+    m = _WS.match(text, i)  # always matches (possibly nothing)
+    return m.end() if m else i
+
+
 def members(text: str) -> list[tuple[str, int, int, int]]:
     """(key, key start, value start, value end) of each member of the JSON object `text`, in order.
     `text` must be valid JSON (check with json.loads first)."""
-    i = _WS.match(text, 0).end()
+    i = _skip_ws(text, 0)
     if text[i:i + 1] != "{":
         raise ValueError("not a JSON object")
-    i = _WS.match(text, i + 1).end()
+    i = _skip_ws(text, i + 1)
     out: list[tuple[str, int, int, int]] = []
     if text[i:i + 1] == "}":
         return out
     while True:
         key_start = i
         key, i = _DECODER.raw_decode(text, i)
-        i = _WS.match(text, i).end()
+        i = _skip_ws(text, i)
         if not isinstance(key, str) or text[i:i + 1] != ":":
             raise ValueError(f"malformed object member at {key_start}")
-        value_start = _WS.match(text, i + 1).end()
+        value_start = _skip_ws(text, i + 1)
         _, i = _DECODER.raw_decode(text, value_start)
         out.append((key, key_start, value_start, i))
-        i = _WS.match(text, i).end()
+        i = _skip_ws(text, i)
         if text[i:i + 1] == ",":
-            i = _WS.match(text, i + 1).end()
+            i = _skip_ws(text, i + 1)
         elif text[i:i + 1] == "}":
             return out
         else:
@@ -100,7 +105,10 @@ def config_from_envelope(body: bytes) -> bytes:
         raise ApiError(f"the config answer is not JSON ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not doc["config"]:
         raise ApiError("the config answer has no config object")
-    return member_text(text, "config").encode("utf-8")
+    config = member_text(text, "config")
+    if config is None:
+        raise ApiError("the config answer has no config object")
+    return config.encode("utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,7 +154,8 @@ class Intake:
                     return True
                 self.store.set_raw("config", stored)
             except sqlite3.Error as exc:
-                msg = f"config {config.config_id} from {source} could not be stored ({exc}); the previous config keeps running"
+                msg = (f"config {config.config_id} from {source} could not be stored ({exc}); "
+                       "the previous config keeps running")
                 log.error("%s", msg)
                 self.publish(LOG_TOPIC, msg)
                 return False

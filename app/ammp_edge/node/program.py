@@ -1,16 +1,16 @@
 """The node program: the appliance's own housekeeping, one concern per module, wired together here.
 
-- clock (clock.py): waits for NTP or a running RTC, then writes the KV cache key `clock_trusted`, which
+- clock (core/clock.py): waits for NTP or a running RTC, then writes the KV cache key `clock_trusted`, which
   the buses wait for before their first cycle.
 - identity (provision.py): node_id, activation against the AMMP API, the legacy config.db import.
 - config intake (intake.py): the provisioning file when there is no config, the HTTP watch (at start,
   then hourly) and `d/config` pushes; usable configs are stored raw in the KV key `config`, unusable
   ones refused with the reason on `u/log/msg`.
-- commands: `d/command` payloads go to commands.CommandService when that module is present.
+- commands (commands.py): `d/command` payloads go to commands.CommandService.
 - metadata (meta.py): `u/meta/*` once the broker runs with its bridges.
 - bus programs: every round the KV key `config` is read; when its bytes changed it is loaded
-  (bus.ConfigSource: an unusable config is logged and the previous one kept) and the `bus-*` programs
-  are reconciled with its buses through supervisord (supervise.reconcile). Reconciling runs every
+  (core.configsource.ConfigSource: an unusable config is logged and the previous one kept) and the
+  `bus-*` programs are reconciled with its buses through supervisord (buses.py). Reconciling runs every
   round, so a failed attempt is retried and a bus that gave up is started again.
 
 MQTT: one persistent session on the local broker (client id `ammp-edge-node`, clean session false)
@@ -27,70 +27,40 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import xmlrpc.client
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
-from supervisor.xmlrpc import Faults
-
-from ..core import clock, paths, watchdog
-from . import meta
-from ..device import supervise
-from ..bus.poller import ConfigSource
-from ..core.config import Config
+from ..bridge.plan import bridge_state_topics
+from ..core import clock, keys, paths, watchdog
+from ..core.configsource import ConfigSource
+from ..core.kvs import KVStore, cache
+from ..delivery.mqtt import MqttLink
+from . import meta, provision
+from .buses import BusPrograms
+from .cloudapi import Api, base_url
+from .commands import CommandService
 from .intake import HttpWatch, Intake
-from ..core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 
 ROUND_S = 2.0
 MAX_SILENCE_S = 120.0  # a round: a KV read (SQLite waits up to 30 s) and XML-RPC calls (30 s timeout each)
-CLIENT_ID = "ammp-edge-node"
-SUBSCRIPTIONS = (("d/config", 2), ("d/command", 2))
+SUBSCRIPTIONS = ((keys.CONFIG_TOPIC, 2), (keys.COMMAND_TOPIC, 2))
 
 
-class BusPrograms:
-    """Keeps the bus programs in step with the config; logs changes, and trouble once per episode."""
-
-    def __init__(self, reconcile: Callable[[Config], supervise.Changes] = supervise.reconcile):
-        self.reconcile = reconcile
-        self.failing = False
-
-    def step(self, config: Config | None) -> None:
-        if config is None:
-            return
-        try:
-            changes = self.reconcile(config)
-        except (OSError, xmlrpc.client.Error) as exc:
-            stopping = isinstance(exc, xmlrpc.client.Fault) and exc.faultCode == Faults.SHUTDOWN_STATE
-            if not self.failing and not stopping:  # when supervisord is stopping, node is next
-                log.error("cannot reconcile the bus programs with supervisord (%s); retrying every %.0f s", exc, ROUND_S)
-                self.failing = True
-            return
-        if self.failing:
-            log.info("supervisord reachable again")
-            self.failing = False
-        if changes:
-            log.info("bus programs for config %s: %s", config.config_id, changes)
-
-
-def command_service(publish: Callable[[str, str], None]):
-    """commands.CommandService(publish) when this build has it, else None."""
+def command_service(publish: Callable[[str, str], None]) -> CommandService | None:
+    """commands.CommandService(publish), or None when it cannot be set up (d/command is then answered
+    with an error)."""
     try:
-        from .commands import CommandService
-
         return CommandService(publish)
-    except ImportError as exc:
-        log.info("commands are not available in this build (%s): d/command is answered with an error", exc)
-    except Exception:  # noqa: BLE001 - another module's trouble must not stop config intake and the buses
+    except Exception:
         log.exception("commands could not be set up: d/command is answered with an error")
     return None
 
 
 class Node:
-    def __init__(self, stop: threading.Event, store: KVStore, offline: bool | None = None, link=None,
+    def __init__(self, stop: threading.Event, store: KVStore, offline: bool | None = None, link: Any = None,
                  retry_first: float | None = None):
-        from ..delivery.mqtt import MqttLink
-
         self.stop = stop
         self.store = store
         self.offline = paths.offline() if offline is None else offline
@@ -99,9 +69,9 @@ class Node:
         self.identity = threading.Event()
         self.started = time.time()
         self.source = ConfigSource(kvstore=store, remember_good=True)
-        self.link = link or MqttLink(CLIENT_ID, self.on_message, SUBSCRIPTIONS, clean_session=False)
+        self.link = link or MqttLink(keys.NODE_CLIENT_ID, self.on_message, SUBSCRIPTIONS, clean_session=False)
         self.intake = Intake(store, self.source.builtin, self.publish)
-        self.commands = None  # set up in start(), after the clock check has begun
+        self.commands: CommandService | None = None  # set up in start(), after the clock check has begun
         self.threads: list[threading.Thread] = []
 
     # -- MQTT -------------------------------------------------------------------------------------
@@ -113,26 +83,26 @@ class Node:
     def on_message(self, topic: str, payload: bytes, retain: bool) -> None:
         """paho's network thread; a QoS 2 message is acknowledged after this returns."""
         try:
-            if topic == "d/config":
-                log.info("config pushed on d/config (%d bytes)", len(payload))
-                self.intake.offer(bytes(payload), "d/config")
-            elif topic == "d/command":
+            if topic == keys.CONFIG_TOPIC:
+                log.info("config pushed on %s (%d bytes)", topic, len(payload))
+                self.intake.offer(bytes(payload), topic)
+            elif topic == keys.COMMAND_TOPIC:
                 if self.commands is None:
-                    self.publish("u/command_response", "Commands are not available in this build of ammp-edge")
+                    self.publish(keys.COMMAND_RESPONSE_TOPIC, "Commands could not be set up on this node (see its log)")
                 elif retain:
                     self.commands.handle(bytes(payload), retained=True)  # refused there: it would rerun at each connect
                 else:
                     self.commands.handle(bytes(payload))
-        except Exception:  # noqa: BLE001 - paho's thread must not die silently: log, exit, be restarted
+        except Exception:
             log.exception("handling %s failed; node exits to be restarted", topic)
             self.fatal.set()
 
     # -- threads ----------------------------------------------------------------------------------
     def _thread(self, name: str, target: Callable[[], None]) -> None:
-        def guarded():
+        def guarded() -> None:
             try:
                 target()
-            except Exception:  # noqa: BLE001 - a dead thread would go unnoticed: log, exit, be restarted
+            except Exception:
                 log.exception("node %s failed; node exits to be restarted", name)
                 self.fatal.set()
 
@@ -142,16 +112,11 @@ class Node:
 
     def _clock(self) -> None:
         if clock.wait_until_trusted(self.stop, self.publish):
-            from ..core.kvs import cache
-
             kv = cache()
             clock.mark_trusted(kv)
             kv.close()
 
     def _cloud(self) -> None:
-        from . import provision
-        from .cloudapi import Api, base_url
-
         def api_for() -> Api:
             return Api(base_url(self.store))
 
@@ -166,8 +131,6 @@ class Node:
             while not self.identity.wait(1.0):
                 if self.stop.is_set():
                     return
-        from ..delivery.publisher import bridge_state_topics
-
         meta.wait_for_bridges(bridge_state_topics(self.store), self.stop)
         if not self.stop.is_set():
             meta.publish_meta(self.link, meta.values(self.started), self.stop)
@@ -186,8 +149,8 @@ class Node:
 
     def run(self, round_s: float = ROUND_S) -> int:
         self.start()
-        buses = BusPrograms()
-        log.info("node: watching the KV store key 'config' every %.0f s", round_s)
+        buses = BusPrograms(round_s=round_s)
+        log.info("node: watching the KV store key '%s' every %.0f s", keys.CONFIG, round_s)
         try:
             while not self.stop.is_set() and not self.fatal.is_set():
                 watchdog.heartbeat("node", MAX_SILENCE_S)

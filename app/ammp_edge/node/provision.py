@@ -20,8 +20,8 @@ import re
 import secrets
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..core import paths
 from .cloudapi import Api, ApiError, Retry
@@ -69,7 +69,7 @@ def generate_node_id() -> str:
 
 
 def now_rfc3339() -> str:
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -31,12 +31,11 @@ import time
 import minimalmodbus
 import serial
 
+from ..core.serialline import character_time, parity_letter
 from .modbus import DeviceSilent, LinkError, ModbusException
 
 log = logging.getLogger(__name__)
 
-PARITY = {"none": serial.PARITY_NONE, "n": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "e": serial.PARITY_EVEN,
-          "odd": serial.PARITY_ODD, "o": serial.PARITY_ODD, "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}
 LATE_WINDOW = 0.5  # seconds the line is watched for a late answer after a timeout (at most the timeout)
 SETTLE_LIMIT = 1.0  # never wait longer than this for a chattering line to fall quiet
 EXCEPTION_FRAME = 5  # unit, function code | 0x80, exception code, CRC (2)
@@ -50,11 +49,6 @@ def _exception_code(exc: minimalmodbus.SlaveReportedException) -> int:
         if phrase in text:
             return code
     return 4
-
-
-def character_time(baudrate: int, bytesize: int = 8, parity: str = serial.PARITY_NONE, stopbits: float = 1) -> float:
-    """Seconds one character takes on the line (start bit, data bits, parity bit, stop bits)."""
-    return (1 + bytesize + (parity != serial.PARITY_NONE) + stopbits) / baudrate
 
 
 class RtuLine(serial.Serial):
@@ -119,10 +113,11 @@ class RtuTransport:
     def __init__(self, port: str, baudrate: int = 9600, bytesize: int = 8, parity: str = "none",
                  stopbits: float = 1, frame_gap: float = 0.0, late_window: float = LATE_WINDOW):
         self.port = port
-        self.settings = dict(baudrate=baudrate, bytesize=bytesize, parity=PARITY[str(parity).lower()], stopbits=stopbits)
+        letter = parity_letter(parity)
+        self.settings = dict(baudrate=baudrate, bytesize=bytesize, parity=letter, stopbits=stopbits)
         self.frame_gap = frame_gap
         self.late_window = late_window
-        self.char_time = character_time(baudrate, bytesize, self.settings["parity"], stopbits)
+        self.char_time = character_time(baudrate, bytesize, letter, stopbits)
         self.quiet = max(3.5 * self.char_time, 0.00175)  # the RTU inter-frame silence
         self.line: RtuLine | None = None
         self.instruments: dict[int, minimalmodbus.Instrument] = {}

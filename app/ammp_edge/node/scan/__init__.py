@@ -24,8 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
+from ...core import keys
 from ...core.kvs import KVStore, cache as open_cache
 from . import macs, modbus, network, serial, speedwire
 from .network import Cancelled, ScanError
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = ["network_scan", "serial_scan", "env_scan", "resolve_mac", "Cancelled", "ScanError", "LAST_SCAN_KEY"]
 
 Progress = Callable[[float, str], None]
-LAST_SCAN_KEY = "last_env_scan"  # KV cache
+LAST_SCAN_KEY = keys.LAST_ENV_SCAN  # KV cache
 
 
 def _part(progress: Progress | None, start: float, end: float) -> Progress | None:
@@ -84,7 +85,7 @@ def env_scan(progress: Progress | None = None, cancel: threading.Event | None = 
              modbus_ports: Iterable[int] = (modbus.MODBUS_PORT,), serial_port: str | None = None,
              speedwire_timeout: float = speedwire.TIMEOUT_S, speedwire_port: int = speedwire.PORT) -> dict:
     """The full environment scan (keyword arguments for tests and special sites)."""
-    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     iface = network.default_interface() or {"ifname": None, "ipv4": None, "netmask": None}
     net: dict = dict(iface, hosts=[])
     if targets is None and iface["ipv4"] is not None:

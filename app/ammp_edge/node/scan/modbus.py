@@ -78,7 +78,7 @@ def _sunspec_at(transport: TcpTransport, unit: int, base: int, timeout: float) -
 def sunspec_discover(transport: TcpTransport, units=SUNSPEC_UNITS, bases=SUNSPEC_BASES,
                      timeout: float = TIMEOUT_S, cancel: threading.Event | None = None) -> list[dict]:
     """SunSpec devices behind one connection: one entry per unit id where a marker was found."""
-    found = []
+    found: list[dict] = []
     for unit in units:
         for base in bases:
             if cancel is not None and cancel.is_set():

@@ -22,10 +22,11 @@ import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import psutil
 
+from ...core import keys
 from ...core.kvs import KVStore
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float, str], None]
 DEFAULT_PORTS = (22, 80, 443, 502)
 MIN_NETMASK_BITS = 22  # never scan more than a /22 (1024 addresses)
-MAC_KEY = "env/net/mac/{}"
 NMAP_TIMEOUT_S = 900.0
 _PROGRESS = re.compile(rb'<taskprogress[^>]*\bpercent="([0-9.]+)"')
 
@@ -44,10 +44,6 @@ class ScanError(Exception):
 
 class Cancelled(Exception):
     """The caller set the cancel event."""
-
-
-def mac_key(mac: str) -> str:
-    return MAC_KEY.format(mac.lower())
 
 
 def default_ipv4(probe: str = "1.1.1.1") -> str | None:
@@ -130,7 +126,7 @@ def parse_nmap_xml(xml: bytes | str) -> list[dict]:
         ports = h.find("ports")
         if ports is not None:
             host["ports"] = [p.get("portid") for p in ports.findall("port")
-                             if p.find("state") is not None and p.find("state").get("state") == "open"]
+                             if (state := p.find("state")) is not None and state.get("state") == "open"]
         if "ipv4" in host:
             hosts.append(host)
     return hosts
@@ -145,18 +141,20 @@ def run_nmap(args: list[str], progress: Progress | None = None, cancel: threadin
     cmd = [exe, "-oX", "-", "--stats-every", "2s", *args]
     log.info("running %s", " ".join(cmd))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both PIPE
     out: list[bytes] = []
     err: list[bytes] = []
 
-    def pump_out():
-        for line in proc.stdout:
+    def pump_out() -> None:
+        for line in stdout:
             out.append(line)
             m = _PROGRESS.search(line)
             if m and progress:
                 progress(min(float(m.group(1)), 100.0) / 100.0, "nmap running")
 
     readers = [threading.Thread(target=pump_out, daemon=True),
-               threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True)]
+               threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)]
     for t in readers:
         t.start()
     deadline = time.monotonic() + timeout
@@ -187,7 +185,7 @@ def store_macs(hosts: Iterable[dict], cache: KVStore | None) -> None:
         return
     for h in hosts:
         if h.get("mac"):
-            cache.set(mac_key(h["mac"]), h)
+            cache.set(keys.mac_key(h["mac"]), h)
 
 
 def nmap_scan(targets: list[str], ports: Iterable[int] = DEFAULT_PORTS, progress: Progress | None = None,

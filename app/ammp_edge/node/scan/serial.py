@@ -14,18 +14,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from ...core import codec
+from ...core import codec, keys
 from ...core.kvs import KVStore
 from ...readers.modbus import DeviceSilent, LinkError, ModbusException
 from ...readers.modbus_rtu import RtuTransport
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = "/dev/ttyAMA0"
-PORT_KEY = "serial_sensor_port"  # KV store: the sensors' serial port when it is not the Pi's UART
+DEFAULT_PORT = keys.DEFAULT_SENSOR_PORT
+PORT_KEY = keys.SERIAL_SENSOR_PORT  # KV store: the sensors' serial port when it is not the Pi's UART
 BAUDRATE = 9600
 TIMEOUT_S = 1.0
 HOLYKELL_MAX = 10000

@@ -65,7 +65,7 @@ def collect_serials(timeout: float = TIMEOUT_S, max_datagrams: int = MAX_DATAGRA
             sock.settimeout(min(left, 0.5))
             try:
                 data = sock.recv(10240)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             received += 1
             serial = serial_of(data)

@@ -27,8 +27,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import serial
 
@@ -100,7 +100,7 @@ class FakeSlave:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fake-slave", daemon=True)
 
-    def __enter__(self) -> "FakeSlave":
+    def __enter__(self) -> FakeSlave:
         self._thread.start()
         return self
 

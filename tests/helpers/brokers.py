@@ -1,6 +1,6 @@
 """Real mosquitto brokers for tests: a test CA, a local broker, a TLS "cloud" broker, a recording subscriber.
 
-    from brokers import Mosquitto, Recorder, cloud_broker, make_ca
+    from helpers.brokers import Mosquitto, Recorder, cloud_broker, make_ca
 
     ca = make_ca(tmp_path)                       # CA plus a server certificate for 127.0.0.1 / localhost
     with Mosquitto.from_text(tmp_path / "b", "listener {port} 127.0.0.1\\nallow_anonymous true\\n") as broker:
@@ -24,21 +24,17 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import paho.mqtt.client as mqtt
+
+from helpers.common import free_port
 
 MOSQUITTO = "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
@@ -113,7 +109,7 @@ class Mosquitto:
         self.proc: subprocess.Popen | None = None
 
     @classmethod
-    def from_text(cls, directory: Path, text: str, port: int | None = None, **fmt) -> "Mosquitto":
+    def from_text(cls, directory: Path, text: str, port: int | None = None, **fmt) -> Mosquitto:
         """Write `text` (with {port}, {dir} and any **fmt placeholders) to <directory>/mosquitto.conf."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -125,7 +121,7 @@ class Mosquitto:
 
     # -- lifecycle --
 
-    def start(self, timeout: float = 10.0) -> "Mosquitto":
+    def start(self, timeout: float = 10.0) -> Mosquitto:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=self._log, stderr=subprocess.STDOUT,
@@ -149,7 +145,7 @@ class Mosquitto:
         """SIGKILL: no persistence save, like a crash or power cut."""
         self._end(signal.SIGKILL, 10)
 
-    def restart(self, timeout: float = 10.0) -> "Mosquitto":
+    def restart(self, timeout: float = 10.0) -> Mosquitto:
         self.stop()
         return self.start(timeout)
 
@@ -182,7 +178,7 @@ class Mosquitto:
     def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
         return wait_until(lambda: text in self.log and self.log, timeout, what=f"{text!r} in {self.log_path}")
 
-    def __enter__(self) -> "Mosquitto":
+    def __enter__(self) -> Mosquitto:
         if not self.running:
             self.start()
         return self
@@ -210,7 +206,7 @@ class CloudBroker:
     def admin_auth(self) -> dict:
         return {"username": self.admin_user, "password": self.admin_password}
 
-    def start(self) -> "CloudBroker":
+    def start(self) -> CloudBroker:
         self.broker.start()
         return self
 
@@ -220,7 +216,7 @@ class CloudBroker:
     def kill(self) -> None:
         self.broker.kill()
 
-    def __enter__(self) -> "CloudBroker":
+    def __enter__(self) -> CloudBroker:
         if not self.broker.running:
             self.start()
         return self
@@ -312,7 +308,7 @@ class Recorder:
             self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
             self._cond.notify_all()
 
-    def start(self, timeout: float = 10.0) -> "Recorder":
+    def start(self, timeout: float = 10.0) -> Recorder:
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         if not self.subscribed.wait(timeout):
@@ -324,7 +320,7 @@ class Recorder:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def __enter__(self) -> "Recorder":
+    def __enter__(self) -> Recorder:
         return self.start()
 
     def __exit__(self, *exc) -> None:

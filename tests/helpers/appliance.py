@@ -13,16 +13,15 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 
-from ammp_edge.device import supervise
+from ammp_edge.core import supervisor
 from ammp_edge.core.kvs import KVStore
-from brokers import CloudBroker, Recorder, wait_until
-from conftest import AMMP_EDGE, REPO, free_port
+from helpers.brokers import CloudBroker, Recorder, wait_until
+from helpers.common import AMMP_EDGE, REPO, free_port
 
 COMMITTED = re.compile(r"committed t=(\d+) key=\d+ devices=(\S*)")
 
@@ -59,7 +58,7 @@ class Appliance:
         return KVStore(self.data / "kvs-db" / "kvstore.db")
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, with_config: bool = True, timeout: float = 60) -> "Appliance":
+    def start(self, with_config: bool = True, timeout: float = 60) -> Appliance:
         args = ["up", "--config", str(self.config_file)] if with_config else ["up"]
         log = open(self.up_log, "a")
         self.proc = subprocess.Popen([*AMMP_EDGE, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -68,7 +67,7 @@ class Appliance:
         return self
 
     def rpc(self):
-        return supervise.connect(self.temp / "supervisor.sock", timeout=10)
+        return supervisor.connect(self.temp / "supervisor.sock", timeout=10)
 
     def programs(self) -> dict[str, dict]:
         try:

@@ -21,8 +21,8 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from ammp_edge.core import config as cfg
 
@@ -52,7 +52,7 @@ class FakeCloud:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server.server_address[1]}{self.prefix}"
 
-    def start(self) -> "FakeCloud":
+    def start(self) -> FakeCloud:
         self.thread.start()
         return self
 
@@ -60,7 +60,7 @@ class FakeCloud:
         self.server.shutdown()
         self.server.server_close()
 
-    def __enter__(self) -> "FakeCloud":
+    def __enter__(self) -> FakeCloud:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -111,7 +111,7 @@ class FakeCloud:
                 auth = self.headers.get("Authorization")
                 with cloud.lock:
                     cloud.requests.append((method, path, auth))
-                for route, pattern in ROUTES:
+                for route, pattern in ROUTES:  # noqa: B007 - the matching route is used after the loop
                     m = pattern.match(path)
                     if m:
                         break
