@@ -1,5 +1,5 @@
 """Background jobs (scans): one thread each, with progress, a cancel button and the result kept for a
-while. The scan functions come from `ammp_edge.scan` (network_scan, serial_scan, env_scan), each taking
+while. The scan functions come from `ammp_edge.node.scan` (network_scan, serial_scan, env_scan), each taking
 progress(fraction, text) and cancel (a threading.Event). One job of each kind runs at a time."""
 
 from __future__ import annotations
