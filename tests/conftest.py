@@ -63,6 +63,7 @@ def file_server(tmp_path):
 
         def log_message(self, *a):
             pass
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield www, server.server_address[1]

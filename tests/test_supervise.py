@@ -27,8 +27,14 @@ from helpers.common import AMMP_EDGE, child_env, free_port, write_json
 
 
 def sma_device(port, unit=3, **extra):
-    return {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": f"inv-{port}", "timeout": 1,
-            "address": {"host": "127.0.0.1", "port": port, "unit_id": unit}, **extra}
+    return {
+        "driver": "sma_stp25000",
+        "reading_type": "modbustcp",
+        "vendor_id": f"inv-{port}",
+        "timeout": 1,
+        "address": {"host": "127.0.0.1", "port": port, "unit_id": unit},
+        **extra,
+    }
 
 
 def site_config(*ports, read_interval=2, **device_extra) -> dict:
@@ -54,6 +60,7 @@ def parse(conf: Path):
 
 # -- rendering --------------------------------------------------------------------------------
 
+
 def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     temp = tmp_path / "temp"
     env = {"AE_DATA_DIR": "/data/100%,x y", "MQTT_BRIDGE_PORT": "18830", "HOME": "/root", "AE_ODD": 'a"b'}
@@ -72,11 +79,23 @@ def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     (server,) = opts.server_configs  # the unix socket only: no inet listener
     assert server["file"] == str(temp / "supervisor.sock") and server["chmod"] == 0o700
     groups = {g.name: g for g in opts.process_group_configs}
-    assert set(groups) == {"mosquitto", "bridge-config", "publisher", "node", "webui", "sim-inverter", "sim-meter",
-                           "bus-sys", "bus-tcp_10.0.0.7_502"}
+    assert set(groups) == {
+        "mosquitto",
+        "bridge-config",
+        "publisher",
+        "node",
+        "webui",
+        "sim-inverter",
+        "sim-meter",
+        "bus-sys",
+        "bus-tcp_10.0.0.7_502",
+    }
     # supervisord stops the group with the highest priority first (supervisord.runforever)
     stop_order = [g.name for g in sorted(groups.values(), reverse=True)]
-    assert stop_order[:2] == ["bus-sys", "bus-tcp_10.0.0.7_502"] or stop_order[:2] == ["bus-tcp_10.0.0.7_502", "bus-sys"]
+    assert stop_order[:2] == ["bus-sys", "bus-tcp_10.0.0.7_502"] or stop_order[:2] == [
+        "bus-tcp_10.0.0.7_502",
+        "bus-sys",
+    ]
     assert stop_order[2:7] == ["webui", "node", "publisher", "bridge-config", "mosquitto"]
     assert set(stop_order[7:]) == {"sim-inverter", "sim-meter"}
 
@@ -91,8 +110,11 @@ def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     bus_cmd = groups["bus-tcp_10.0.0.7_502"].process_configs[0].command
     assert bus_cmd == f"{sys.executable} -m ammp_edge bus tcp_10.0.0.7_502"
     assert groups["mosquitto"].process_configs[0].command == f"{sys.executable} -m ammp_edge broker"
-    assert groups["sim-inverter"].process_configs[0].command.endswith(
-        "simulate --driver sma_stp25000 --host 127.0.0.1 --port 15020 --unit 3")
+    assert (
+        groups["sim-inverter"]
+        .process_configs[0]
+        .command.endswith("simulate --driver sma_stp25000 --host 127.0.0.1 --port 15020 --unit 3")
+    )
 
 
 def test_program_names_are_safe_for_supervisord():
@@ -205,6 +227,7 @@ def test_bus_loop_beats_before_sleeping_and_before_polling(builtin_drivers, monk
 
 # -- the appliance under a real supervisord ---------------------------------------------------
 
+
 class Appliance:
     """`ammp-edge up` as a subprocess in the test's own AE_DATA_DIR / AE_TEMP_DIR."""
 
@@ -212,8 +235,13 @@ class Appliance:
         self.temp = Path(os.environ["AE_TEMP_DIR"])
         self.config_file = write_json(tmp_path / "site.json", config)
         self.env = child_env(MQTT_BRIDGE_PORT=free_port(), LOGGING_LEVEL="info")
-        self.proc = subprocess.Popen([*AMMP_EDGE, "up", "--config", str(self.config_file)], env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [*AMMP_EDGE, "up", "--config", str(self.config_file)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.seen_pids: set[int] = {self.proc.pid}
 
     def rpc(self):
@@ -240,8 +268,11 @@ class Appliance:
         raise AssertionError(f"timed out waiting for {what}: {last}")
 
     def wait_running(self, names, timeout=20.0) -> dict[str, dict]:
-        return self.wait_for(lambda i: all(i.get(n, {}).get("statename") == "RUNNING" for n in names), timeout,
-                             f"RUNNING {sorted(names)}")
+        return self.wait_for(
+            lambda i: all(i.get(n, {}).get("statename") == "RUNNING" for n in names),
+            timeout,
+            f"RUNNING {sorted(names)}",
+        )
 
     def log(self, name: str) -> str:
         path = self.temp / ("supervisord.log" if name == "supervisord" else f"logs/{name}.log")
@@ -301,7 +332,10 @@ def leftovers(temp: Path, pids: set[int]) -> list[str]:
 @pytest.fixture
 def sma_sims(simulator, builtin_drivers):
     def make(n, **kw):
-        return [simulator({3: builtin_drivers["sma_stp25000"]}, values={3: {"P_total": 1000.0 + i}}, **kw) for i in range(n)]
+        return [
+            simulator({3: builtin_drivers["sma_stp25000"]}, values={3: {"P_total": 1000.0 + i}}, **kw) for i in range(n)
+        ]
+
     return make
 
 
@@ -357,8 +391,11 @@ def test_killed_bus_is_restarted_and_sigterm_stops_everything_in_order(tmp_path,
         victim = bus_name(fast.port)
         old = info[victim]["pid"]
         os.kill(old, signal.SIGKILL)
-        info = app.wait_for(lambda i: i[victim]["statename"] == "RUNNING" and i[victim]["pid"] not in (0, old),
-                            timeout=10, what=f"{victim} restarted")
+        info = app.wait_for(
+            lambda i: i[victim]["statename"] == "RUNNING" and i[victim]["pid"] not in (0, old),
+            timeout=10,
+            what=f"{victim} restarted",
+        )
         assert info["bus-sys"]["statename"] == "RUNNING"
         if "publisher" in info:  # keep what the buses commit from now on in the outbox, to look at
             app.rpc().supervisor.stopProcess("publisher")

@@ -27,18 +27,32 @@ COMMITTED = re.compile(r"committed t=(\d+) key=\d+ devices=(\S*)")
 
 
 class Appliance:
-    def __init__(self, root: Path, config: dict, cloud: CloudBroker | None, node_id: str = "0123456789ab",
-                 access_key: str = "node-secret", **env):
+    def __init__(
+        self,
+        root: Path,
+        config: dict,
+        cloud: CloudBroker | None,
+        node_id: str = "0123456789ab",
+        access_key: str = "node-secret",
+        **env,
+    ):
         self.root = root
         self.data, self.temp = root / "d", root / "t"  # short: the supervisor socket path has a length limit
         self.data.mkdir(parents=True, exist_ok=True)
         self.temp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.node_id = node_id
-        self.env = {**os.environ, "AE_DATA_DIR": str(self.data), "AE_TEMP_DIR": str(self.temp), "AE_ROOT_DIR": str(REPO),
-                    "MQTT_BRIDGE_PORT": str(self.port), "LOGGING_LEVEL": "debug", "PYTHONUNBUFFERED": "1",
-                    "AE_OFFLINE": "0",  # the bridges are on; the API is a closed local port (below)
-                    **{k: str(v) for k, v in env.items()}}
+        self.env = {
+            **os.environ,
+            "AE_DATA_DIR": str(self.data),
+            "AE_TEMP_DIR": str(self.temp),
+            "AE_ROOT_DIR": str(REPO),
+            "MQTT_BRIDGE_PORT": str(self.port),
+            "LOGGING_LEVEL": "debug",
+            "PYTHONUNBUFFERED": "1",
+            "AE_OFFLINE": "0",  # the bridges are on; the API is a closed local port (below)
+            **{k: str(v) for k, v in env.items()},
+        }
         self.config_file = root / "config.json"
         self.config_file.write_text(json.dumps(config))
         kv = self.kv()
@@ -148,6 +162,7 @@ def received(recorder: Recorder, node_id: str) -> Counter:
 
 def wait_delivered(app: Appliance, recorder: Recorder, timeout: float, what: str = "every produced reading") -> Counter:
     """Wait until every (t, device) the buses committed has arrived; returns the arrival counts."""
+
     def done():
         got = received(recorder, app.node_id)
         missing = app.produced() - set(got)
@@ -158,7 +173,9 @@ def wait_delivered(app: Appliance, recorder: Recorder, timeout: float, what: str
     except AssertionError:
         got = received(recorder, app.node_id)
         missing = sorted(app.produced() - set(got))
-        raise AssertionError(f"{len(missing)} of {len(app.produced())} readings never arrived, e.g. {missing[:10]}") from None
+        raise AssertionError(
+            f"{len(missing)} of {len(app.produced())} readings never arrived, e.g. {missing[:10]}"
+        ) from None
 
 
 def report(name: str, got: Counter, produced: set) -> dict:

@@ -80,13 +80,54 @@ def make_ca(tmpdir: Path, name: str = "ca") -> CA:
     """A throwaway CA and a server certificate (SAN IP:127.0.0.1, DNS:localhost) signed by it, via openssl."""
     d = Path(tmpdir) / name
     d.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=ammp-edge test CA", cwd=d)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
-             "-subj", "/CN=localhost", cwd=d)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ammp-edge test CA",
+        cwd=d,
+    )
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+        cwd=d,
+    )
     (d / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "server.crt", "-days", "2", "-extfile", "server.ext", cwd=d)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        cwd=d,
+    )
     return CA(d, d / "ca.crt", d / "ca.key", d / "server.crt", d / "server.key")
 
 
@@ -124,8 +165,9 @@ class Mosquitto:
     def start(self, timeout: float = 10.0) -> Mosquitto:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.conf)], stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         for p in (self.port, *self.extra_ports):
             while not port_open(p):
@@ -242,8 +284,13 @@ listener {admin_port} 127.0.0.1
 """
 
 
-def cloud_broker(tmp_path: Path, node_user: str = "0123456789ab", node_password: str = "node-secret",
-                 ca: CA | None = None, start: bool = True) -> CloudBroker:
+def cloud_broker(
+    tmp_path: Path,
+    node_user: str = "0123456789ab",
+    node_password: str = "node-secret",
+    ca: CA | None = None,
+    start: bool = True,
+) -> CloudBroker:
     """A TLS listener (free port, password auth; `node_user` may connect) and a plain admin listener.
 
     Both require a password (users `node_user` and `admin`), so no per_listener_settings quirks.
@@ -256,8 +303,9 @@ def cloud_broker(tmp_path: Path, node_user: str = "0123456789ab", node_password:
     for user, password in ((node_user, node_password), ("admin", "admin-secret")):
         subprocess.run([MOSQUITTO_PASSWD, "-b", str(pw), user, password], check=True, capture_output=True, timeout=30)
     admin_port = free_port()
-    broker = Mosquitto.from_text(d, CLOUD_CONF, admin_port=admin_port, ca_crt=ca.ca_crt, server_crt=ca.server_crt,
-                                 server_key=ca.server_key)
+    broker = Mosquitto.from_text(
+        d, CLOUD_CONF, admin_port=admin_port, ca_crt=ca.ca_crt, server_crt=ca.server_crt, server_key=ca.server_key
+    )
     broker.extra_ports = (admin_port,)
     cloud = CloudBroker(broker, ca, broker.port, admin_port, node_user, node_password)
     return cloud.start() if start else cloud
@@ -284,8 +332,15 @@ class Recorder:
     Reconnects by itself when the broker restarts (and resubscribes).
     """
 
-    def __init__(self, port: int, *topics: str, host: str = "127.0.0.1", username: str | None = None,
-                 password: str | None = None, client_id: str = ""):
+    def __init__(
+        self,
+        port: int,
+        *topics: str,
+        host: str = "127.0.0.1",
+        username: str | None = None,
+        password: str | None = None,
+        client_id: str = "",
+    ):
         self.topics = topics or ("#",)
         self.messages: list[Message] = []
         self._cond = threading.Condition()
@@ -345,8 +400,10 @@ class Recorder:
                 seen = len(self.messages)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out after {timeout} s waiting for {what}; got "
-                                         f"{[(m.topic, m.payload[:60], m.retain) for m in self.messages[-20:]]}")
+                    raise AssertionError(
+                        f"timed out after {timeout} s waiting for {what}; got "
+                        f"{[(m.topic, m.payload[:60], m.retain) for m in self.messages[-20:]]}"
+                    )
                 self._cond.wait(left)
 
     def wait_for_last(self, topic: str, payload: bytes | str, timeout: float = 10.0) -> Message:
@@ -369,8 +426,9 @@ def retained(port: int, topic: str, wait: float = 1.0, **auth) -> bytes | None:
             return None
 
 
-def publish(port: int, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False, timeout: float = 10.0,
-            **auth) -> None:
+def publish(
+    port: int, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False, timeout: float = 10.0, **auth
+) -> None:
     """Publish one message and wait until the broker acknowledged it (QoS 1)."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
     if auth.get("username") is not None:

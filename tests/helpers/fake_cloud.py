@@ -26,18 +26,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ammp_edge.core import config as cfg
 
-ROUTES = (("activate", re.compile(r"^/nodes/([^/]+)/activate$")), ("config", re.compile(r"^/nodes/([^/]+)/config$")),
-          ("env_scan", re.compile(r"^/nodes/([^/]+)/env_scan$")), ("node", re.compile(r"^/nodes/([^/]+)$")))
+ROUTES = (
+    ("activate", re.compile(r"^/nodes/([^/]+)/activate$")),
+    ("config", re.compile(r"^/nodes/([^/]+)/config$")),
+    ("env_scan", re.compile(r"^/nodes/([^/]+)/env_scan$")),
+    ("node", re.compile(r"^/nodes/([^/]+)$")),
+)
 
 
 class FakeCloud:
-    def __init__(self, access_key: str | None = None, on_activate: Callable[[str, str], None] | None = None,
-                 slow_s: float = 3.0, prefix: str = "/api/v0"):
+    def __init__(
+        self,
+        access_key: str | None = None,
+        on_activate: Callable[[str, str], None] | None = None,
+        slow_s: float = 3.0,
+        prefix: str = "/api/v0",
+    ):
         self.access_key = access_key
         self.on_activate = on_activate
         self.slow_s = slow_s
         self.prefix = prefix
-        self.keys: dict[str, str] = {}          # node_id -> access key handed out
+        self.keys: dict[str, str] = {}  # node_id -> access key handed out
         self.activated: set[str] = set()
         self.config_raw: bytes | None = None
         self.faults: dict[str, list[str]] = {}
@@ -107,7 +116,7 @@ class FakeCloud:
                 path = self.path.split("?")[0]
                 if not path.startswith(cloud.prefix):
                     return self._send(404, b'{"message": "not found"}')
-                path = path[len(cloud.prefix):]
+                path = path[len(cloud.prefix) :]
                 auth = self.headers.get("Authorization")
                 with cloud.lock:
                     cloud.requests.append((method, path, auth))

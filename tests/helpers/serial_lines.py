@@ -61,7 +61,8 @@ def pty_pair(tmp_path: Path, timeout: float = 5.0) -> Iterator[tuple[str, str]]:
     log = open(tmp_path / "socat.log", "wb")
     proc = subprocess.Popen(
         ["socat", "-d", "-d", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL, stderr=log,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
     try:
         end = time.monotonic() + timeout

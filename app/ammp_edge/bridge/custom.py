@@ -20,13 +20,25 @@ def custom_bridge(value: Any, node_id: str | None, layout: Layout, problems: lis
         problems.append((logging.ERROR, f"custom bridge left out: {key}: the stored value is not valid JSON"))
         return None
     if not isinstance(value, dict):
-        problems.append((logging.ERROR, f"custom bridge left out: {key}: must be an object such as "
-                                        f'{{"host": "broker.example.com", "port": 8883}}, got {type(value).__name__}'))
+        problems.append(
+            (
+                logging.ERROR,
+                f"custom bridge left out: {key}: must be an object such as "
+                f'{{"host": "broker.example.com", "port": 8883}}, got {type(value).__name__}',
+            )
+        )
         return None
     errors: list[str] = []
 
-    def text(name: str, *, secret: bool = False, default: str | None = None, allow_empty: bool = False,
-             pattern: re.Pattern | None = None, what: str = "") -> str | None:
+    def text(
+        name: str,
+        *,
+        secret: bool = False,
+        default: str | None = None,
+        allow_empty: bool = False,
+        pattern: re.Pattern | None = None,
+        what: str = "",
+    ) -> str | None:
         if value.get(name) is None:
             return default
         v = value[name]
@@ -34,8 +46,10 @@ def custom_bridge(value: Any, node_id: str | None, layout: Layout, problems: lis
             errors.append(f"{key}.{name}: must be a string, got {type(v).__name__}")
             return None
         if (not v and not allow_empty) or CONTROL.search(v) or v != v.strip():
-            errors.append(f"{key}.{name}: must be {'' if allow_empty else 'non-empty '}text without line breaks, "
-                          "control characters or leading/trailing spaces")
+            errors.append(
+                f"{key}.{name}: must be {'' if allow_empty else 'non-empty '}text without line breaks, "
+                "control characters or leading/trailing spaces"
+            )
             return None
         if pattern is not None and not pattern.match(v):
             errors.append(f"{key}.{name}: {'it' if secret else repr(v)} {what}")
@@ -59,14 +73,20 @@ def custom_bridge(value: Any, node_id: str | None, layout: Layout, problems: lis
     if value.get("host") in (None, ""):
         errors.append(f"{key}.host: required (the broker's host name or IPv4 address)")
     else:
-        host = text("host", pattern=HOST, what="is not a host name or IPv4 address (IPv6 literals are not "
-                                                "supported by mosquitto bridges; use a name)")
+        host = text(
+            "host",
+            pattern=HOST,
+            what="is not a host name or IPv4 address (IPv6 literals are not "
+            "supported by mosquitto bridges; use a name)",
+        )
     tls = flag("tls", True)
     insecure = flag("insecure", False)
     port = 8883 if tls else 1883
     raw_port = value.get("port")
     if raw_port is not None:
-        if isinstance(raw_port, bool) or not (isinstance(raw_port, int) or (isinstance(raw_port, str) and raw_port.isdigit())):
+        if isinstance(raw_port, bool) or not (
+            isinstance(raw_port, int) or (isinstance(raw_port, str) and raw_port.isdigit())
+        ):
             errors.append(f"{key}.port: must be an integer, got {json.dumps(raw_port)}")
         elif not 1 <= int(raw_port) <= 65535:
             errors.append(f"{key}.port: {int(raw_port)} is outside 1..65535")
@@ -82,11 +102,19 @@ def custom_bridge(value: Any, node_id: str | None, layout: Layout, problems: lis
     if password is not None and username is None and "password" in value:
         errors.append(f"{key}.password: given without {key}.username")
     base = node_id or re.sub(r"[^A-Za-z0-9_.-]", "-", layout.hostname) or "ammp-edge"
-    client_id = text("client_id", default=f"{base}-brg-custom", pattern=NAME,
-                     what="may only contain letters, digits, '_', '.', ':' and '-'")
-    prefix = text("topic_prefix", default=f"a/{node_id}/" if node_id else "", allow_empty=True,
-                  pattern=re.compile(r'^([^\s+#"]*/)?$'),
-                  what="must be empty or end with '/' and contain no spaces, quotes, '+' or '#'")
+    client_id = text(
+        "client_id",
+        default=f"{base}-brg-custom",
+        pattern=NAME,
+        what="may only contain letters, digits, '_', '.', ':' and '-'",
+    )
+    prefix = text(
+        "topic_prefix",
+        default=f"a/{node_id}/" if node_id else "",
+        allow_empty=True,
+        pattern=re.compile(r'^([^\s+#"]*/)?$'),
+        what="must be empty or end with '/' and contain no spaces, quotes, '+' or '#'",
+    )
     cafile = capath = ca_cert = None
     if value.get("ca_file") is not None and value.get("ca_cert") is not None:
         errors.append(f"{key}: give ca_file or ca_cert, not both")
@@ -96,13 +124,19 @@ def custom_bridge(value: Any, node_id: str | None, layout: Layout, problems: lis
             errors.append(err)
     elif value.get("ca_cert") is not None:
         pem = value["ca_cert"]
-        if not isinstance(pem, str) or "-----BEGIN CERTIFICATE-----" not in pem or "-----END CERTIFICATE-----" not in pem:
-            errors.append(f"{key}.ca_cert: must be PEM text (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)")
+        if (
+            not isinstance(pem, str)
+            or "-----BEGIN CERTIFICATE-----" not in pem
+            or "-----END CERTIFICATE-----" not in pem
+        ):
+            errors.append(
+                f"{key}.ca_cert: must be PEM text (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)"
+            )
         else:
             ca_cert = pem.strip() + "\n"
             cafile = str(layout.conf_dir / "certs" / "custom-ca.crt")
     if tls and cafile is None and ca_cert is None and not errors:
-        capath = SYSTEM_CA_PATH          # a broker with a certificate from a public CA
+        capath = SYSTEM_CA_PATH  # a broker with a certificate from a public CA
     if not tls and (value.get("ca_file") is not None or value.get("ca_cert") is not None or value.get("insecure")):
         problems.append((logging.WARNING, f"{key}: tls is false, so ca_file, ca_cert and insecure are ignored"))
         cafile = capath = ca_cert = None
@@ -112,12 +146,23 @@ def custom_bridge(value: Any, node_id: str | None, layout: Layout, problems: lis
         return None
     state_topic = f"{prefix}bridge_state"
     if node_id and state_topic == f"a/{node_id}/bridge_state":
-        state_topic += "_custom"          # keep it apart from the AMMP bridge's state
-    return Bridge(name="custom", connection=f"{base}-brg-custom", address=f"{host}:{port}", state_topic=state_topic,
-                  remote_clientid=client_id, topic_prefix=prefix, tls=tls, cafile=cafile, capath=capath,
-                  ca_cert=ca_cert, insecure=insecure, protocol=protocol, username=username, password=password)
-
-
+        state_topic += "_custom"  # keep it apart from the AMMP bridge's state
+    return Bridge(
+        name="custom",
+        connection=f"{base}-brg-custom",
+        address=f"{host}:{port}",
+        state_topic=state_topic,
+        remote_clientid=client_id,
+        topic_prefix=prefix,
+        tls=tls,
+        cafile=cafile,
+        capath=capath,
+        ca_cert=ca_cert,
+        insecure=insecure,
+        protocol=protocol,
+        username=username,
+        password=password,
+    )
 
 
 def check_custom(value: Any) -> tuple[bool, list[str]]:

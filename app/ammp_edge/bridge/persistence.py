@@ -38,9 +38,11 @@ def check_persistence(directory: Path | None = None) -> list[Path]:
         if src.exists():
             shutil.move(str(src), str(target / name))
             moved.append(target / name)
-    log.warning("%s found (an interrupted save, e.g. a power cut): moved %s to %s; the broker starts with "
-                "empty persistence (the outbox still holds every unsent readout)",
-                new, " and ".join(p.name for p in moved), target)
+    log.warning(
+        "%s found (an interrupted save, e.g. a power cut): moved %s to %s; the broker starts with "
+        "empty persistence (the outbox still holds every unsent readout)",
+        new,
+        " and ".join(p.name for p in moved),
+        target,
+    )
     return moved
-
-

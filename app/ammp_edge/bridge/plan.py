@@ -60,12 +60,20 @@ def _ident(kv: dict, key: str, problems: list) -> str | None:
     text = str(value)
     if key == keys.NODE_ID:
         if not NAME.match(text):
-            problems.append((logging.ERROR, f"node_id: {text!r} is not usable in topics and client ids "
-                                            "(letters, digits, '_', '.', ':', '-')"))
+            problems.append(
+                (
+                    logging.ERROR,
+                    f"node_id: {text!r} is not usable in topics and client ids (letters, digits, '_', '.', ':', '-')",
+                )
+            )
             return None
     elif not text or CONTROL.search(text) or text != text.strip():
-        problems.append((logging.ERROR, f"{key}: must be non-empty text without line breaks, control "
-                                        "characters or leading/trailing spaces"))
+        problems.append(
+            (
+                logging.ERROR,
+                f"{key}: must be non-empty text without line breaks, control characters or leading/trailing spaces",
+            )
+        )
         return None
     return text
 
@@ -73,10 +81,10 @@ def _ident(kv: dict, key: str, problems: list) -> str | None:
 def _parse_address(text: Any, key: str) -> tuple[str | None, str | None]:
     """("host:port", None) or (None, error)."""
     if not isinstance(text, str):
-        return None, f"{key}: must be a string \"host:port\", got {type(text).__name__}"
+        return None, f'{key}: must be a string "host:port", got {type(text).__name__}'
     host, sep, port = text.rpartition(":")
     if not sep or not host:
-        return None, f"{key}: {text!r} is not \"host:port\""
+        return None, f'{key}: {text!r} is not "host:port"'
     if not HOST.match(host):
         return None, f"{key}: {host!r} is not a host name or IPv4 address"
     if not port.isdigit() or not 1 <= int(port) <= 65535:
@@ -84,8 +92,7 @@ def _parse_address(text: Any, key: str) -> tuple[str | None, str | None]:
     return f"{host}:{int(port)}", None
 
 
-def _ammp_bridge(name: str, kv: dict, layout: Layout, node_id: str, access_key: str,
-                 problems: list) -> Bridge | None:
+def _ammp_bridge(name: str, kv: dict, layout: Layout, node_id: str, access_key: str, problems: list) -> Bridge | None:
     default_address, ca_name = (PROD_ADDRESS, "ammp-ca.crt") if name == "prod" else (STAGE_ADDRESS, "ammp-ca-stage.crt")
     address, cafile = default_address, str(layout.templates_dir / "certs" / ca_name)
     addr_key, ca_key = f"mqtt_bridge_{name}_address", f"mqtt_bridge_{name}_cafile"
@@ -106,9 +113,17 @@ def _ammp_bridge(name: str, kv: dict, layout: Layout, node_id: str, access_key: 
         problems.append((logging.ERROR, f"{name} bridge left out: its CA file {cafile} is missing"))
         return None
     connection = f"{node_id}-brg" + ("" if name == "prod" else f"-{name}")
-    return Bridge(name=name, connection=connection, address=address, state_topic=keys.ammp_bridge_state_topic(node_id),
-                  remote_clientid=connection, topic_prefix=f"a/{node_id}/", cafile=cafile,
-                  username=node_id, password=access_key)
+    return Bridge(
+        name=name,
+        connection=connection,
+        address=address,
+        state_topic=keys.ammp_bridge_state_topic(node_id),
+        remote_clientid=connection,
+        topic_prefix=f"a/{node_id}/",
+        cafile=cafile,
+        username=node_id,
+        password=access_key,
+    )
 
 
 def plan(kv: dict, layout: Layout | None = None) -> Plan:
@@ -123,16 +138,25 @@ def plan(kv: dict, layout: Layout | None = None) -> Plan:
         prod_on = stage_on = False
     for key in ("mqtt_bridge_prod", "mqtt_bridge_stage"):
         if kv.get(key) is INVALID:
-            problems.append((logging.WARNING, f"{key}: the stored value is not valid JSON "
-                                              f"(taken as {'on' if key.endswith('prod') else 'off'})"))
+            problems.append(
+                (
+                    logging.WARNING,
+                    f"{key}: the stored value is not valid JSON (taken as {'on' if key.endswith('prod') else 'off'})",
+                )
+            )
     if prod_on or stage_on:
         node_id = _ident(kv, keys.NODE_ID, problems)
         access_key = _ident(kv, keys.ACCESS_KEY, problems)
         missing = [k for k, v in (("node_id", node_id), ("access_key", access_key)) if v is None]
         if missing or node_id is None or access_key is None:
             which = " and ".join(n for n, on in (("prod", prod_on), ("stage", stage_on)) if on)
-            problems.append((logging.INFO, f"no AMMP bridge ({which}): {' and '.join(missing)} not set in the KV store "
-                                           "(the node is not provisioned yet)"))
+            problems.append(
+                (
+                    logging.INFO,
+                    f"no AMMP bridge ({which}): {' and '.join(missing)} not set in the KV store "
+                    "(the node is not provisioned yet)",
+                )
+            )
         else:
             for name, on in (("prod", prod_on), ("stage", stage_on)):
                 if on:

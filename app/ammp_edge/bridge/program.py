@@ -29,9 +29,9 @@ def _broker_listening(port: int) -> bool:
         return False
 
 
-
-def restart_broker(program: str = "mosquitto", layout: Layout | None = None, sock: Path | None = None,
-                   quiet: bool = False) -> bool:
+def restart_broker(
+    program: str = "mosquitto", layout: Layout | None = None, sock: Path | None = None, quiet: bool = False
+) -> bool:
     """Stop the broker program, check its persistence, start it again. False if that failed.
 
     quiet: an unreachable supervisord is logged at debug level only (a retry of a failed attempt).
@@ -58,16 +58,18 @@ def restart_broker(program: str = "mosquitto", layout: Layout | None = None, soc
             if exc.faultCode != Faults.ALREADY_STARTED:
                 raise
     except (OSError, xmlrpc.client.ProtocolError) as exc:
-        log.log(logging.DEBUG if quiet else logging.WARNING,
-                "supervisord not reachable at %s (%s): the broker keeps its old config until it restarts; "
-                "retrying", sock, exc)
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "supervisord not reachable at %s (%s): the broker keeps its old config until it restarts; retrying",
+            sock,
+            exc,
+        )
         return False
     except xmlrpc.client.Fault as exc:
         log.error("supervisord could not restart %r: %s", program, exc.faultString)
         return False
     log.info("broker %r restarted with the new config", program)
     return True
-
 
 
 def _render_current(layout: Layout) -> tuple[dict[str, str], list[tuple[int, str]], list[Bridge]]:
@@ -81,18 +83,28 @@ def _render_current(layout: Layout) -> tuple[dict[str, str], list[tuple[int, str
     return files, problems, plan(kv, layout).bridges
 
 
-def run_bridge_config(once: bool = False, interval: float = 5.0, program: str = "mosquitto",
-                      stop: threading.Event | None = None, layout: Layout | None = None) -> int:
+def run_bridge_config(
+    once: bool = False,
+    interval: float = 5.0,
+    program: str = "mosquitto",
+    stop: threading.Event | None = None,
+    layout: Layout | None = None,
+) -> int:
     """Render now; with once, check persistence and exit. Else keep the rendered files in step with the KV store."""
     layout = layout or Layout.default()
     stop = stop or threading.Event()
     layout.persistence_dir.mkdir(parents=True, exist_ok=True)
     last_problems: list | None = None
     pending_restart = False
-    failed_before = False     # say an unreachable supervisord once, not every few seconds
+    failed_before = False  # say an unreachable supervisord once, not every few seconds
     if not once:
-        log.info("bridge-config: rendering %s from the KV store every %g s; supervisord program %r at %s",
-                 layout.conf_dir, interval, program, paths.supervisor_socket())
+        log.info(
+            "bridge-config: rendering %s from the KV store every %g s; supervisord program %r at %s",
+            layout.conf_dir,
+            interval,
+            program,
+            paths.supervisor_socket(),
+        )
     while True:
         files, problems, bridges = _render_current(layout)
         if problems != last_problems:
@@ -101,9 +113,13 @@ def run_bridge_config(once: bool = False, interval: float = 5.0, program: str = 
             last_problems = problems
         changed = write_if_changed(layout.conf_dir, files)
         if changed or once:
-            log.info("broker config %s in %s: listener 127.0.0.1:%d, bridges: %s",
-                     "written" if changed else "unchanged", layout.conf_dir, layout.port,
-                     "; ".join(b.describe() for b in bridges) or "none")
+            log.info(
+                "broker config %s in %s: listener 127.0.0.1:%d, bridges: %s",
+                "written" if changed else "unchanged",
+                layout.conf_dir,
+                layout.port,
+                "; ".join(b.describe() for b in bridges) or "none",
+            )
         if once:
             if _broker_listening(layout.port):
                 log.info("a broker is listening on 127.0.0.1:%d: persistence check skipped", layout.port)

@@ -21,14 +21,25 @@ def _template(layout: Layout, name: str) -> string.Template:
 
 def _render_bridge(b: Bridge, layout: Layout) -> str:
     if b.name in ("prod", "stage"):
-        desc = ("AMMP production bridge (on unless KV mqtt_bridge_prod is false)" if b.name == "prod"
-                else "AMMP staging bridge (on when KV mqtt_bridge_stage is true)")
+        desc = (
+            "AMMP production bridge (on unless KV mqtt_bridge_prod is false)"
+            if b.name == "prod"
+            else "AMMP staging bridge (on when KV mqtt_bridge_stage is true)"
+        )
         return _template(layout, "bridge-ammp.conf.tpl").substitute(
-            DESCRIPTION=desc, CONNECTION=b.connection, ADDRESS=b.address, CAFILE=b.cafile, NODE_ID=b.username,
-            ACCESS_KEY=b.password, STATE_TOPIC=b.state_topic)
+            DESCRIPTION=desc,
+            CONNECTION=b.connection,
+            ADDRESS=b.address,
+            CAFILE=b.cafile,
+            NODE_ID=b.username,
+            ACCESS_KEY=b.password,
+            STATE_TOPIC=b.state_topic,
+        )
     if b.tls:
-        tls_lines = [f"bridge_cafile {b.cafile}" if b.cafile else f"bridge_capath {b.capath}",
-                     f"bridge_insecure {'true' if b.insecure else 'false'}"]
+        tls_lines = [
+            f"bridge_cafile {b.cafile}" if b.cafile else f"bridge_capath {b.capath}",
+            f"bridge_insecure {'true' if b.insecure else 'false'}",
+        ]
     else:
         tls_lines = ["# no TLS (mqtt_bridge_custom.tls is false)"]
     auth = []
@@ -37,13 +48,21 @@ def _render_bridge(b: Bridge, layout: Layout) -> str:
     if b.password is not None:
         auth.append(f"remote_password {b.password}")
     return _template(layout, "bridge-custom.conf.tpl").substitute(
-        CONNECTION=b.connection, ADDRESS=b.address, CLIENT_ID=b.remote_clientid, TLS_LINES="\n".join(tls_lines),
-        PROTOCOL=b.protocol, AUTH_LINES="\n".join(auth) or "# no credentials",
-        TOPIC_PREFIX=b.topic_prefix or '""', TOPIC_PREFIX_SHOWN=b.topic_prefix, STATE_TOPIC=b.state_topic)
+        CONNECTION=b.connection,
+        ADDRESS=b.address,
+        CLIENT_ID=b.remote_clientid,
+        TLS_LINES="\n".join(tls_lines),
+        PROTOCOL=b.protocol,
+        AUTH_LINES="\n".join(auth) or "# no credentials",
+        TOPIC_PREFIX=b.topic_prefix or '""',
+        TOPIC_PREFIX_SHOWN=b.topic_prefix,
+        STATE_TOPIC=b.state_topic,
+    )
 
 
-def render(kv: dict, layout: Layout | None = None, *,
-           report: Callable[[int, str], None] | None = None) -> dict[str, str]:
+def render(
+    kv: dict, layout: Layout | None = None, *, report: Callable[[int, str], None] | None = None
+) -> dict[str, str]:
     """{relative file name: text} for the broker: mosquitto.conf, conf.d/bridge-<name>.conf, certs/*.
 
     Pure apart from reading the templates. Why a bridge is left out goes to `report(level, message)`
@@ -58,12 +77,21 @@ def render(kv: dict, layout: Layout | None = None, *,
         files[b.filename] = _render_bridge(b, layout)
         if b.ca_cert and b.cafile:
             files[str(Path(b.cafile).relative_to(layout.conf_dir))] = b.ca_cert
-    user_line = ("# Running as root: stay root (mosquitto would otherwise switch to the user 'mosquitto', which\n"
-                 "# cannot read this appliance's files). Upstream did the same.\nuser root\n") if layout.as_root else ""
+    user_line = (
+        (
+            "# Running as root: stay root (mosquitto would otherwise switch to the user 'mosquitto', which\n"
+            "# cannot read this appliance's files). Upstream did the same.\nuser root\n"
+        )
+        if layout.as_root
+        else ""
+    )
     include = f"include_dir {layout.conf_dir / CONF_D}" if p.bridges else "# no bridges"
     files[MAIN_CONF] = _template(layout, "mosquitto.conf.tpl").substitute(
-        PORT=layout.port, USER_LINE=user_line, PERSISTENCE_DIR=str(layout.persistence_dir).rstrip("/"),
-        INCLUDE_LINE=include)
+        PORT=layout.port,
+        USER_LINE=user_line,
+        PERSISTENCE_DIR=str(layout.persistence_dir).rstrip("/"),
+        INCLUDE_LINE=include,
+    )
     return dict(sorted(files.items()))
 
 
@@ -92,5 +120,3 @@ def write_if_changed(directory: Path | str, files: dict[str, str]) -> bool:
                 path.unlink()
                 changed = True
     return changed
-
-

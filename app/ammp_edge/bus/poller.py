@@ -35,8 +35,9 @@ class Health:
 class BusPoller:
     """Polls the devices of one bus. Used by the bus process and by `ammp-edge read`."""
 
-    def __init__(self, bus_id: str, devices: list[cfg.Device], read_interval: int = 60,
-                 resolve_mac: MacResolver | None = None):
+    def __init__(
+        self, bus_id: str, devices: list[cfg.Device], read_interval: int = 60, resolve_mac: MacResolver | None = None
+    ):
         self.bus_id = bus_id
         self.read_interval = read_interval
         self.transport = make_transport(devices[0], resolve_mac)
@@ -106,8 +107,12 @@ class BusPoller:
             h.skip_cycles = min(2 ** (h.failures - 1) - 1, max_skip)
             return
         if h.failures:
-            log.warning("%s answering again after %d failed cycles (%.0f s)", prefix, h.failures,
-                        time.time() - (h.down_since or time.time()))
+            log.warning(
+                "%s answering again after %d failed cycles (%.0f s)",
+                prefix,
+                h.failures,
+                time.time() - (h.down_since or time.time()),
+            )
         elif res.errors and tuple(res.errors) != h.last_errors:
             log.warning("%s %s", prefix, "; ".join(res.errors))
         h.failures, h.skip_cycles, h.down_since = 0, 0, None

@@ -50,8 +50,14 @@ def sleep_until(t: float, stop: threading.Event) -> bool:
     return False
 
 
-def run_bus(bus_id: str, source: ConfigSource, sink: Callable[[dict], None], stop: threading.Event,
-            once: bool = False, resolve_mac: MacResolver | None = None) -> int:
+def run_bus(
+    bus_id: str,
+    source: ConfigSource,
+    sink: Callable[[dict], None],
+    stop: threading.Event,
+    once: bool = False,
+    resolve_mac: MacResolver | None = None,
+) -> int:
     """The bus loop. Returns an exit code (0 when stopped or when the bus left the config)."""
     if not clock.wait_for_trust(stop, bus_id):  # under supervisord only: node says when the clock is right
         return 0
@@ -77,8 +83,13 @@ def run_bus(bus_id: str, source: ConfigSource, sink: Callable[[dict], None], sto
                 poller.close()
             poller = BusPoller(bus_id, devices, config.read_interval, resolve_mac)
             poller_config = config
-            log.info("[%s] polling %d device(s) every %d s: %s", bus_id, len(devices), config.read_interval,
-                     ", ".join(d.key for d in devices))
+            log.info(
+                "[%s] polling %d device(s) every %d s: %s",
+                bus_id,
+                len(devices),
+                config.read_interval,
+                ", ".join(d.key for d in devices),
+            )
         now = time.time()
         if last_t is not None and now < last_t - config.read_interval:
             log.warning("[%s] the clock went back %.0f s; starting a new cycle grid", bus_id, last_t - now)

@@ -16,5 +16,5 @@ def read_all(cache: KVStore) -> dict[str, dict]:
     for key in cache.keys(keys.BUS_STATUS_PREFIX):
         value = cache.get(key)
         if isinstance(value, dict) and isinstance(value.get("t"), int):
-            out[key[len(keys.BUS_STATUS_PREFIX):]] = value
+            out[key[len(keys.BUS_STATUS_PREFIX) :]] = value
     return out

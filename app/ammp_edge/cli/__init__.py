@@ -54,13 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="config file (default: the KV store key 'config')")
     s.add_argument("--print", action="store_true", help="also print each readout as a table")
     s.add_argument("--once", action="store_true", help="one cycle now, then exit")
-    s.add_argument("--no-outbox", action="store_true", help="do not commit readouts (with --print, for trying a config)")
+    s.add_argument(
+        "--no-outbox", action="store_true", help="do not commit readouts (with --print, for trying a config)"
+    )
     s.set_defaults(func=programs.cmd_bus)
 
-    s = sub.add_parser("publisher", help="join each cycle's bus readouts into one u/data message and deliver it at least once")
+    s = sub.add_parser(
+        "publisher", help="join each cycle's bus readouts into one u/data message and deliver it at least once"
+    )
     s.add_argument("--config", help="config file (default: the KV store key 'config'), for outputs and grouping")
     s.add_argument("--settle", type=float, default=1.0, help="seconds a bridge must stay up after a PUBACK (default 1)")
-    s.add_argument("--backlog-rate", type=float, default=1000.0, help="backlog messages per second at most (default 1000)")
+    s.add_argument(
+        "--backlog-rate", type=float, default=1000.0, help="backlog messages per second at most (default 1000)"
+    )
     s.set_defaults(func=programs.cmd_publisher)
 
     s = sub.add_parser("simulate", help="serve a simulated device over Modbus TCP from a driver")
@@ -72,15 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--baudrate", type=int, default=9600, help="RTU (default 9600)")
     s.add_argument("--parity", default="none", choices=["none", "even", "odd"], help="RTU (default none)")
     s.add_argument("--stopbits", type=int, default=1, choices=[1, 2], help="RTU (default 1)")
-    s.add_argument("--airtime", action="store_true", help="RTU: delay answers by their time on a real line at the baud rate")
+    s.add_argument(
+        "--airtime", action="store_true", help="RTU: delay answers by their time on a real line at the baud rate"
+    )
     s.add_argument("--unit", type=int, action="append", help="unit id to answer (repeatable; default 1)")
     s.add_argument("--values", help="JSON file {field: value} (default: plausible changing values)")
     s.add_argument("--delay-ms", type=float, default=0.0, help="added to every response")
-    s.add_argument("--strict", action="store_true", help="only the driver's registers exist (gaps answer illegal address)")
+    s.add_argument(
+        "--strict", action="store_true", help="only the driver's registers exist (gaps answer illegal address)"
+    )
     s.set_defaults(func=tools.cmd_simulate)
 
-    s = sub.add_parser("bridge-config", help="render the local broker and bridge config from the KV store; "
-                       "restart the broker through supervisord when it changes")
+    s = sub.add_parser(
+        "bridge-config",
+        help="render the local broker and bridge config from the KV store; "
+        "restart the broker through supervisord when it changes",
+    )
     s.add_argument("--once", action="store_true", help="render (and check the broker's persistence), then exit")
     s.add_argument("--interval", type=float, default=5.0, help="seconds between KV store checks (default 5)")
     s.add_argument("--program", default="mosquitto", help="supervisord program name of the broker (default mosquitto)")
@@ -98,28 +111,48 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("value")
     s.set_defaults(func=tools.cmd_kvs)
 
-    s = sub.add_parser("up", help="the whole appliance under supervisord, in the foreground (SIGTERM stops it in order)")
+    s = sub.add_parser(
+        "up", help="the whole appliance under supervisord, in the foreground (SIGTERM stops it in order)"
+    )
     which = s.add_mutually_exclusive_group()
-    which.add_argument("--config", metavar="FILE", help="store this config in the KV store key 'config' first "
-                       "(refused with its problems when unusable)")
-    which.add_argument("--demo", action="store_true", help="store the demo config and simulate its devices; "
-                       "no activation or HTTP request to any cloud (AE_OFFLINE=1)")
+    which.add_argument(
+        "--config",
+        metavar="FILE",
+        help="store this config in the KV store key 'config' first (refused with its problems when unusable)",
+    )
+    which.add_argument(
+        "--demo",
+        action="store_true",
+        help="store the demo config and simulate its devices; "
+        "no activation or HTTP request to any cloud (AE_OFFLINE=1)",
+    )
     s.set_defaults(func=programs.cmd_up)
 
-    s = sub.add_parser("node", help="activation, config intake (AMMP API, d/config, provisioning file), commands, "
-                       "metadata, clock; keeps the bus programs in step with the config")
+    s = sub.add_parser(
+        "node",
+        help="activation, config intake (AMMP API, d/config, provisioning file), commands, "
+        "metadata, clock; keeps the bus programs in step with the config",
+    )
     s.set_defaults(func=programs.cmd_node)
 
-    s = sub.add_parser("webui", help="the web UI for commissioning (port $AE_WEBUI_PORT, default 8000, on "
-                       "$AE_WEBUI_HOST, default 0.0.0.0)")
+    s = sub.add_parser(
+        "webui",
+        help="the web UI for commissioning (port $AE_WEBUI_PORT, default 8000, on $AE_WEBUI_HOST, default 0.0.0.0)",
+    )
     s.add_argument("--host", help="address to listen on (default $AE_WEBUI_HOST or 0.0.0.0)")
     s.add_argument("--port", type=int, help="port (default $AE_WEBUI_PORT or 8000)")
-    s.add_argument("--reset-password", action="store_true", help="set a new random password, print it and exit "
-                   "(for whoever holds the device)")
+    s.add_argument(
+        "--reset-password",
+        action="store_true",
+        help="set a new random password, print it and exit (for whoever holds the device)",
+    )
     s.set_defaults(func=programs.cmd_webui)
 
-    s = sub.add_parser("self-update", help="Pi image: download the app bundle from the KV key image_update_url, "
-                       "check it, install it on /data/app and restart into it (the image_update command)")
+    s = sub.add_parser(
+        "self-update",
+        help="Pi image: download the app bundle from the KV key image_update_url, "
+        "check it, install it on /data/app and restart into it (the image_update command)",
+    )
     s.add_argument("--url", help="bundle URL instead of the KV key image_update_url")
     s.add_argument("--app-dir", default=str(paths.DEFAULT_APP_DIR), help="default %(default)s")
     s.add_argument("--no-restart", action="store_true", help="install and switch, but do not restart the service")
@@ -135,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--python", default="3.11", help="the target's Python (default %(default)s)")
     s.set_defaults(func=cmd_selfupdate)
 
-    s = sub.add_parser("device-settings", help="the Raspberry Pi image's settings file on the boot partition "
-                       "(network, Wi-Fi, access point, SSH, host name, time zone)")
+    s = sub.add_parser(
+        "device-settings",
+        help="the Raspberry Pi image's settings file on the boot partition "
+        "(network, Wi-Fi, access point, SSH, host name, time zone)",
+    )
     ds = s.add_subparsers(dest="action", required=True)
     c = ds.add_parser("check", help="print the problems of a settings file (exit 1 when there are any)")
     c.add_argument("file")

@@ -40,15 +40,23 @@ def cmd_bus(args: argparse.Namespace) -> int:
             bus_status.write(status_cache, args.bus_id, readout)
         if outbox is not None:
             key = outbox.put(readout)  # committed before anything else happens to it
-            log.debug("committed t=%d key=%d devices=%s delay=%.4f", readout["t"], key,
-                      ",".join(r["_d"] for r in readout["devices"]), readout.get("start_delay", 0.0))
+            log.debug(
+                "committed t=%d key=%d devices=%s delay=%.4f",
+                readout["t"],
+                key,
+                ",".join(r["_d"] for r in readout["devices"]),
+                readout.get("start_delay", 0.0),
+            )
         if args.print:
             from ..delivery.readout import build_message, table  # JSONata comes with it: only when printing
 
             message, _ = build_message(readout["t"], [readout], [], "")
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(readout["t"]))
-            print(f"\n[{args.bus_id}] t={readout['t']} ({when} UTC)  {readout['requests']} requests in "
-                  f"{readout['duration']:.3f} s", flush=True)
+            print(
+                f"\n[{args.bus_id}] t={readout['t']} ({when} UTC)  {readout['requests']} requests in "
+                f"{readout['duration']:.3f} s",
+                flush=True,
+            )
             print(table(message, source.config), flush=True)
 
     try:
@@ -69,9 +77,15 @@ def cmd_publisher(args: argparse.Namespace) -> int:
     install_signal_handlers(stop)
     outbox = Outbox()
     kvstore = KVStore()
-    pub = Publisher(outbox, ConfigSource(Path(args.config) if args.config else None), bridge_state_topics(kvstore),
-                    settle=args.settle, backlog_rate=args.backlog_rate, cache=cache(),
-                    bridges_fn=lambda: bridge_state_topics(kvstore))
+    pub = Publisher(
+        outbox,
+        ConfigSource(Path(args.config) if args.config else None),
+        bridge_state_topics(kvstore),
+        settle=args.settle,
+        backlog_rate=args.backlog_rate,
+        cache=cache(),
+        bridges_fn=lambda: bridge_state_topics(kvstore),
+    )
     try:
         pub.run(stop)
     finally:

@@ -59,7 +59,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
                     problems = exc.problems
             elif isinstance(doc, dict) and "fields" in doc:
                 problems = drivers.check_driver(doc, Path(name).stem)
-                problems = [Problem(p.path.split(".", 1)[1] if "." in p.path else "$", p.message, p.severity) for p in problems]
+                problems = [
+                    Problem(p.path.split(".", 1)[1] if "." in p.path else "$", p.message, p.severity) for p in problems
+                ]
             else:
                 problems = [Problem("$", "neither a config (devices, readings) nor a driver (fields)")]
         for p in problems:
@@ -102,8 +104,14 @@ def cmd_read(args: argparse.Namespace) -> int:
                 poller.close()
         except Exception as exc:
             log.exception("bus %s failed", bus_id)
-            readouts.append({"bus": bus_id, "duration": 0, "devices": [{"_d": d.key, "_vid": d.vendor_id} for d in devices],
-                             "errors": {d.key: [f"bus {bus_id} failed: {type(exc).__name__}: {exc}"] for d in devices}})
+            readouts.append(
+                {
+                    "bus": bus_id,
+                    "duration": 0,
+                    "devices": [{"_d": d.key, "_vid": d.vendor_id} for d in devices],
+                    "errors": {d.key: [f"bus {bus_id} failed: {type(exc).__name__}: {exc}"] for d in devices},
+                }
+            )
 
     threads = [threading.Thread(target=poll, args=item) for item in config.buses().items()]
     for th in threads:
@@ -147,10 +155,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not isinstance(doc, dict):
             raise SystemExit(f"simulate: --values {args.values}: must be a JSON object of field -> value")
         values = {u: doc for u in units}
-    serial = dict(serial_port=args.serial, baudrate=args.baudrate, parity=args.parity, stopbits=args.stopbits,
-                  emulate_airtime=args.airtime) if args.serial else {}
-    sim = Simulator({u: driver for u in units}, args.port, args.host, values, args.delay_ms / 1000, args.strict,
-                    **serial)
+    serial = (
+        dict(
+            serial_port=args.serial,
+            baudrate=args.baudrate,
+            parity=args.parity,
+            stopbits=args.stopbits,
+            emulate_airtime=args.airtime,
+        )
+        if args.serial
+        else {}
+    )
+    sim = Simulator(
+        {u: driver for u in units}, args.port, args.host, values, args.delay_ms / 1000, args.strict, **serial
+    )
     try:
         sim.start()
     except OSError as exc:

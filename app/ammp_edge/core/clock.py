@@ -48,8 +48,9 @@ def timedatectl_show(exe: str = paths.TIMEDATECTL) -> dict[str, str]:
     return dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
 
 
-def status(show: Callable[[], dict[str, str]] = timedatectl_show,
-           sleep: Callable[[float], None] = time.sleep) -> tuple[bool, str]:
+def status(
+    show: Callable[[], dict[str, str]] = timedatectl_show, sleep: Callable[[float], None] = time.sleep
+) -> tuple[bool, str]:
     """(trusted, why) from timedatectl: NTP synchronised, or the RTC advancing over one second."""
     first = show()
     if first.get("NTPSynchronized") == "yes":
@@ -62,9 +63,14 @@ def status(show: Callable[[], dict[str, str]] = timedatectl_show,
     return False, "NTP is not synchronised and no running RTC"
 
 
-def wait_until_trusted(stop: threading.Event, publish: Callable[[str, str], None],
-                       check: Callable[[], tuple[bool, str]] = status, container: bool | None = None,
-                       check_every: float = CHECK_EVERY_S, first_gap: float = FIRST_MESSAGE_GAP_S) -> bool:
+def wait_until_trusted(
+    stop: threading.Event,
+    publish: Callable[[str, str], None],
+    check: Callable[[], tuple[bool, str]] = status,
+    container: bool | None = None,
+    check_every: float = CHECK_EVERY_S,
+    first_gap: float = FIRST_MESSAGE_GAP_S,
+) -> bool:
     """Block until the clock can be trusted (True), or stop is set (False)."""
     if container if container is not None else in_container():
         log.info("running in a container: the host's clock is trusted")
@@ -86,8 +92,10 @@ def wait_until_trusted(stop: threading.Event, publish: Callable[[str, str], None
             return True
         now = time.monotonic()
         if now >= next_message:
-            text = (f"waiting for a trustworthy clock before reading: {why} "
-                    f"(for {now - since:.0f} s; clock says {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})")
+            text = (
+                f"waiting for a trustworthy clock before reading: {why} "
+                f"(for {now - since:.0f} s; clock says {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())})"
+            )
             log.warning("%s", text)
             publish(keys.LOG_TOPIC, text)
             next_message = now + gap
@@ -113,7 +121,9 @@ def wait_for_trust(stop: threading.Event, who: str, poll: float = 1.0) -> bool:
                     log.info("[%s] clock trusted: starting", who)
                 return True
             if not waited:
-                log.info("[%s] waiting for a trustworthy clock (node checks NTP and the RTC) before the first cycle", who)
+                log.info(
+                    "[%s] waiting for a trustworthy clock (node checks NTP and the RTC) before the first cycle", who
+                )
                 waited = True
             stop.wait(poll)
         return False

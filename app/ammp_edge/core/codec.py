@@ -285,8 +285,7 @@ def decode_registers(registers: list[int] | tuple[int, ...], spec: ValueSpec) ->
         order = "BADC" if spec.order in ("BADC", "DCBA") else "ABCD"
         return decode_bytes(registers_to_bytes(registers, order), spec)
     raw = registers_to_bytes(registers, spec.order)
-    if (spec.bits is None and spec.datatype in NUMERIC_TYPES and NUMERIC_TYPES[spec.datatype][1] == 1
-            and len(raw) == 2):
+    if spec.bits is None and spec.datatype in NUMERIC_TYPES and NUMERIC_TYPES[spec.datatype][1] == 1 and len(raw) == 2:
         # int8/uint8 in one register: the low byte of the value (as encode_registers writes it);
         # the valuemap still sees the full register
         if spec.valuemap is not None:

@@ -34,7 +34,17 @@ try:  # CPython's own SHA-1: hashlib would map OpenSSL (~5 MB of RSS) into every
 except ImportError:  # pragma: no cover - other Pythons
     from hashlib import sha1 as _sha1
 
-READING_TYPES = ("sys", "modbusrtu", "modbustcp", "mqtt", "rawserial", "rawtcp", "sma_hycon_csv", "sma_speedwire", "snmp")
+READING_TYPES = (
+    "sys",
+    "modbusrtu",
+    "modbustcp",
+    "mqtt",
+    "rawserial",
+    "rawtcp",
+    "sma_hycon_csv",
+    "sma_speedwire",
+    "snmp",
+)
 READING_TYPE_ALIASES = {"serial": "modbusrtu"}
 IMPLEMENTED = ("sys", "modbustcp", "modbusrtu")
 MODBUS_TYPES = ("modbustcp", "modbusrtu")
@@ -131,8 +141,11 @@ def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict
         if host is not None and not isinstance(host, str):
             raise InvalidInput(join_path(path, "host"), f"{host!r} is not a host name or IP address")
         if not host:
-            if not isinstance(mac, str) or len(re.sub(r"[^0-9a-fA-F]", "", mac)) != 12 or not re.fullmatch(
-                    r"[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}", mac.strip()):
+            if (
+                not isinstance(mac, str)
+                or len(re.sub(r"[^0-9a-fA-F]", "", mac)) != 12
+                or not re.fullmatch(r"[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}", mac.strip())
+            ):
                 raise InvalidInput(join_path(path, "mac"), f"{mac!r} is not a MAC address like 00:40:AD:A9:E8:85")
         _int_in(address, "port", path, 1, 65535, 502)
         _int_in(address, "unit_id", path, 0, 255, 1)
@@ -144,8 +157,9 @@ def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict
         if "slaveaddr" not in address and "unit_id" in address:
             address["slaveaddr"] = address["unit_id"]
         _int_in(address, "slaveaddr", path, 0, 247, 1)
-        baud = _int_in(address, "baudrate", path, serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE,
-                       serialline.DEFAULT_BAUDRATE)
+        baud = _int_in(
+            address, "baudrate", path, serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE, serialline.DEFAULT_BAUDRATE
+        )
         if baud not in serialline.STANDARD_BAUDRATES:
             log.warning("%s: %s is not a standard baud rate", join_path(path, "baudrate"), baud)
         bytesize = _int_in(address, "bytesize", path, 5, 8, 8)
@@ -191,7 +205,9 @@ def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list
     rt = dev.get("reading_type")
     rt = READING_TYPE_ALIASES.get(rt, rt) if isinstance(rt, str) else rt
     if rt not in READING_TYPES:
-        raise InvalidInput(join_path(path, "reading_type"), f"{dev.get('reading_type')!r} is not one of {', '.join(READING_TYPES)}")
+        raise InvalidInput(
+            join_path(path, "reading_type"), f"{dev.get('reading_type')!r} is not one of {', '.join(READING_TYPES)}"
+        )
     enabled = dev.get("enabled", True)
     if not isinstance(enabled, bool):
         raise InvalidInput(join_path(path, "enabled"), "must be true or false")
@@ -207,9 +223,14 @@ def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list
     if not isinstance(driver_name, str) or not driver_name:
         raise InvalidInput(join_path(path, "driver"), "missing")
     if rt not in IMPLEMENTED:
-        raise InvalidInput(join_path(path, "reading_type"), f"{rt!r} is not supported by this version yet (supported: {', '.join(IMPLEMENTED)})")
+        raise InvalidInput(
+            join_path(path, "reading_type"),
+            f"{rt!r} is not supported by this version yet (supported: {', '.join(IMPLEMENTED)})",
+        )
     if driver_name not in drivers:
-        raise InvalidInput(join_path(path, "driver"), f"no driver named {driver_name!r} (built in or in config.drivers)")
+        raise InvalidInput(
+            join_path(path, "driver"), f"no driver named {driver_name!r} (built in or in config.drivers)"
+        )
     address = _check_address(key, rt, dev.get("address"), join_path(path, "address"))
     timeout = _positive(dev, "timeout", path, DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
     deadline = _positive(dev, "deadline", path, 2 * timeout) or 2 * timeout
@@ -330,9 +351,20 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
             continue
         problems.extend(w for w in warnings if w not in problems)
         if drv.merge_field(driver, var).get("deprecated"):
-            problems.append(Problem(join_path(path, "var"), f"field {var!r} is marked deprecated by driver {dev.driver_name!r}", "warning"))
+            problems.append(
+                Problem(
+                    join_path(path, "var"),
+                    f"field {var!r} is marked deprecated by driver {dev.driver_name!r}",
+                    "warning",
+                )
+            )
         kind = "sys" if dev.reading_type == "sys" else "modbus" if dev.reading_type in MODBUS_TYPES else None
-        if kind == "sys" and not isinstance(fld, drv.SysField) or kind == "modbus" and not isinstance(fld, drv.ModbusField):
+        if (
+            kind == "sys"
+            and not isinstance(fld, drv.SysField)
+            or kind == "modbus"
+            and not isinstance(fld, drv.ModbusField)
+        ):
             problems.append(Problem(fpath, f"is not a field a {dev.reading_type} device can read"))
             failed_fields.add((dev.driver_name, var))
             continue
@@ -363,7 +395,11 @@ def _attach_status(raw: dict, drivers: dict, devices: dict[str, Device], problem
             continue
         try:
             warnings: list[Problem] = []
-            dev.status.append(drv.compile_status_item(driver, rkey, join_path(_driver_path(dev.driver_name, raw), "status_info", rkey), warnings))
+            dev.status.append(
+                drv.compile_status_item(
+                    driver, rkey, join_path(_driver_path(dev.driver_name, raw), "status_info", rkey), warnings
+                )
+            )
             problems.extend(w for w in warnings if w not in problems)
         except InvalidInput as exc:
             problems.append(exc.problem)

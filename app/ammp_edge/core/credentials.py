@@ -41,8 +41,11 @@ def verify_password(password: str, stored: Any) -> bool:
     if not isinstance(stored, dict) or stored.get("scheme") != "scrypt":
         return False
     try:
-        expected = hash_password(password, bytes.fromhex(stored["salt"]),
-                                 {"n": int(stored["n"]), "r": int(stored["r"]), "p": int(stored["p"])})
+        expected = hash_password(
+            password,
+            bytes.fromhex(stored["salt"]),
+            {"n": int(stored["n"]), "r": int(stored["r"]), "p": int(stored["p"])},
+        )
     except (KeyError, ValueError, TypeError):
         return False
     return hmac.compare_digest(expected["hash"], str(stored["hash"]))

@@ -173,8 +173,14 @@ def _valuemap(opts: dict, path: str) -> codec.ValueMap | None:
     return codec.ValueMap(vm)
 
 
-def _value_spec(opts: dict, path: str, datatype: str | None, text_bytes: int | None = None,
-                order: str = "ABCD", bits: codec.BitField | None = None) -> codec.ValueSpec:
+def _value_spec(
+    opts: dict,
+    path: str,
+    datatype: str | None,
+    text_bytes: int | None = None,
+    order: str = "ABCD",
+    bits: codec.BitField | None = None,
+) -> codec.ValueSpec:
     typecast = opts.get("typecast")
     if typecast is not None and typecast not in codec.TYPECASTS:
         raise InvalidInput(join_path(path, "typecast"), f"{typecast!r} is not one of {', '.join(codec.TYPECASTS)}")
@@ -219,12 +225,18 @@ def _bits(opts: dict, path: str, warnings: list[Problem] | None = None) -> codec
     if order not in codec.BIT_ORDERS:
         raise InvalidInput(join_path(path, "bit_order"), f"{order!r} is not one of {', '.join(codec.BIT_ORDERS)}")
     if start + length > 16:
-        raise InvalidInput(join_path(path, "length_bits"), f"bits {start}..{start + length - 1} do not fit in one register")
+        raise InvalidInput(
+            join_path(path, "length_bits"), f"bits {start}..{start + length - 1} do not fit in one register"
+        )
     if order == "msb" and length > 1 and warnings is not None:
-        warnings.append(Problem(join_path(path, "bit_order"),
-                                "msb (as upstream) returns a multi-bit field bit-reversed "
-                                "(0xB200, start 4, length 4 -> 4); bit_order msb_natural reads it in natural order (-> 2)",
-                                "warning"))
+        warnings.append(
+            Problem(
+                join_path(path, "bit_order"),
+                "msb (as upstream) returns a multi-bit field bit-reversed "
+                "(0xB200, start 4, length 4 -> 4); bit_order msb_natural reads it in natural order (-> 2)",
+                "warning",
+            )
+        )
     return codec.BitField(start, length, order)
 
 
@@ -232,8 +244,9 @@ def _order(opts: dict, path: str) -> str:
     try:
         return codec.normalize_order(opts.get("order"))
     except ValueError:
-        raise InvalidInput(join_path(path, "order"),
-                           f"{opts.get('order')!r} is not one of msr, lsr, {', '.join(codec.ORDERS)}") from None
+        raise InvalidInput(
+            join_path(path, "order"), f"{opts.get('order')!r} is not one of msr, lsr, {', '.join(codec.ORDERS)}"
+        ) from None
 
 
 def compile_modbus_field(name: str, opts: dict, path: str, warnings: list[Problem]) -> ModbusField:
@@ -253,8 +266,13 @@ def compile_modbus_field(name: str, opts: dict, path: str, warnings: list[Proble
     elif text_bytes is not None:
         needed = (text_bytes + 1) // 2
         if words is not None and words != needed and "words" in opts:
-            warnings.append(Problem(join_path(path, "words"),
-                                    f"{words} does not fit datatype {datatype}; reading {needed} registers", "warning"))
+            warnings.append(
+                Problem(
+                    join_path(path, "words"),
+                    f"{words} does not fit datatype {datatype}; reading {needed} registers",
+                    "warning",
+                )
+            )
         words = needed
     elif datatype is not None and codec.is_text(datatype):
         if words is None:
@@ -265,7 +283,9 @@ def compile_modbus_field(name: str, opts: dict, path: str, warnings: list[Proble
         if words is None:
             words = needed
         elif words != needed:
-            raise InvalidInput(join_path(path, "words"), f"{words} registers do not hold a {datatype} ({needed} needed)")
+            raise InvalidInput(
+                join_path(path, "words"), f"{words} registers do not hold a {datatype} ({needed} needed)"
+            )
     else:
         words = words or 1
         if words == 3:
@@ -291,8 +311,16 @@ def compile_sys_field(name: str, opts: dict, path: str) -> SysField:
     keypath = opts.get("keypath") or []
     if not isinstance(keypath, list) or not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in keypath):
         raise InvalidInput(join_path(path, "keypath"), "must be a list of keys and indexes")
-    return SysField(name, str(module), str(method), args, tuple(keypath), _value_spec(opts, path, None),
-                    opts.get("unit"), opts.get("description"))
+    return SysField(
+        name,
+        str(module),
+        str(method),
+        args,
+        tuple(keypath),
+        _value_spec(opts, path, None),
+        opts.get("unit"),
+        opts.get("description"),
+    )
 
 
 def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherField:

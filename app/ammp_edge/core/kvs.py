@@ -58,8 +58,10 @@ class KVStore:
 
     def keys(self, prefix: str = "") -> list[str]:
         with self._lock:
-            rows = self._db.execute("SELECT key FROM kvstore WHERE key LIKE ? ESCAPE '\\' ORDER BY key",
-                                    (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",)).fetchall()
+            rows = self._db.execute(
+                "SELECT key FROM kvstore WHERE key LIKE ? ESCAPE '\\' ORDER BY key",
+                (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
+            ).fetchall()
         return [r[0] for r in rows]
 
     def close(self) -> None:

@@ -97,5 +97,13 @@ def programs(timeout: float = 5.0) -> tuple[list[dict], str | None]:
         infos = connect(timeout=timeout).supervisor.getAllProcessInfo()
     except (OSError, xmlrpc.client.Error) as exc:
         return [], f"supervisord not reachable: {exc}"
-    return [{"name": i["name"], "group": i["group"], "state": i["statename"], "description": i["description"],
-             "pid": i["pid"]} for i in sorted(infos, key=lambda i: i["name"])], None
+    return [
+        {
+            "name": i["name"],
+            "group": i["group"],
+            "state": i["statename"],
+            "description": i["description"],
+            "pid": i["pid"],
+        }
+        for i in sorted(infos, key=lambda i: i["name"])
+    ], None

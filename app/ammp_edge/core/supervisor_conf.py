@@ -55,25 +55,27 @@ def _environment(env: dict[str, str]) -> str:
 
 def render_program(prog: Program, temp_dir: Path, env: dict[str, str]) -> str:
     logfile = temp_dir / "logs" / f"{prog.name}.log"
-    return "\n".join([
-        f"[program:{prog.name}]",
-        f"command={value(shlex.join(prog.command))}",
-        f"priority={prog.priority}",
-        "autostart=true",
-        "autorestart=true",
-        "startsecs=1",
-        f"startretries={START_RETRIES}",
-        "stopsignal=TERM",
-        f"stopwaitsecs={STOP_WAIT_S}",
-        "stopasgroup=true",
-        "killasgroup=true",
-        "redirect_stderr=true",
-        f"stdout_logfile={value(logfile)}",
-        f"stdout_logfile_maxbytes={LOG_MAXBYTES}",
-        f"stdout_logfile_backups={LOG_BACKUPS}",
-        f"environment={_environment(env)}",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"[program:{prog.name}]",
+            f"command={value(shlex.join(prog.command))}",
+            f"priority={prog.priority}",
+            "autostart=true",
+            "autorestart=true",
+            "startsecs=1",
+            f"startretries={START_RETRIES}",
+            "stopsignal=TERM",
+            f"stopwaitsecs={STOP_WAIT_S}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={value(logfile)}",
+            f"stdout_logfile_maxbytes={LOG_MAXBYTES}",
+            f"stdout_logfile_backups={LOG_BACKUPS}",
+            f"environment={_environment(env)}",
+            "",
+        ]
+    )
 
 
 def write_bus_include(bus_id: str, env: dict[str, str] | None = None) -> Path:

@@ -63,8 +63,10 @@ class Watchdog:
     def _bite(self, silent: float) -> None:
         out = self.out or sys.stderr
         try:
-            out.write(f"watchdog: {self.name}: no progress for {silent:.0f} s (limit {self.max_silence_s:.0f} s); "
-                      f"stacks of all threads follow, then exit {self.exit_code} for a restart\n")
+            out.write(
+                f"watchdog: {self.name}: no progress for {silent:.0f} s (limit {self.max_silence_s:.0f} s); "
+                f"stacks of all threads follow, then exit {self.exit_code} for a restart\n"
+            )
             out.flush()
             faulthandler.dump_traceback(file=out, all_threads=True)
             out.flush()

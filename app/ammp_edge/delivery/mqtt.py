@@ -23,9 +23,16 @@ log = logging.getLogger(__name__)
 
 
 class MqttLink:
-    def __init__(self, client_id: str, on_message: Callable[[str, bytes, bool], None] | None = None,
-                 subscriptions: tuple[tuple[str, int], ...] = (), host: str | None = None, port: int | None = None,
-                 max_inflight: int = 100, clean_session: bool = True):
+    def __init__(
+        self,
+        client_id: str,
+        on_message: Callable[[str, bytes, bool], None] | None = None,
+        subscriptions: tuple[tuple[str, int], ...] = (),
+        host: str | None = None,
+        port: int | None = None,
+        max_inflight: int = 100,
+        clean_session: bool = True,
+    ):
         self.host = host or paths.mqtt_host()
         self.port = port or paths.mqtt_port()
         self._subscriptions: dict[str, int] = dict(subscriptions)  # topic -> QoS

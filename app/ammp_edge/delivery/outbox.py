@@ -23,8 +23,7 @@ _DROPPED = "meta:dropped"
 
 
 class Outbox:
-    def __init__(self, directory: Path | str | None = None, max_count: int | None = None,
-                 max_bytes: int | None = None):
+    def __init__(self, directory: Path | str | None = None, max_count: int | None = None, max_bytes: int | None = None):
         self.directory = Path(directory) if directory else paths.outbox_dir()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.max_count = max_count or paths.outbox_max_count()
@@ -52,8 +51,14 @@ class Outbox:
                 break
             dropped = self.cache.incr(_DROPPED, retry=True)
             rec = json.loads(data)
-            log.warning("outbox full (%d records, %d bytes): dropped the oldest readout t=%s bus=%s (%d dropped so far)",
-                        self.count(), self.cache.volume(), rec.get("t"), rec.get("bus"), dropped)
+            log.warning(
+                "outbox full (%d records, %d bytes): dropped the oldest readout t=%s bus=%s (%d dropped so far)",
+                self.count(),
+                self.cache.volume(),
+                rec.get("t"),
+                rec.get("bus"),
+                dropped,
+            )
 
     def count(self) -> int:
         return len(self.cache) - (1 if _DROPPED in self.cache else 0)

@@ -18,7 +18,16 @@ from ..core import codec
 from ..core.problems import Problem, join_path
 
 log = logging.getLogger(__name__)
-EVAL_ERRORS = (JException, TypeError, ValueError, ZeroDivisionError, RecursionError, KeyError, AttributeError, IndexError)
+EVAL_ERRORS = (
+    JException,
+    TypeError,
+    ValueError,
+    ZeroDivisionError,
+    RecursionError,
+    KeyError,
+    AttributeError,
+    IndexError,
+)
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,12 @@ def compile_outputs(raw_outputs: list) -> tuple[list[Output], list[Problem]]:
             problems.append(Problem(join_path(path, "source"), "missing JSONata expression"))
             continue
         if typecast is not None and typecast not in codec.TYPECASTS:
-            problems.append(Problem(join_path(path, "typecast"), f"{typecast!r} is not one of {', '.join(codec.TYPECASTS)}"))
+            problems.append(
+                Problem(join_path(path, "typecast"), f"{typecast!r} is not one of {', '.join(codec.TYPECASTS)}")
+            )
             continue
         if device is not None and not isinstance(device, str):
-            problems.append(Problem(join_path(path, "device"), "must be a device key or \"asset\""))
+            problems.append(Problem(join_path(path, "device"), 'must be a device key or "asset"'))
             continue
         try:
             expr = jsonata.Jsonata(source)

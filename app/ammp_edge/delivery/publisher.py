@@ -117,11 +117,20 @@ class BridgeWatch:
 
 
 class Publisher:
-    def __init__(self, outbox: Outbox, source: ConfigSource, bridge_topics: list[str],
-                 settle: float = 1.0, backlog_rate: float = 1000.0, window: int = 5000, queue_slack: int = 20,
-                 queue_pause: int = 500,
-                 link: MqttLink | None = None, cache: KVStore | None = None,
-                 bridges_fn: Callable[[], list[str]] | None = None):
+    def __init__(
+        self,
+        outbox: Outbox,
+        source: ConfigSource,
+        bridge_topics: list[str],
+        settle: float = 1.0,
+        backlog_rate: float = 1000.0,
+        window: int = 5000,
+        queue_slack: int = 20,
+        queue_pause: int = 500,
+        link: MqttLink | None = None,
+        cache: KVStore | None = None,
+        bridges_fn: Callable[[], list[str]] | None = None,
+    ):
         self.outbox = outbox
         self.source = source
         self.settle, self.backlog_rate, self.window = settle, backlog_rate, window
@@ -233,8 +242,7 @@ class Publisher:
         readouts = [r for _, r in g.readouts.values()]
         keys = [k for k, _ in g.readouts.values()]
         calc_vid = config.calc_vendor_id if config else ""
-        message, warnings = build_message(g.t, readouts, self._outputs(config), calc_vid,
-                                          readouts[0].get("config_id"))
+        message, warnings = build_message(g.t, readouts, self._outputs(config), calc_vid, readouts[0].get("config_id"))
         for w in warnings:
             log.warning(w)
         if g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60):
@@ -281,7 +289,9 @@ class Publisher:
                 # publishes the figure only when it changes: no new sample for a while means unchanged
                 # a sample received 1.1 s (mosquitto's sys_interval is 1 s) after the PUBACK was taken after it
                 sample_at, n = excess
-                settled = n <= self.queue_slack and (sample_at >= s.acked_at + 1.1 or now - s.acked_at >= self.settle + 3)
+                settled = n <= self.queue_slack and (
+                    sample_at >= s.acked_at + 1.1 or now - s.acked_at >= self.settle + 3
+                )
             if settled:
                 self._status_confirmed(s.status_items)
                 done.extend(s.keys)

@@ -30,8 +30,9 @@ def dumps(message: dict) -> str:
     return json.dumps(_clean(message), separators=(",", ":"), allow_nan=False)
 
 
-def build_message(t: int, bus_readouts: list[dict], outputs: list[Output], calc_vendor_id: str,
-                  config_id: str | None = None) -> tuple[dict, list[str]]:
+def build_message(
+    t: int, bus_readouts: list[dict], outputs: list[Output], calc_vendor_id: str, config_id: str | None = None
+) -> tuple[dict, list[str]]:
     """One u/data message from the bus readouts of cycle t, with JSONata outputs applied."""
     records = [dict(r) for br in bus_readouts for r in br["devices"]]
     warnings = apply_outputs(outputs, records, calc_vendor_id)

@@ -56,8 +56,9 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     if len(str(sock).encode()) > supervisord.MAX_UNIX_SOCKET_PATH:
         raise SetupError(f"{sock}: too long for a unix socket; use a shorter AE_TEMP_DIR")
     if already_running():
-        raise SetupError(f"an appliance is already running with AE_TEMP_DIR={paths.temp_dir()} "
-                         f"(socket {sock}); stop it first")
+        raise SetupError(
+            f"an appliance is already running with AE_TEMP_DIR={paths.temp_dir()} (socket {sock}); stop it first"
+        )
     cache = kv_cache()
     cache.delete(keys.CLOCK_TRUSTED)  # node decides afresh whether the clock can be trusted; buses wait for it
     cache.close()
@@ -67,8 +68,12 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     config = ConfigSource(kvstore=store).current()
     initial = credentials.ensure_password(store)  # the web UI's per-node password: on the console, `docker logs`
     if initial:
-        log.warning("web UI on port %s: initial password %s (also in %s; change it under Settings)",
-                    paths.webui_port(), initial, paths.webui_initial_password_path())
+        log.warning(
+            "web UI on port %s: initial password %s (also in %s; change it under Settings)",
+            paths.webui_port(),
+            initial,
+            paths.webui_initial_password_path(),
+        )
     store.close()
     bus_ids = sorted(config.buses()) if config else []
     if config is None:
@@ -93,8 +98,11 @@ def render_broker_once() -> None:
     except subprocess.TimeoutExpired:
         rc = "timeout"
     if rc != 0:
-        log.error("`ammp-edge bridge-config --once` failed (%s): mosquitto may not start until the "
-                  "bridge-config program renders its config", rc)
+        log.error(
+            "`ammp-edge bridge-config --once` failed (%s): mosquitto may not start until the "
+            "bridge-config program renders its config",
+            rc,
+        )
 
 
 def _die_with_parent() -> None:
@@ -113,20 +121,27 @@ def run(config_raw: bytes | None = None, demo: Config | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(paths.supervisor_conf_path())],
-                            start_new_session=True, preexec_fn=_die_with_parent)
-    log.info("supervisord started (pid %d), buses: %s; logs in %s", proc.pid, ", ".join(bus_ids) or "none",
-             paths.log_dir())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(paths.supervisor_conf_path())],
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    log.info(
+        "supervisord started (pid %d), buses: %s; logs in %s", proc.pid, ", ".join(bus_ids) or "none", paths.log_dir()
+    )
     if paths.app_updates_enabled():  # Pi image: keep an app update once it has proven itself
         from . import selfupdate  # here: urllib loads OpenSSL (~5 MB), which `up` needs only on the Pi image
 
-        threading.Thread(target=selfupdate.commit_when_healthy, name="update-commit", daemon=True,
-                         args=(stop, paths.app_dir())).start()
+        threading.Thread(
+            target=selfupdate.commit_when_healthy, name="update-commit", daemon=True, args=(stop, paths.app_dir())
+        ).start()
     while proc.poll() is None and not stop.is_set():
         _reap_orphans(proc)
         stop.wait(1)
     if proc.returncode is not None:  # `supervisorctl shutdown` (0) or a crash
-        log.log(logging.INFO if proc.returncode == 0 else logging.ERROR, "supervisord exited (status %s)", proc.returncode)
+        log.log(
+            logging.INFO if proc.returncode == 0 else logging.ERROR, "supervisord exited (status %s)", proc.returncode
+        )
         return proc.returncode if proc.returncode >= 0 else 1
     return shutdown(proc)
 

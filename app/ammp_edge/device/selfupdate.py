@@ -59,6 +59,7 @@ class UpdateError(Exception):
 
 # -- making a bundle (build.sh) --------------------------------------------------------------------------
 
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -71,8 +72,12 @@ def make_bundle(wheels: Path, drivers: Path, conf: Path, out: Path, version: str
     names = sorted(p.name for p in wheels.glob("*.whl"))
     if not any(n.startswith("ammp_edge-") for n in names):
         raise UpdateError(f"no ammp_edge wheel in {wheels}")
-    manifest = {"version": version, "platform": plat, "python": python,
-                "wheels": {n: _sha256(wheels / n) for n in names}}
+    manifest = {
+        "version": version,
+        "platform": plat,
+        "python": python,
+        "wheels": {n: _sha256(wheels / n) for n in names},
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out, "w") as tar:
         data = json.dumps(manifest, indent=1).encode()
@@ -88,6 +93,7 @@ def make_bundle(wheels: Path, drivers: Path, conf: Path, out: Path, version: str
 
 
 # -- installing ----------------------------------------------------------------------------------------
+
 
 def _download(url: str, dest: Path, timeout: float) -> None:
     if not url.startswith(("https://", "http://")):
@@ -118,8 +124,13 @@ def _link(path: Path, target: str) -> None:
     fsync_dir(path.parent)
 
 
-def install(url: str, app_dir: Path = paths.DEFAULT_APP_DIR, python: str = "/usr/bin/python3", timeout: float = 120.0,
-            restart: bool = True) -> str:
+def install(
+    url: str,
+    app_dir: Path = paths.DEFAULT_APP_DIR,
+    python: str = "/usr/bin/python3",
+    timeout: float = 120.0,
+    restart: bool = True,
+) -> str:
     """Download, check and install the bundle at `url`; switch to it. Returns a text for the answer."""
     app_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=app_dir, prefix=".download-") as tmp:
@@ -158,15 +169,36 @@ def install(url: str, app_dir: Path = paths.DEFAULT_APP_DIR, python: str = "/usr
         shutil.rmtree(final, ignore_errors=True)
         try:
             _run([python, "-m", "venv", str(final / "venv")], "making the venv")
-            _run([str(final / "venv/bin/pip"), "install", "-q", "--no-index", "--no-cache-dir",
-                  "--disable-pip-version-check", "--find-links", str(extracted / "wheels"), "ammp-edge"], "pip install")
+            _run(
+                [
+                    str(final / "venv/bin/pip"),
+                    "install",
+                    "-q",
+                    "--no-index",
+                    "--no-cache-dir",
+                    "--disable-pip-version-check",
+                    "--find-links",
+                    str(extracted / "wheels"),
+                    "ammp-edge",
+                ],
+                "pip install",
+            )
             shutil.copytree(extracted / "root", final / "root")
             out = _run([str(final / "venv/bin/ammp-edge"), "--version"], "the smoke test")
             if version not in out:
                 raise UpdateError(f"the installed app says {out.strip()!r}, the manifest {version!r}")
-            if _run([str(final / "venv/bin/python"), "-c", "import ammp_edge.device.appliance, ammp_edge.node.program, "
-                     "ammp_edge.delivery.publisher, ammp_edge.webui.app, supervisor.supervisord; print('ok')"],
-                    "the import check").strip() != "ok":
+            if (
+                _run(
+                    [
+                        str(final / "venv/bin/python"),
+                        "-c",
+                        "import ammp_edge.device.appliance, ammp_edge.node.program, "
+                        "ammp_edge.delivery.publisher, ammp_edge.webui.app, supervisor.supervisord; print('ok')",
+                    ],
+                    "the import check",
+                ).strip()
+                != "ok"
+            ):
                 raise UpdateError("the import check printed nothing")
         except BaseException:
             shutil.rmtree(final, ignore_errors=True)
@@ -180,7 +212,10 @@ def install(url: str, app_dir: Path = paths.DEFAULT_APP_DIR, python: str = "/usr
     (app_dir / "pending-tries").unlink(missing_ok=True)
     write_atomic(app_dir / "pending", f"{version}\n", durable=True)
     _link(current, f"versions/{version}")
-    _prune(versions, keep={version, Path(os.readlink(app_dir / "previous")).name if (app_dir / "previous").is_symlink() else ""})
+    _prune(
+        versions,
+        keep={version, Path(os.readlink(app_dir / "previous")).name if (app_dir / "previous").is_symlink() else ""},
+    )
     text = f"installed version {version} (was {__version__}); the appliance restarts in 5 s\n"
     if restart:
         restart_later()
@@ -202,12 +237,25 @@ def _run(argv: list[str], what: str) -> str:
 
 def restart_later(delay_s: int = 5) -> None:
     """Restart the appliance's systemd service a few seconds from now (the command's answer goes out first)."""
-    subprocess.run(["systemd-run", f"--on-active={delay_s}", "--unit", f"ammp-edge-update-restart-{int(time.time())}",
-                    "systemctl", "restart", "ammp-edge.service"], check=False, capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "systemd-run",
+            f"--on-active={delay_s}",
+            "--unit",
+            f"ammp-edge-update-restart-{int(time.time())}",
+            "systemctl",
+            "restart",
+            "ammp-edge.service",
+        ],
+        check=False,
+        capture_output=True,
+        timeout=30,
+    )
 
 
-def commit_when_healthy(stop: threading.Event, app_dir: Path = paths.DEFAULT_APP_DIR,
-                        programs: Callable[[], list[dict]] | None = None) -> None:
+def commit_when_healthy(
+    stop: threading.Event, app_dir: Path = paths.DEFAULT_APP_DIR, programs: Callable[[], list[dict]] | None = None
+) -> None:
     """In `ammp-edge up` (a thread): once every program has been RUNNING for COMMIT_AFTER_S, the pending
     update is kept (the entry point stops counting starts towards a rollback)."""
     pending = app_dir / "pending"
@@ -229,8 +277,15 @@ def commit_when_healthy(stop: threading.Event, app_dir: Path = paths.DEFAULT_APP
 
 def cmd(args) -> int:
     if args.command == "update-bundle":
-        out = make_bundle(Path(args.wheels), Path(args.drivers), Path(args.conf), Path(args.out), args.version,
-                          args.platform, args.python)
+        out = make_bundle(
+            Path(args.wheels),
+            Path(args.drivers),
+            Path(args.conf),
+            Path(args.out),
+            args.version,
+            args.platform,
+            args.python,
+        )
         print(out)
         return 0
     url = args.url
@@ -241,9 +296,11 @@ def cmd(args) -> int:
         finally:
             store.close()
     if not url:
-        print(f"no update URL: set the KV key {keys.IMAGE_UPDATE_URL} "
-              "(UPDATE_URL in the settings file on the boot partition)",
-              file=sys.stderr)
+        print(
+            f"no update URL: set the KV key {keys.IMAGE_UPDATE_URL} "
+            "(UPDATE_URL in the settings file on the boot partition)",
+            file=sys.stderr,
+        )
         return 2
     try:
         print(install(str(url), Path(args.app_dir), restart=not args.no_restart), end="")

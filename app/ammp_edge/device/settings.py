@@ -53,8 +53,10 @@ AP_ADDRESS = "192.168.4.1/24"
 AP_POOL_OFFSET, AP_POOL_SIZE = 100, 101  # 192.168.4.100 .. 192.168.4.200, as upstream's wifi-ap
 BOOL_WORDS = {"on": True, "yes": True, "true": True, "1": True, "off": False, "no": False, "false": False, "0": False}
 HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-SSH_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
-                     r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$")
+SSH_KEY = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|"
+    r"sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
+)
 NTP_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 TZ_NAME = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
 
@@ -75,25 +77,34 @@ KEYS: dict[str, tuple[str, str]] = {
     "WIFI_GATEWAY": ("", "with a static WIFI_ADDRESS: the router"),
     "WIFI_AP": ("auto", "commissioning access point: auto (on when no WIFI_SSID is set), on or off"),
     "WIFI_AP_SSID": ("", "its name (default ammp-edge-XXXX, the last 4 digits of the node id)"),
-    "WIFI_AP_PASSWORD": ("", "its passphrase, 8 to 63 characters (default: generated on the first boot and "
-                             "written to ammp-edge-credentials.txt next to this file)"),
+    "WIFI_AP_PASSWORD": (
+        "",
+        "its passphrase, 8 to 63 characters (default: generated on the first boot and "
+        "written to ammp-edge-credentials.txt next to this file)",
+    ),
     "WIFI_AP_CHANNEL": ("6", "1 to 13"),
     "NTP": ("", "time servers, comma-separated (default: Debian's pool)"),
     "MQTT_BRIDGE_PROD": ("", "off turns the AMMP cloud bridge off (on turns it back on)"),
-    "UPDATE_URL": ("", "where the image_update command fetches the app bundle (http:// or https://, a .tar "
-                       "made by ./build.sh rpi, with .tar.sha256 beside it)"),
-    "MQTT_BRIDGE_CUSTOM": ("", 'a bridge to your own broker, one line of JSON, e.g. {"host": "broker.example.com", '
-                               '"port": 8883, "username": "site7", "password": "..."}'),
+    "UPDATE_URL": (
+        "",
+        "where the image_update command fetches the app bundle (http:// or https://, a .tar "
+        "made by ./build.sh rpi, with .tar.sha256 beside it)",
+    ),
+    "MQTT_BRIDGE_CUSTOM": (
+        "",
+        'a bridge to your own broker, one line of JSON, e.g. {"host": "broker.example.com", '
+        '"port": 8883, "username": "site7", "password": "..."}',
+    ),
 }
 REPEATABLE = {"SSH_AUTHORIZED_KEY"}
 
 
 @dataclass
 class Settings:
-    values: dict[str, str] = field(default_factory=dict)     # valid values given in the file
+    values: dict[str, str] = field(default_factory=dict)  # valid values given in the file
     ssh_keys: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    lines: dict[str, int] = field(default_factory=dict)       # key -> line number
+    lines: dict[str, int] = field(default_factory=dict)  # key -> line number
 
     def get(self, key: str) -> str:
         return self.values.get(key, KEYS[key][0])
@@ -142,8 +153,10 @@ def parse(text: str, zoneinfo: Path = paths.ZONEINFO_DIR) -> Settings:
                 if SSH_KEY.match(value):
                     s.ssh_keys.append(value)
                 else:
-                    s.problems.append(f"line {number}: {key}: not an SSH public key (expected 'ssh-ed25519 AAAA... "
-                                      f"comment', as in ~/.ssh/id_ed25519.pub)")
+                    s.problems.append(
+                        f"line {number}: {key}: not an SSH public key (expected 'ssh-ed25519 AAAA... "
+                        f"comment', as in ~/.ssh/id_ed25519.pub)"
+                    )
             continue
         if key in s.lines:
             s.problems.append(f"line {number}: {key} is set again (line {s.lines[key]}); the last one counts")
@@ -168,8 +181,11 @@ def _validate(s: Settings, zoneinfo: Path) -> None:
         if key in v and v[key].lower() not in BOOL_WORDS:
             s.problem(key, f"{v[key]!r} is not on or off")
     if "HOSTNAME" in v and not HOSTNAME.match(v["HOSTNAME"]):
-        s.problem("HOSTNAME", f"{v['HOSTNAME'][:70]!r} is not a host name (letters, digits and '-', 1 to 63, "
-                              f"not starting or ending with '-')")
+        s.problem(
+            "HOSTNAME",
+            f"{v['HOSTNAME'][:70]!r} is not a host name (letters, digits and '-', 1 to 63, "
+            f"not starting or ending with '-')",
+        )
     if "TIMEZONE" in v:
         tz = v["TIMEZONE"]
         if not TZ_NAME.match(tz) or ".." in tz or not (zoneinfo / tz).is_file():
@@ -224,8 +240,10 @@ def _validate(s: Settings, zoneinfo: Path) -> None:
         else:
             s.problem("WIFI_AP", f"{v['WIFI_AP'][:20]!r} is not auto, on or off")
     if v.get("WIFI_AP") == "on" and v.get("WIFI_SSID"):
-        s.problems.append(f"line {s.lines['WIFI_AP']}: WIFI_AP: on and WIFI_SSID both need wlan0; the Wi-Fi "
-                          f"client wins, no access point")
+        s.problems.append(
+            f"line {s.lines['WIFI_AP']}: WIFI_AP: on and WIFI_SSID both need wlan0; the Wi-Fi "
+            f"client wins, no access point"
+        )
         v["WIFI_AP"] = "off"
     if "WIFI_AP_SSID" in v and not 1 <= len(v["WIFI_AP_SSID"].encode()) <= 32:
         s.problem("WIFI_AP_SSID", "must be 1 to 32 bytes")
@@ -252,6 +270,7 @@ def _validate(s: Settings, zoneinfo: Path) -> None:
 
 # -- rendering (pure: settings in, file texts out) ------------------------------------------------------
 
+
 def wpa_psk(ssid: str, password: str) -> str:
     """The WPA2 pre-shared key (what wpa_passphrase computes), so the password itself is not written."""
     if re.fullmatch(r"[0-9a-fA-F]{64}", password):
@@ -260,8 +279,13 @@ def wpa_psk(ssid: str, password: str) -> str:
 
 
 def _network_file(match: str, address: str, gateway: str, dns: str, *, comment: str) -> str:
-    lines = [f"# {comment} (written at boot by ammp-edge device-settings from the boot partition's settings file)",
-             "[Match]", f"Name={match}", "", "[Network]"]
+    lines = [
+        f"# {comment} (written at boot by ammp-edge device-settings from the boot partition's settings file)",
+        "[Match]",
+        f"Name={match}",
+        "",
+        "[Network]",
+    ]
     if address == "dhcp":
         lines.append("DHCP=yes")
     else:
@@ -281,8 +305,12 @@ def render(s: Settings, ap_ssid: str, ap_passphrase: str) -> dict[str, str]:
     """Relative path (under the root) -> content of every file apply writes to /run."""
     files = {
         "run/systemd/network/10-ammp-eth.network": _network_file(
-            "eth* en* usb*", s.get("ETH_ADDRESS"), s.get("ETH_GATEWAY"), s.get("DNS"),
-            comment="Wired interfaces: ETH_ADDRESS"),
+            "eth* en* usb*",
+            s.get("ETH_ADDRESS"),
+            s.get("ETH_GATEWAY"),
+            s.get("DNS"),
+            comment="Wired interfaces: ETH_ADDRESS",
+        ),
         "run/ammp-edge-system/hostname": s.get("HOSTNAME") + "\n",
     }
     if s.get("WIFI_SSID"):
@@ -292,23 +320,66 @@ def render(s: Settings, ap_ssid: str, ap_passphrase: str) -> dict[str, str]:
             network += ["    key_mgmt=WPA-PSK", f"    psk={wpa_psk(ssid, s.get('WIFI_PASSWORD'))}"]
         else:
             network.append("    key_mgmt=NONE")
-        files["run/ammp-edge-system/wpa_supplicant-wlan0.conf"] = "\n".join(
-            ["# WIFI_SSID from the settings file", f"country={s.get('WIFI_COUNTRY')}", "ap_scan=1", "network={",
-             *[x for x in network if x], "}"]) + "\n"
+        files["run/ammp-edge-system/wpa_supplicant-wlan0.conf"] = (
+            "\n".join(
+                [
+                    "# WIFI_SSID from the settings file",
+                    f"country={s.get('WIFI_COUNTRY')}",
+                    "ap_scan=1",
+                    "network={",
+                    *[x for x in network if x],
+                    "}",
+                ]
+            )
+            + "\n"
+        )
         files["run/systemd/network/20-ammp-wlan.network"] = _network_file(
-            "wlan0", s.get("WIFI_ADDRESS"), s.get("WIFI_GATEWAY"), s.get("DNS"), comment="Wi-Fi client: WIFI_ADDRESS")
+            "wlan0", s.get("WIFI_ADDRESS"), s.get("WIFI_GATEWAY"), s.get("DNS"), comment="Wi-Fi client: WIFI_ADDRESS"
+        )
     elif ap_enabled(s):
-        files["run/ammp-edge-system/hostapd.conf"] = "\n".join([
-            "# the commissioning access point (WIFI_AP in the settings file)",
-            "interface=wlan0", "driver=nl80211", f"ssid2={ap_ssid.encode().hex()}", "hw_mode=g",
-            f"channel={s.get('WIFI_AP_CHANNEL')}", f"country_code={s.get('WIFI_COUNTRY')}", "ieee80211d=1",
-            "wmm_enabled=1", "auth_algs=1", "wpa=2", "wpa_key_mgmt=WPA-PSK", "rsn_pairwise=CCMP",
-            f"wpa_psk={wpa_psk(ap_ssid, ap_passphrase)}", "ctrl_interface=/run/ammp-edge-system/hostapd"]) + "\n"
-        files["run/systemd/network/20-ammp-wlan.network"] = "\n".join([
-            "# the commissioning access point: the device is 192.168.4.1 (web UI http://192.168.4.1:8000)",
-            "[Match]", "Name=wlan0", "", "[Network]", f"Address={AP_ADDRESS}", "DHCPServer=yes",
-            "ConfigureWithoutCarrier=yes", "", "[DHCPServer]", f"PoolOffset={AP_POOL_OFFSET}",
-            f"PoolSize={AP_POOL_SIZE}", "EmitDNS=no", "EmitRouter=no"]) + "\n"
+        files["run/ammp-edge-system/hostapd.conf"] = (
+            "\n".join(
+                [
+                    "# the commissioning access point (WIFI_AP in the settings file)",
+                    "interface=wlan0",
+                    "driver=nl80211",
+                    f"ssid2={ap_ssid.encode().hex()}",
+                    "hw_mode=g",
+                    f"channel={s.get('WIFI_AP_CHANNEL')}",
+                    f"country_code={s.get('WIFI_COUNTRY')}",
+                    "ieee80211d=1",
+                    "wmm_enabled=1",
+                    "auth_algs=1",
+                    "wpa=2",
+                    "wpa_key_mgmt=WPA-PSK",
+                    "rsn_pairwise=CCMP",
+                    f"wpa_psk={wpa_psk(ap_ssid, ap_passphrase)}",
+                    "ctrl_interface=/run/ammp-edge-system/hostapd",
+                ]
+            )
+            + "\n"
+        )
+        files["run/systemd/network/20-ammp-wlan.network"] = (
+            "\n".join(
+                [
+                    "# the commissioning access point: the device is 192.168.4.1 (web UI http://192.168.4.1:8000)",
+                    "[Match]",
+                    "Name=wlan0",
+                    "",
+                    "[Network]",
+                    f"Address={AP_ADDRESS}",
+                    "DHCPServer=yes",
+                    "ConfigureWithoutCarrier=yes",
+                    "",
+                    "[DHCPServer]",
+                    f"PoolOffset={AP_POOL_OFFSET}",
+                    f"PoolSize={AP_POOL_SIZE}",
+                    "EmitDNS=no",
+                    "EmitRouter=no",
+                ]
+            )
+            + "\n"
+        )
     if s.flag("SSH"):
         files["run/ammp-edge-system/ssh-enabled"] = "SSH=on in the settings file\n"
         if s.ssh_keys:
@@ -322,16 +393,22 @@ def render(s: Settings, ap_ssid: str, ap_passphrase: str) -> dict[str, str]:
 def summary(s: Settings, ap_ssid: str, file: str, found: bool) -> dict[str, Any]:
     """What was applied, without secrets (settings.json; the web UI and /health show it)."""
     return {
-        "file": file, "found": found, "problems": s.problems, "hostname": s.get("HOSTNAME"),
-        "timezone": s.get("TIMEZONE"), "ssh": s.flag("SSH"), "ssh_keys": len(s.ssh_keys),
-        "eth": s.get("ETH_ADDRESS"), "wifi": {"ssid": s.get("WIFI_SSID"), "address": s.get("WIFI_ADDRESS")}
-        if s.get("WIFI_SSID") else None,
+        "file": file,
+        "found": found,
+        "problems": s.problems,
+        "hostname": s.get("HOSTNAME"),
+        "timezone": s.get("TIMEZONE"),
+        "ssh": s.flag("SSH"),
+        "ssh_keys": len(s.ssh_keys),
+        "eth": s.get("ETH_ADDRESS"),
+        "wifi": {"ssid": s.get("WIFI_SSID"), "address": s.get("WIFI_ADDRESS")} if s.get("WIFI_SSID") else None,
         "access_point": {"ssid": ap_ssid, "address": AP_ADDRESS.split("/")[0]} if ap_enabled(s) else None,
         "ntp": s.get("NTP") or None,
     }
 
 
 # -- apply ----------------------------------------------------------------------------------------------
+
 
 def _write_boot(path: Path, content: str) -> None:
     """A file on the FAT boot partition, only when it changes (few writes on the card), written in place
@@ -383,10 +460,15 @@ def apply(file: Path, root: Path = Path("/"), data_dir: Path | None = None, *, s
         ap_pass = s.get("WIFI_AP_PASSWORD") or _ap_passphrase(data_dir)
         files = render(s, ap_ssid, ap_pass)
         run = root / "run"
-        owned = [run / "systemd/network/10-ammp-eth.network", run / "systemd/network/20-ammp-wlan.network",
-                 run / "ammp-edge-system/wpa_supplicant-wlan0.conf", run / "ammp-edge-system/hostapd.conf",
-                 run / "ammp-edge-system/ssh-enabled", run / "ammp-edge-system/ssh/authorized_keys_root",
-                 run / "systemd/timesyncd.conf.d/ammp-edge.conf"]
+        owned = [
+            run / "systemd/network/10-ammp-eth.network",
+            run / "systemd/network/20-ammp-wlan.network",
+            run / "ammp-edge-system/wpa_supplicant-wlan0.conf",
+            run / "ammp-edge-system/hostapd.conf",
+            run / "ammp-edge-system/ssh-enabled",
+            run / "ammp-edge-system/ssh/authorized_keys_root",
+            run / "systemd/timesyncd.conf.d/ammp-edge.conf",
+        ]
         for path in owned:
             if str(path.relative_to(root)) not in files:
                 path.unlink(missing_ok=True)
@@ -445,14 +527,18 @@ def _apply_kv(s: Settings, store) -> None:
             log.info("mqtt_bridge_prod %s from the settings file", value)
 
 
-def _credentials(s: Settings, store, data_dir: Path, boot_dir: Path, ap_ssid: str, ap_pass: str,
-                 writable: bool) -> None:
+def _credentials(
+    s: Settings, store, data_dir: Path, boot_dir: Path, ap_ssid: str, ap_pass: str, writable: bool
+) -> None:
     """The web UI's initial password and the access point's passphrase, readable on the boot partition
     by whoever holds the card (as a label on a router); the web UI password line goes once it is changed."""
     initial = credentials.ensure_password(store, paths.webui_initial_password_path(data_dir))
     lines = ["# ammp-edge: this device's credentials (written at boot; keep the card safe)"]
-    lines.append(f"Web UI password: {initial}" if initial else
-                 "Web UI password: changed in the web UI (Settings); not shown here")
+    lines.append(
+        f"Web UI password: {initial}"
+        if initial
+        else "Web UI password: changed in the web UI (Settings); not shown here"
+    )
     if ap_enabled(s):
         lines.append(f"Wi-Fi access point: {ap_ssid}  passphrase: {ap_pass}  web UI: http://192.168.4.1:8000")
     if writable:
@@ -464,15 +550,18 @@ def _credentials(s: Settings, store, data_dir: Path, boot_dir: Path, ap_ssid: st
 
 def commented_file() -> str:
     """The commented settings file the image ships (image/rpi/boot/ammp-edge.txt is this text)."""
-    out = ["# ammp-edge settings, read at every boot of the Raspberry Pi image.",
-           "# Edit on any computer (this is the SD card's FAT boot partition), put the card back, power on.",
-           "# One KEY=value a line; '#' starts a comment; remove the '#' in front of a line to use it.",
-           "# Check a file on a laptop with: ammp-edge device-settings check ammp-edge.txt",
-           "# Problems are also shown in the web UI (port 8000) and in the system log. A wrong value is",
-           "# left out (its default applies); the rest is still applied.",
-           "# Without any network setting: DHCP on Ethernet, and the commissioning Wi-Fi access point",
-           "# (its name and passphrase are in ammp-edge-credentials.txt next to this file after the first",
-           "# boot; the web UI is then at http://192.168.4.1:8000).", ""]
+    out = [
+        "# ammp-edge settings, read at every boot of the Raspberry Pi image.",
+        "# Edit on any computer (this is the SD card's FAT boot partition), put the card back, power on.",
+        "# One KEY=value a line; '#' starts a comment; remove the '#' in front of a line to use it.",
+        "# Check a file on a laptop with: ammp-edge device-settings check ammp-edge.txt",
+        "# Problems are also shown in the web UI (port 8000) and in the system log. A wrong value is",
+        "# left out (its default applies); the rest is still applied.",
+        "# Without any network setting: DHCP on Ethernet, and the commissioning Wi-Fi access point",
+        "# (its name and passphrase are in ammp-edge-credentials.txt next to this file after the first",
+        "# boot; the web UI is then at http://192.168.4.1:8000).",
+        "",
+    ]
     for key, (default, help_text) in KEYS.items():
         out.append(f"# {help_text}")
         out.append(f"#{key}={default}")
@@ -496,6 +585,10 @@ def cmd(args) -> int:
     if args.action == "template":
         print(commented_file(), end="")
         return 0
-    apply(Path(args.file), Path(args.root), Path(args.data_dir) if args.data_dir else None,
-          system=Path(args.root) == Path("/"))
+    apply(
+        Path(args.file),
+        Path(args.root),
+        Path(args.data_dir) if args.data_dir else None,
+        system=Path(args.root) == Path("/"),
+    )
     return 0

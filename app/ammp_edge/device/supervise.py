@@ -29,13 +29,29 @@ def fixed_programs(demo: Config | None = None) -> list[Program]:
     """The programs besides the buses: the broker (`ammp-edge broker` checks its persistence file, then
     becomes mosquitto), bridge-config, publisher, node, and the demo's simulated devices."""
     progs = [Program("mosquitto", ammp_edge("broker"), PRIORITY["mosquitto"])]
-    progs += [Program(name, ammp_edge(name), PRIORITY[name]) for name in ("bridge-config", "publisher", "node", "webui")]
-    for dev in (demo.devices.values() if demo else ()):
+    progs += [
+        Program(name, ammp_edge(name), PRIORITY[name]) for name in ("bridge-config", "publisher", "node", "webui")
+    ]
+    for dev in demo.devices.values() if demo else ():
         if dev.reading_type == "modbustcp":
             a = dev.address
-            progs.append(Program(program_name(SIM_PREFIX, dev.key), ammp_edge(
-                "simulate", "--driver", dev.driver_name, "--host", str(a["host"]), "--port", str(a.get("port", 502)),
-                "--unit", str(dev.unit_id)), PRIORITY["sim"]))
+            progs.append(
+                Program(
+                    program_name(SIM_PREFIX, dev.key),
+                    ammp_edge(
+                        "simulate",
+                        "--driver",
+                        dev.driver_name,
+                        "--host",
+                        str(a["host"]),
+                        "--port",
+                        str(a.get("port", 502)),
+                        "--unit",
+                        str(dev.unit_id),
+                    ),
+                    PRIORITY["sim"],
+                )
+            )
     return progs
 
 

@@ -33,8 +33,11 @@ class Changes:
         return bool(self.added or self.removed or self.restarted)
 
     def __str__(self) -> str:
-        return "; ".join(f"{what} {', '.join(names)}" for what, names in
-                         (("added", self.added), ("removed", self.removed), ("restarted", self.restarted)) if names)
+        return "; ".join(
+            f"{what} {', '.join(names)}"
+            for what, names in (("added", self.added), ("removed", self.removed), ("restarted", self.restarted))
+            if names
+        )
 
 
 def reconcile(config: Config, server: Any = None) -> Changes:
@@ -85,7 +88,9 @@ class BusPrograms:
         except (OSError, xmlrpc.client.Error) as exc:
             stopping = isinstance(exc, xmlrpc.client.Fault) and exc.faultCode == Faults.SHUTDOWN_STATE
             if not self.failing and not stopping:  # when supervisord is stopping, node is next
-                log.error("cannot reconcile the bus programs with supervisord (%s); retrying every %.0f s", exc, self.round_s)
+                log.error(
+                    "cannot reconcile the bus programs with supervisord (%s); retrying every %.0f s", exc, self.round_s
+                )
                 self.failing = True
             return
         if self.failing:

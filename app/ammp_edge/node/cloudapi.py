@@ -78,7 +78,9 @@ class Api:
         try:
             return json.loads(resp.content)
         except ValueError as exc:
-            raise ApiError(f"{method} {self.base}/{path}: the answer is not JSON ({exc}): {_short(resp.text)}") from None
+            raise ApiError(
+                f"{method} {self.base}/{path}: the answer is not JSON ({exc}): {_short(resp.text)}"
+            ) from None
 
 
 def send(method: str, url: str, headers: dict, body: Any, timeout: float) -> Response:
@@ -127,8 +129,13 @@ class Retry:
         self.failures += 1
         delay = self.delay
         if self.failures == 1:
-            self.log.warning("%s failed: %s; retrying in %.0f s, then less and less often (at most every %.0f s)",
-                             self.what, error, delay, self.cap)
+            self.log.warning(
+                "%s failed: %s; retrying in %.0f s, then less and less often (at most every %.0f s)",
+                self.what,
+                error,
+                delay,
+                self.cap,
+            )
         else:
             self.log.debug("%s failed again (%d): %s; next attempt in %.0f s", self.what, self.failures, error, delay)
         self.delay = min(self.delay * 2, self.cap)

@@ -123,12 +123,22 @@ def sensor_text(result: dict) -> Result:
 
 
 class CommandService:
-    def __init__(self, publish: Callable[[str, str], None], *, kvstore: KVStore | None = None,
-                 cache: KVStore | None = None, env_scan: Callable[..., dict] = scanning.env_scan,
-                 http_post: HttpPost = http_post_json, runner: Runner = run_argv,
-                 supervisor: Callable[[], Any] = supervisord.connect, pause: float = PAUSE_S,
-                 timeouts: dict[str, float] | None = None, hooks: Callable[[], list[Path]] = update_hooks,
-                 container: Callable[[], bool] = in_container, offline: Callable[[], bool] = paths.offline):
+    def __init__(
+        self,
+        publish: Callable[[str, str], None],
+        *,
+        kvstore: KVStore | None = None,
+        cache: KVStore | None = None,
+        env_scan: Callable[..., dict] = scanning.env_scan,
+        http_post: HttpPost = http_post_json,
+        runner: Runner = run_argv,
+        supervisor: Callable[[], Any] = supervisord.connect,
+        pause: float = PAUSE_S,
+        timeouts: dict[str, float] | None = None,
+        hooks: Callable[[], list[Path]] = update_hooks,
+        container: Callable[[], bool] = in_container,
+        offline: Callable[[], bool] = paths.offline,
+    ):
         self.publish = publish
         self.kvstore = kvstore or KVStore()
         self.cache = cache or kv_cache()
@@ -140,7 +150,10 @@ class CommandService:
             "sys_reboot": (self.sys_reboot, 60.0),
             "app_restart": (self.app_restart, 60.0),
             "image_update": (self.image_update, 1800.0),
-            "imt_sensor_address": (lambda cancel: sensor_text(sensor_address.imt_sensor_address(self.sensor_port())), 60.0),
+            "imt_sensor_address": (
+                lambda cancel: sensor_text(sensor_address.imt_sensor_address(self.sensor_port())),
+                60.0,
+            ),
             "holykell_sensor_address_7": (lambda cancel: self.holykell(7), 60.0),
             "holykell_sensor_address_8": (lambda cancel: self.holykell(8), 60.0),
         }
@@ -157,8 +170,10 @@ class CommandService:
         refused: it would run again at every reconnection (a reboot loop with `sys_reboot`)."""
         if retained:
             log.warning("ignored a retained d/command message (%d bytes)", len(payload))
-            self._answer("Invalid command payload: a retained message is not run (it would repeat at every "
-                         "connection); nothing was run")
+            self._answer(
+                "Invalid command payload: a retained message is not run (it would repeat at every "
+                "connection); nothing was run"
+            )
             return
         try:
             names = validate(bytes(payload))
@@ -263,12 +278,14 @@ class CommandService:
         posted = self._post_scan(result)
         net = (result.get("network_scan") or [{}])[0]
         found = sum(1 for _, text in result.get("serial_scan", []) if "SUCCESS" in text)
-        lines = [f"network: {len(net.get('hosts') or [])} host(s) on {net.get('ifname')} "
-                 f"{net.get('ipv4')}/{net.get('netmask')}" + (f" (scan failed: {net['error']})" if net.get("error") else ""),
-                 f"serial: {found} device(s) found",
-                 f"speedwire: {result.get('speedwire_serials')}",
-                 f"published on {keys.ENV_SCAN_TOPIC}",
-                 posted]
+        lines = [
+            f"network: {len(net.get('hosts') or [])} host(s) on {net.get('ifname')} "
+            f"{net.get('ipv4')}/{net.get('netmask')}" + (f" (scan failed: {net['error']})" if net.get("error") else ""),
+            f"serial: {found} device(s) found",
+            f"speedwire: {result.get('speedwire_serials')}",
+            f"published on {keys.ENV_SCAN_TOPIC}",
+            posted,
+        ]
         return Result(0, "\n".join(lines) + "\n")
 
     def trigger_config_generation(self, cancel: threading.Event, tank_dims: dict | None = None) -> Result:
@@ -299,6 +316,9 @@ class CommandService:
         for hook in self.hooks():
             if hook.is_file() and os.access(hook, os.X_OK):
                 return Result(*self.runner([str(hook)], 1700.0))
-        how = ("pull a new image and re-create the container" if self.container()
-               else "update the checkout or the package by hand")
+        how = (
+            "pull a new image and re-create the container"
+            if self.container()
+            else "update the checkout or the package by hand"
+        )
         return Result(1, "", f"updates are not supported in this installation (no update hook); {how}\n")

@@ -50,25 +50,25 @@ def members(text: str) -> list[tuple[str, int, int, int]]:
     """(key, key start, value start, value end) of each member of the JSON object `text`, in order.
     `text` must be valid JSON (check with json.loads first)."""
     i = _skip_ws(text, 0)
-    if text[i:i + 1] != "{":
+    if text[i : i + 1] != "{":
         raise ValueError("not a JSON object")
     i = _skip_ws(text, i + 1)
     out: list[tuple[str, int, int, int]] = []
-    if text[i:i + 1] == "}":
+    if text[i : i + 1] == "}":
         return out
     while True:
         key_start = i
         key, i = _DECODER.raw_decode(text, i)
         i = _skip_ws(text, i)
-        if not isinstance(key, str) or text[i:i + 1] != ":":
+        if not isinstance(key, str) or text[i : i + 1] != ":":
             raise ValueError(f"malformed object member at {key_start}")
         value_start = _skip_ws(text, i + 1)
         _, i = _DECODER.raw_decode(text, value_start)
         out.append((key, key_start, value_start, i))
         i = _skip_ws(text, i)
-        if text[i:i + 1] == ",":
+        if text[i : i + 1] == ",":
             i = _skip_ws(text, i + 1)
-        elif text[i:i + 1] == "}":
+        elif text[i : i + 1] == "}":
             return out
         else:
             raise ValueError(f"malformed object at {i}")
@@ -77,7 +77,7 @@ def members(text: str) -> list[tuple[str, int, int, int]]:
 def member_text(text: str, key: str) -> str | None:
     """The exact text of the value of `key` (the last one, as json.loads takes), or None."""
     found = [m for m in members(text) if m[0] == key]
-    return text[found[-1][2]:found[-1][3]] if found else None
+    return text[found[-1][2] : found[-1][3]] if found else None
 
 
 def without_member(text: str, key: str) -> str:
@@ -154,17 +154,28 @@ class Intake:
                     return True
                 self.store.set_raw("config", stored)
             except sqlite3.Error as exc:
-                msg = (f"config {config.config_id} from {source} could not be stored ({exc}); "
-                       "the previous config keeps running")
+                msg = (
+                    f"config {config.config_id} from {source} could not be stored ({exc}); "
+                    "the previous config keeps running"
+                )
                 log.error("%s", msg)
                 self.publish(LOG_TOPIC, msg)
                 return False
             self._refused = None
-            log.info("config %s from %s stored: %d device(s) on %d bus(es), %d problem(s)", config.config_id, source,
-                     len(config.devices), len(config.buses()), len(config.problems))
+            log.info(
+                "config %s from %s stored: %d device(s) on %d bus(es), %d problem(s)",
+                config.config_id,
+                source,
+                len(config.devices),
+                len(config.buses()),
+                len(config.problems),
+            )
             if config.problems:
-                self.publish(LOG_TOPIC, f"config {config.config_id} from {source}: {len(config.problems)} problem(s), "
-                             "those items are skipped and the rest runs: " + "; ".join(map(str, config.problems)))
+                self.publish(
+                    LOG_TOPIC,
+                    f"config {config.config_id} from {source}: {len(config.problems)} problem(s), "
+                    "those items are skipped and the rest runs: " + "; ".join(map(str, config.problems)),
+                )
             return True
 
     def stored_digest(self) -> str | None:
@@ -192,15 +203,23 @@ class Intake:
 class HttpWatch:
     """The config from the AMMP API: checked at start, then every `interval` seconds."""
 
-    def __init__(self, intake: Intake, api_for: Callable[[], Api], node_id: str, access_key: str,
-                 interval: float, retry_first: float | None = None):
+    def __init__(
+        self,
+        intake: Intake,
+        api_for: Callable[[], Api],
+        node_id: str,
+        access_key: str,
+        interval: float,
+        retry_first: float | None = None,
+    ):
         self.intake = intake
         self.api_for = api_for
         self.node_id = node_id
         self.access_key = access_key
         self.interval = interval
-        self.retry = Retry("config check against the AMMP API",
-                           **({} if retry_first is None else {"first": retry_first}), logger=log)
+        self.retry = Retry(
+            "config check against the AMMP API", **({} if retry_first is None else {"first": retry_first}), logger=log
+        )
         self._message: str | None = None
 
     def check(self) -> str:

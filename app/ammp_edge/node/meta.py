@@ -49,8 +49,12 @@ def values(start_time: float, ssh_dir: Path = Path("/etc/ssh")) -> dict[str, str
     import psutil
 
     u = os.uname()
-    out = {"boot_time": str(int(psutil.boot_time())), "start_time": str(int(start_time)),
-           "arch": f"{u.sysname} {u.release} {u.version} {u.machine}", "version": __version__}
+    out = {
+        "boot_time": str(int(psutil.boot_time())),
+        "start_time": str(int(start_time)),
+        "arch": f"{u.sysname} {u.release} {u.version} {u.machine}",
+        "version": __version__,
+    }
     fp = ssh_fingerprint(ssh_dir)
     if fp:
         out["ssh_fingerprint"] = fp
@@ -116,6 +120,9 @@ def wait_for_bridges(topics: list[str], stop: threading.Event, timeout: float = 
     finally:
         link.stop()
     if not ready.is_set() and not stop.is_set():
-        log.warning("bridges %s not reported by the broker within %.0f s; publishing metadata anyway",
-                    ", ".join(topics), timeout)
+        log.warning(
+            "bridges %s not reported by the broker within %.0f s; publishing metadata anyway",
+            ", ".join(topics),
+            timeout,
+        )
     return ready.is_set()

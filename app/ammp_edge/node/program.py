@@ -59,8 +59,14 @@ def command_service(publish: Callable[[str, str], None]) -> CommandService | Non
 
 
 class Node:
-    def __init__(self, stop: threading.Event, store: KVStore, offline: bool | None = None, link: Any = None,
-                 retry_first: float | None = None):
+    def __init__(
+        self,
+        stop: threading.Event,
+        store: KVStore,
+        offline: bool | None = None,
+        link: Any = None,
+        retry_first: float | None = None,
+    ):
         self.stop = stop
         self.store = store
         self.offline = paths.offline() if offline is None else offline
@@ -166,4 +172,3 @@ class Node:
 
 def run(stop: threading.Event, round_s: float = ROUND_S, kvstore: KVStore | None = None) -> int:
     return Node(stop, kvstore or KVStore()).run(round_s)
-

@@ -114,8 +114,9 @@ def import_legacy(store, path: Path | None = None) -> bool:
 # activation
 
 
-def activate(api_for: Callable[[], Api], node_id: str, stop: threading.Event,
-             retry_first: float | None = None) -> str | None:
+def activate(
+    api_for: Callable[[], Api], node_id: str, stop: threading.Event, retry_first: float | None = None
+) -> str | None:
     """GET then POST {base}/nodes/{id}/activate, each retried until it works; the access key, or None
     when stopped first."""
     kw = {} if retry_first is None else {"first": retry_first}
@@ -147,9 +148,14 @@ def activate(api_for: Callable[[], Api], node_id: str, stop: threading.Event,
                 return None
 
 
-def ensure_identity(store, stop: threading.Event, api_for: Callable[[], Api] | None = None,
-                    legacy: Path | None = None, node_id: Callable[[], str] = generate_node_id,
-                    retry_first: float | None = None) -> tuple[str, str] | None:
+def ensure_identity(
+    store,
+    stop: threading.Event,
+    api_for: Callable[[], Api] | None = None,
+    legacy: Path | None = None,
+    node_id: Callable[[], str] = generate_node_id,
+    retry_first: float | None = None,
+) -> tuple[str, str] | None:
     """(node_id, access_key): from the KV store, the legacy config.db, or by activation (which waits,
     retrying, until it works). None when stopped before."""
     api_for = api_for or (lambda: Api.from_store(store))

@@ -107,8 +107,15 @@ class ModbusDevice:
                 answered = True
                 parts = planner.split(block) if exc.code in SPLIT_ON else [block]
                 if len(parts) > 1:
-                    log.info("[%s] fc%d %d..%d refused (%s): splitting into %d requests",
-                             self.device.key, block.fncode, block.address, block.end - 1, exc, len(parts))
+                    log.info(
+                        "[%s] fc%d %d..%d refused (%s): splitting into %d requests",
+                        self.device.key,
+                        block.fncode,
+                        block.address,
+                        block.end - 1,
+                        exc,
+                        len(parts),
+                    )
                     queue[0:0] = parts
                     continue
                 new_plan.append(block)
@@ -175,8 +182,9 @@ class ModbusDevice:
                     res.errors.append(f"status {status.key}: {exc}")
                     continue
                 if decoded is None:
-                    log.warning("[%s] status %s: value not in status_level_value_map; item dropped",
-                                self.device.key, status.key)
+                    log.warning(
+                        "[%s] status %s: value not in status_level_value_map; item dropped", self.device.key, status.key
+                    )
                 else:
                     res.status.append(decoded)
 

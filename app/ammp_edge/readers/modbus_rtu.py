@@ -43,9 +43,16 @@ EXCEPTION_FRAME = 5  # unit, function code | 0x80, exception code, CRC (2)
 
 def _exception_code(exc: minimalmodbus.SlaveReportedException) -> int:
     text = str(exc).lower()
-    for phrase, code in (("illegal function", 1), ("illegal data address", 2), ("illegal data value", 3),
-                         ("busy", 6), ("negative acknowledge", 7), ("memory parity", 8),
-                         ("gateway path", 10), ("gateway target", 11)):
+    for phrase, code in (
+        ("illegal function", 1),
+        ("illegal data address", 2),
+        ("illegal data value", 3),
+        ("busy", 6),
+        ("negative acknowledge", 7),
+        ("memory parity", 8),
+        ("gateway path", 10),
+        ("gateway target", 11),
+    ):
         if phrase in text:
             return code
     return 4
@@ -87,8 +94,9 @@ class RtuLine(serial.Serial):
             except OSError as exc:
                 raise serial.SerialException(f"read failed: {exc}") from None
             if not chunk:
-                raise serial.SerialException("device reports readiness to read but returned no data "
-                                             "(device disconnected?)")
+                raise serial.SerialException(
+                    "device reports readiness to read but returned no data (device disconnected?)"
+                )
             buf += chunk
         return bytes(buf)
 
@@ -104,14 +112,23 @@ class RtuLine(serial.Serial):
             except BlockingIOError:
                 return dropped
             if not chunk:
-                raise serial.SerialException("device reports readiness to read but returned no data "
-                                             "(device disconnected?)")
+                raise serial.SerialException(
+                    "device reports readiness to read but returned no data (device disconnected?)"
+                )
             dropped += len(chunk)
 
 
 class RtuTransport:
-    def __init__(self, port: str, baudrate: int = 9600, bytesize: int = 8, parity: str = "none",
-                 stopbits: float = 1, frame_gap: float = 0.0, late_window: float = LATE_WINDOW):
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 9600,
+        bytesize: int = 8,
+        parity: str = "none",
+        stopbits: float = 1,
+        frame_gap: float = 0.0,
+        late_window: float = LATE_WINDOW,
+    ):
         self.port = port
         letter = parity_letter(parity)
         self.settings = dict(baudrate=baudrate, bytesize=bytesize, parity=letter, stopbits=stopbits)
@@ -166,8 +183,12 @@ class RtuTransport:
             if after_failure:  # expected now and then: a slave answering after our timeout
                 log.info("%s: dropped %d byte(s) arriving after a failed request (a late answer)", self.port, dropped)
             else:
-                log.warning("%s: dropped %d stray byte(s) found on the line before a request (noise, another "
-                            "master, or an answer later than the late window)", self.port, dropped)
+                log.warning(
+                    "%s: dropped %d stray byte(s) found on the line before a request (noise, another "
+                    "master, or an answer later than the late window)",
+                    self.port,
+                    dropped,
+                )
 
     def read(self, unit: int, fncode: int, address: int, count: int, timeout: float) -> list[int]:
         inst = self._instrument(unit)

@@ -27,8 +27,7 @@ class TcpTransport:
     new DHCP lease is followed (the bus program's resolver: ARP, the scan cache, then a rate-limited
     background scan)."""
 
-    def __init__(self, host: str | None, port: int = 502, mac: str | None = None,
-                 resolve_mac: MacResolver = lookup):
+    def __init__(self, host: str | None, port: int = 502, mac: str | None = None, resolve_mac: MacResolver = lookup):
         self.host, self.port, self.mac = host, port, (None if host else mac)
         self.resolve_mac = resolve_mac
         self.client = ModbusTcpClient(host or "0.0.0.0", port=port, timeout=3, retries=0)

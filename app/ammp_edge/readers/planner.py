@@ -88,4 +88,3 @@ def one_per_request(items: list[Item]) -> list[Block]:
         else:
             b.items.append(it)
     return list(singles.values())
-

@@ -25,8 +25,14 @@ def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Tr
     if device.reading_type == "modbusrtu":
         from .modbus_rtu import RtuTransport  # minimalmodbus and pyserial: only in serial buses
 
-        return RtuTransport(a["device"], int(a.get("baudrate", 9600)), int(a.get("bytesize", 8)),
-                            str(a.get("parity", "none")), a.get("stopbits", 1), float(a.get("frame_gap", 0)))
+        return RtuTransport(
+            a["device"],
+            int(a.get("baudrate", 9600)),
+            int(a.get("bytesize", 8)),
+            str(a.get("parity", "none")),
+            a.get("stopbits", 1),
+            float(a.get("frame_gap", 0)),
+        )
     return None
 
 

@@ -55,7 +55,9 @@ class Sessions:
         return _b64(hmac.new(secret or self.secret(), text.encode(), hashlib.sha256).digest())
 
     def issue(self) -> str:
-        payload = _b64(json.dumps({"sid": secrets.token_hex(16), "exp": int(time.time()) + SESSION_LIFETIME_S}).encode())
+        payload = _b64(
+            json.dumps({"sid": secrets.token_hex(16), "exp": int(time.time()) + SESSION_LIFETIME_S}).encode()
+        )
         return f"{payload}.{self._sign('s:' + payload)}"
 
     def check(self, token: str | None) -> str | None:
@@ -85,8 +87,12 @@ class Sessions:
         return self._sign("c:" + sid)
 
     def csrf_ok(self, sid: str | None, token: str | None) -> bool:
-        return sid is not None and token is not None and bool(sid and token) \
+        return (
+            sid is not None
+            and token is not None
+            and bool(sid and token)
             and hmac.compare_digest(self.csrf_token(sid), token)
+        )
 
 
 class RateLimiter:

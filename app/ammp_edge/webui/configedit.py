@@ -103,8 +103,13 @@ def address_from_form(reading_type: str, form: dict, old: dict | None = None) ->
         if stopbits not in ("1", "2"):
             raise ValueError("stopbits: must be 1 or 2")
         addr.pop("unit_id", None)
-        addr.update(device=dev, slaveaddr=_int(form, "slaveaddr", 0, 247), baudrate=_int(form, "baudrate", serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE),
-                    parity=parity, stopbits=int(stopbits))
+        addr.update(
+            device=dev,
+            slaveaddr=_int(form, "slaveaddr", 0, 247),
+            baudrate=_int(form, "baudrate", serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE),
+            parity=parity,
+            stopbits=int(stopbits),
+        )
     return addr
 
 
@@ -113,7 +118,7 @@ def driver_readings(doc: dict, key: str, driver: dict) -> None:
     readings = doc["readings"]
     for name in [n for n, r in readings.items() if isinstance(r, dict) and r.get("device") == key]:
         del readings[name]
-    for var in (driver.get("fields") or {}):
+    for var in driver.get("fields") or {}:
         readings[f"{key}_{var}"] = {"device": key, "var": var}
 
 
@@ -153,8 +158,13 @@ def add_device(doc: dict, key: str, form: dict, drivers: dict) -> dict:
     if driver not in drivers:
         raise ValueError(f"driver: no driver named {driver!r}")
     vid = str(form.get("vendor_id", "")).strip() or key
-    doc["devices"][key] = {"name": str(form.get("name", "")).strip()[:200] or key, "driver": driver,
-                           "reading_type": rt, "vendor_id": vid[:200], "enabled": True,
-                           "address": address_from_form(rt, form)}
+    doc["devices"][key] = {
+        "name": str(form.get("name", "")).strip()[:200] or key,
+        "driver": driver,
+        "reading_type": rt,
+        "vendor_id": vid[:200],
+        "enabled": True,
+        "address": address_from_form(rt, form),
+    }
     driver_readings(doc, key, drivers[driver])
     return doc

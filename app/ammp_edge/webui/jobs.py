@@ -18,8 +18,11 @@ log = logging.getLogger(__name__)
 KEEP_JOBS = 20
 KINDS = {"network": "network_scan", "serial": "serial_scan", "env": "env_scan"}
 # upstream's custom actions (also commands from the cloud): give a factory-fresh sensor its address
-ACTIONS = {"imt_sensor_address": ("imt_sensor_address", ()), "holykell_sensor_address_7": ("holykell_sensor_address", (7,)),
-           "holykell_sensor_address_8": ("holykell_sensor_address", (8,))}
+ACTIONS = {
+    "imt_sensor_address": ("imt_sensor_address", ()),
+    "holykell_sensor_address_7": ("holykell_sensor_address", (7,)),
+    "holykell_sensor_address_8": ("holykell_sensor_address", (8,)),
+}
 
 
 @dataclass
@@ -37,9 +40,18 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def view(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "args": self.args, "state": self.state,
-                "fraction": round(self.fraction, 3), "text": self.text, "started": int(self.started),
-                "finished": int(self.finished) if self.finished else None, "result": self.result, "error": self.error}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "args": self.args,
+            "state": self.state,
+            "fraction": round(self.fraction, 3),
+            "text": self.text,
+            "started": int(self.started),
+            "finished": int(self.finished) if self.finished else None,
+            "result": self.result,
+            "error": self.error,
+        }
 
 
 def scan_function(kind: str) -> Callable | None:

@@ -43,15 +43,20 @@ def build_device(dev_doc: dict, drivers_in_config: dict, builtin: dict) -> cfg.D
     driver = all_drivers.get(dev_doc.get("driver"))
     if driver is None:
         raise ProbeError(f"driver: no driver named {dev_doc.get('driver')!r}")
-    doc = {"devices": {"probe": {**dev_doc, "enabled": True}}, "drivers": drivers_in_config,
-           "readings": {f: {"device": "probe", "var": f} for f in (driver.get("fields") or {})}}
+    doc = {
+        "devices": {"probe": {**dev_doc, "enabled": True}},
+        "drivers": drivers_in_config,
+        "readings": {f: {"device": "probe", "var": f} for f in (driver.get("fields") or {})},
+    }
     try:
         config = cfg.load(doc, builtin)
     except ConfigUnusable as exc:
         raise ProbeError("; ".join(str(p) for p in exc.problems)) from None
     dev = config.devices.get("probe")
     if dev is None:
-        raise ProbeError("; ".join(str(p).replace("devices.probe", "device") for p in config.errors) or "nothing to read")
+        raise ProbeError(
+            "; ".join(str(p).replace("devices.probe", "device") for p in config.errors) or "nothing to read"
+        )
     return dev
 
 
@@ -97,16 +102,30 @@ def read_device(device: cfg.Device) -> dict:
         with _port_free(device) as paused:
             started = time.monotonic()
             rows = _read_sys(device) if device.reading_type == "sys" else _read_modbus(device)
-            return {"device": device.key, "bus": device.bus_id, "paused": paused, "fields": rows,
-                    "duration": round(time.monotonic() - started, 3)}
+            return {
+                "device": device.key,
+                "bus": device.bus_id,
+                "paused": paused,
+                "fields": rows,
+                "duration": round(time.monotonic() - started, 3),
+            }
     finally:
         _LOCK.release()
 
 
 def _read_sys(device: cfg.Device) -> list[dict]:
     res = SystemDevice(device).read(time.monotonic() + device.deadline)
-    return [{"name": n, "value": res.values.get(n), "unit": f.unit or "", "raw": [], "register": None,
-             "error": next((e for e in res.errors if e.startswith(n + ":")), None)} for n, f in device.fields.items()]
+    return [
+        {
+            "name": n,
+            "value": res.values.get(n),
+            "unit": f.unit or "",
+            "raw": [],
+            "register": None,
+            "error": next((e for e in res.errors if e.startswith(n + ":")), None),
+        }
+        for n, f in device.fields.items()
+    ]
 
 
 def _transport(device: cfg.Device) -> Transport:
@@ -129,9 +148,18 @@ def _read_modbus(device: cfg.Device) -> list[dict]:
     raw = res.raw or {}
     rows = []
     for name, f in device.fields.items():
-        row = {"name": name, "register": f.register + device.register_offset, "fncode": f.fncode, "words": f.words,
-               "datatype": f.spec.datatype or "", "order": f.spec.order, "unit": f.unit or "",
-               "raw": _hex(raw.get(name, [])), "value": _json_value(res.values.get(name)), "error": None}
+        row = {
+            "name": name,
+            "register": f.register + device.register_offset,
+            "fncode": f.fncode,
+            "words": f.words,
+            "datatype": f.spec.datatype or "",
+            "order": f.spec.order,
+            "unit": f.unit or "",
+            "raw": _hex(raw.get(name, [])),
+            "value": _json_value(res.values.get(name)),
+            "error": None,
+        }
         if name not in res.values:
             row["error"] = res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read")
         rows.append(row)
@@ -187,7 +215,7 @@ def _windows(transport: Transport, device: cfg.Device, fncode: int, register: in
     starts = [s for s in (register - 1, register, register + 1) if s >= first and s + 2 <= 65536]
     try:
         regs = transport.read(device.unit_id, fncode, first, count, device.timeout)
-        return [(s, regs[s - first:s - first + 2]) for s in starts]
+        return [(s, regs[s - first : s - first + 2]) for s in starts]
     except ModbusException:
         pass  # some registers of the window do not exist: each start on its own
     except (DeviceSilent, LinkError) as exc:

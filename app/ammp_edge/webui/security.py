@@ -17,8 +17,10 @@ from .web import Ctx
 PUBLIC = ("/health", "/login", "/static/")
 MAX_BODY = 5 * 1024 * 1024
 bottle.BaseRequest.MEMFILE_MAX = MAX_BODY
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)
 
 
 def _refuse_json(message: str, status: int) -> HTTPResponse:

@@ -26,8 +26,11 @@ THREADS = 8
 def announce_password(state: WebState) -> None:
     initial = credentials.ensure_password(state.store)
     if initial:
-        log.warning("initial web UI password: %s (change it under Settings; also in %s)", initial,
-                    paths.webui_initial_password_path())
+        log.warning(
+            "initial web UI password: %s (change it under Settings; also in %s)",
+            initial,
+            paths.webui_initial_password_path(),
+        )
 
 
 def serve(stop: threading.Event, host: str | None = None, port: int | None = None) -> int:
@@ -36,8 +39,9 @@ def serve(stop: threading.Event, host: str | None = None, port: int | None = Non
     apply_log_level(state.store.get(keys.LOG_LEVEL))
     announce_password(state)
     state.start()
-    server = wsgi.Server((host, port), make_app(Ctx(state)), numthreads=THREADS, server_name="ammp-edge",
-                         shutdown_timeout=2)
+    server = wsgi.Server(
+        (host, port), make_app(Ctx(state)), numthreads=THREADS, server_name="ammp-edge", shutdown_timeout=2
+    )
     complained = False
     while not stop.is_set():
         try:

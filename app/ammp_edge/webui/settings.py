@@ -62,8 +62,11 @@ def _custom_from_form(store, f) -> tuple[dict | None, list[str]]:
         value["password"] = old["password"]  # blank: keep the stored one
     kv = read_kv(store)
     kv[keys.MQTT_BRIDGE_CUSTOM] = value
-    problems = [msg.replace("custom bridge left out: ", "") for level, msg in plan(kv).problems
-                if keys.MQTT_BRIDGE_CUSTOM in msg and level >= 40]
+    problems = [
+        msg.replace("custom bridge left out: ", "")
+        for level, msg in plan(kv).problems
+        if keys.MQTT_BRIDGE_CUSTOM in msg and level >= 40
+    ]
     return value, problems
 
 
@@ -175,5 +178,8 @@ def request_config_generation(scan: dict, dims: dict | None, publish) -> dict:
     u/state/env_scan; the AMMP cloud answers with a new config, delivered like any config."""
     if not publish(keys.ENV_SCAN_TOPIC, json.dumps(generation_request(scan, dims))):
         return {"ok": False, "message": "the local broker is not reachable; try again in a moment"}
-    return {"ok": True, "message": f"Config generation requested (on {keys.ENV_SCAN_TOPIC}); the new config arrives "
-                                   "from the AMMP cloud like any config."}
+    return {
+        "ok": True,
+        "message": f"Config generation requested (on {keys.ENV_SCAN_TOPIC}); the new config arrives "
+        "from the AMMP cloud like any config.",
+    }

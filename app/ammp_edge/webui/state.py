@@ -191,8 +191,11 @@ class WebState:
         box = self.outbox()
         first, last = box.bounds()
         oldest = box.oldest() if first is not None else None
-        self.outbox_info = {"count": box.count(), "oldest_t": oldest.get("t") if oldest else None,
-                            "dropped": box.dropped()}
+        self.outbox_info = {
+            "count": box.count(),
+            "oldest_t": oldest.get("t") if oldest else None,
+            "dropped": box.dropped(),
+        }
         if first is None or last is None:
             return
         start = max(first, (self.outbox_key + 1) if self.outbox_key is not None else last - 50)
@@ -223,8 +226,9 @@ class WebState:
         cur = self.buses.get(bus)
         if cur is not None and cur.t > r["t"]:
             return
-        self.buses[bus] = BusState(r["t"], r.get("duration"), r.get("requests"), r.get("errors") or {},
-                                   r.get("overruns") or 0, time.time())
+        self.buses[bus] = BusState(
+            r["t"], r.get("duration"), r.get("requests"), r.get("errors") or {}, r.get("overruns") or 0, time.time()
+        )
 
     def _sample_bridges(self) -> None:
         try:
@@ -245,8 +249,14 @@ class WebState:
         out = []
         for b in self.bridge_list:
             s = states.get(b.state_topic)
-            out.append({"name": b.name, "address": b.address, "topic": b.state_topic,
-                        "state": "connected" if s == "1" else "disconnected" if s == "0" else "unknown"})
+            out.append(
+                {
+                    "name": b.name,
+                    "address": b.address,
+                    "topic": b.state_topic,
+                    "state": "connected" if s == "1" else "disconnected" if s == "0" else "unknown",
+                }
+            )
         return out
 
     def live(self, now: float | None = None) -> dict:
@@ -268,13 +278,30 @@ class WebState:
             for name in names:
                 f = dev.fields.get(name) if dev else None
                 value = rec.get(name)
-                fields.append({"name": name, "value": value, "unit": getattr(f, "unit", None) or "",
-                               "description": getattr(f, "description", None) or "",
-                               "null": name in rec and value is None, "missing": name not in rec})
-            devices.append({"key": key, "name": (dev.name if dev else None) or "", "driver": dev.driver_name if dev else "",
-                            "bus": dev.bus_id if dev else "", "t": t, "age": age, "stale": stale,
-                            "answered": any(not k.startswith("_") for k in rec), "fields": fields,
-                            "status": status.get(key, (0, []))[1]})
+                fields.append(
+                    {
+                        "name": name,
+                        "value": value,
+                        "unit": getattr(f, "unit", None) or "",
+                        "description": getattr(f, "description", None) or "",
+                        "null": name in rec and value is None,
+                        "missing": name not in rec,
+                    }
+                )
+            devices.append(
+                {
+                    "key": key,
+                    "name": (dev.name if dev else None) or "",
+                    "driver": dev.driver_name if dev else "",
+                    "bus": dev.bus_id if dev else "",
+                    "t": t,
+                    "age": age,
+                    "stale": stale,
+                    "answered": any(not k.startswith("_") for k in rec),
+                    "fields": fields,
+                    "status": status.get(key, (0, []))[1],
+                }
+            )
         return {"now": int(now), "read_interval": interval, "devices": devices}
 
     def series(self, device: str, field_name: str) -> list[tuple[int, Any]]:

@@ -14,8 +14,14 @@ from .. import __version__
 from ..core import keys, paths
 from ..core.supervisor import FATAL, programs
 
-CLOCK_STATES = {0: "synchronised", 1: "synchronised (leap second pending)", 2: "synchronised (leap second pending)",
-                3: "synchronised (leap second)", 4: "synchronised", 5: "not synchronised"}
+CLOCK_STATES = {
+    0: "synchronised",
+    1: "synchronised (leap second pending)",
+    2: "synchronised (leap second pending)",
+    3: "synchronised (leap second)",
+    4: "synchronised",
+    5: "not synchronised",
+}
 
 
 def clock_state() -> str:
@@ -50,8 +56,16 @@ def interfaces() -> list[dict]:
         v4 = [f"{a.address}/{_bits(a.netmask)}" for a in addrs if a.family == socket.AF_INET]
         v6 = [a.address.split("%")[0] for a in addrs if a.family == socket.AF_INET6]
         st = stats.get(name)
-        out.append({"name": name, "mac": mac, "ipv4": v4, "ipv6": v6, "up": bool(st and st.isup),
-                    "speed": st.speed if st else 0})
+        out.append(
+            {
+                "name": name,
+                "mac": mac,
+                "ipv4": v4,
+                "ipv6": v6,
+                "up": bool(st and st.isup),
+                "speed": st.speed if st else 0,
+            }
+        )
     return out
 
 
@@ -127,6 +141,12 @@ def health(state) -> tuple[int, dict]:
     settings = sysinfo.pop("settings") or {}
     sysinfo["settings_problems"] = len(settings.get("problems", [])) if settings else None
     sysinfo["access_point_active"] = (settings.get("access_point") or {}).get("active")
-    return (200 if ok else 503), {"status": "ok" if ok else "fail", "version": __version__,
-                                  "programs": {p["name"]: p["state"] for p in progs}, "error": err,
-                                  "outbox": state.outbox_info, "time": int(time.time()), "system": sysinfo}
+    return (200 if ok else 503), {
+        "status": "ok" if ok else "fail",
+        "version": __version__,
+        "programs": {p["name"]: p["state"] for p in progs},
+        "error": err,
+        "outbox": state.outbox_info,
+        "time": int(time.time()),
+        "system": sysinfo,
+    }

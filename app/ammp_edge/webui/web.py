@@ -30,8 +30,14 @@ class Ctx:
 
 def render(name: str, ctx: Ctx, **kw: Any) -> str:
     sid = request.environ.get("ae.sid")
-    return bottle.template(name, template_lookup=TEMPLATES, csrf=ctx.sessions.csrf_token(sid) if sid else "",
-                           page=name, path=request.path, **kw)
+    return bottle.template(
+        name,
+        template_lookup=TEMPLATES,
+        csrf=ctx.sessions.csrf_token(sid) if sid else "",
+        page=name,
+        path=request.path,
+        **kw,
+    )
 
 
 def as_json(data: Any, status_code: int = 200) -> HTTPResponse:

@@ -51,10 +51,16 @@ def _check(cancel: threading.Event | None) -> None:
         raise Cancelled("scan cancelled")
 
 
-def network_scan(targets: list[str] | None = None, ports: Iterable[int] = network.DEFAULT_PORTS,
-                 progress: Progress | None = None, cancel: threading.Event | None = None, *,
-                 modbus_ports: Iterable[int] = (modbus.MODBUS_PORT,), probe_modbus: bool = True,
-                 cache: KVStore | None = None) -> list[dict]:
+def network_scan(
+    targets: list[str] | None = None,
+    ports: Iterable[int] = network.DEFAULT_PORTS,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    *,
+    modbus_ports: Iterable[int] = (modbus.MODBUS_PORT,),
+    probe_modbus: bool = True,
+    cache: KVStore | None = None,
+) -> list[dict]:
     ports = list(ports)
     if not targets:
         iface = network.default_interface()
@@ -75,15 +81,26 @@ def network_scan(targets: list[str] | None = None, ports: Iterable[int] = networ
     return hosts
 
 
-def serial_scan(port: str | None = None, baudrate: int = serial.BAUDRATE, progress: Progress | None = None,
-                cancel: threading.Event | None = None) -> list[list[str]]:
+def serial_scan(
+    port: str | None = None,
+    baudrate: int = serial.BAUDRATE,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> list[list[str]]:
     return serial.serial_scan(port, baudrate, progress, cancel)
 
 
-def env_scan(progress: Progress | None = None, cancel: threading.Event | None = None, *,
-             targets: list[str] | None = None, ports: Iterable[int] = network.DEFAULT_PORTS,
-             modbus_ports: Iterable[int] = (modbus.MODBUS_PORT,), serial_port: str | None = None,
-             speedwire_timeout: float = speedwire.TIMEOUT_S, speedwire_port: int = speedwire.PORT) -> dict:
+def env_scan(
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    *,
+    targets: list[str] | None = None,
+    ports: Iterable[int] = network.DEFAULT_PORTS,
+    modbus_ports: Iterable[int] = (modbus.MODBUS_PORT,),
+    serial_port: str | None = None,
+    speedwire_timeout: float = speedwire.TIMEOUT_S,
+    speedwire_port: int = speedwire.PORT,
+) -> dict:
     """The full environment scan (keyword arguments for tests and special sites)."""
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     iface = network.default_interface() or {"ifname": None, "ipv4": None, "netmask": None}

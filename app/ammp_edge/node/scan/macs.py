@@ -52,8 +52,9 @@ def background_sweep(cache: KVStore) -> None:
     threading.Thread(target=run, name="mac-refresh", daemon=True).start()
 
 
-def sweep_if_due(mac: str, cache: KVStore | None = None,
-                 trigger: Callable[[KVStore], None] | None = background_sweep) -> None:
+def sweep_if_due(
+    mac: str, cache: KVStore | None = None, trigger: Callable[[KVStore], None] | None = background_sweep
+) -> None:
     """`mac` is unknown: start a background sweep unless one ran within the hold-off."""
     cache = cache or process_cache()
     if trigger is not None and claim_scan(cache):
@@ -61,8 +62,13 @@ def sweep_if_due(mac: str, cache: KVStore | None = None,
         trigger(cache)
 
 
-def resolve_mac(mac: str, *, arp_path: Path | str = ARP_PATH, cache: KVStore | None = None,
-                trigger: Callable[[KVStore], None] | None = background_sweep) -> str | None:
+def resolve_mac(
+    mac: str,
+    *,
+    arp_path: Path | str = ARP_PATH,
+    cache: KVStore | None = None,
+    trigger: Callable[[KVStore], None] | None = background_sweep,
+) -> str | None:
     """The IPv4 address of `mac`, or None (then a background sweep is started, rate-limited)."""
     cache = cache or process_cache()
     ip = lookup(mac, arp_path=arp_path, cache=cache)

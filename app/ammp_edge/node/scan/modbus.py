@@ -30,17 +30,31 @@ U16, U32 = codec.ValueSpec("uint16"), codec.ValueSpec("uint32")
 
 # (vendor substring, unit id, [(field, register, words, spec)])
 VENDOR_PROBES = [
-    ("SMA", 3, [("sma_device_class", 30051, 2, U32), ("sma_device_type", 30053, 2, U32),
-                ("sma_inverter_serial", 30057, 2, U32)]),
-    ("Deep Sea Electronics", 1, [("dse_model_number", 769, 1, U16), ("dse_control_mode", 772, 1, U16),
-                                 ("dse_serial", 770, 2, U32)]),
+    (
+        "SMA",
+        3,
+        [
+            ("sma_device_class", 30051, 2, U32),
+            ("sma_device_type", 30053, 2, U32),
+            ("sma_inverter_serial", 30057, 2, U32),
+        ],
+    ),
+    (
+        "Deep Sea Electronics",
+        1,
+        [("dse_model_number", 769, 1, U16), ("dse_control_mode", 772, 1, U16), ("dse_serial", 770, 2, U32)],
+    ),
 ]
 SUNSPEC_MARKER = [0x5375, 0x6E53]  # "SunS"
 SUNSPEC_BASES = (40000, 0, 50000)
 SUNSPEC_UNITS = (1, 126)
 # common model (1) after the marker: id, length, Mn[16], Md[16], Opt[8], Vr[8], SN[16]
-SUNSPEC_COMMON = {"sunspec_manufacturer": (2, 16), "sunspec_model": (18, 16), "sunspec_version": (42, 8),
-                  "sunspec_serial": (50, 16)}
+SUNSPEC_COMMON = {
+    "sunspec_manufacturer": (2, 16),
+    "sunspec_model": (18, 16),
+    "sunspec_version": (42, 8),
+    "sunspec_serial": (50, 16),
+}
 SUNSPEC_COMMON_WORDS = 66
 
 
@@ -69,14 +83,19 @@ def _sunspec_at(transport: TcpTransport, unit: int, base: int, timeout: float) -
         return found
     if len(regs) >= 2 and regs[0] == 1:
         for name, (offset, words) in SUNSPEC_COMMON.items():
-            part = regs[offset:offset + words]
+            part = regs[offset : offset + words]
             if len(part) == words:
                 found[name] = codec.decode_text(codec.registers_to_bytes(part))
     return found
 
 
-def sunspec_discover(transport: TcpTransport, units=SUNSPEC_UNITS, bases=SUNSPEC_BASES,
-                     timeout: float = TIMEOUT_S, cancel: threading.Event | None = None) -> list[dict]:
+def sunspec_discover(
+    transport: TcpTransport,
+    units=SUNSPEC_UNITS,
+    bases=SUNSPEC_BASES,
+    timeout: float = TIMEOUT_S,
+    cancel: threading.Event | None = None,
+) -> list[dict]:
     """SunSpec devices behind one connection: one entry per unit id where a marker was found."""
     found: list[dict] = []
     for unit in units:
@@ -93,8 +112,9 @@ def sunspec_discover(transport: TcpTransport, units=SUNSPEC_UNITS, bases=SUNSPEC
     return found
 
 
-def probe_host(host: dict, port: int = MODBUS_PORT, timeout: float = TIMEOUT_S,
-               cancel: threading.Event | None = None) -> list[dict]:
+def probe_host(
+    host: dict, port: int = MODBUS_PORT, timeout: float = TIMEOUT_S, cancel: threading.Event | None = None
+) -> list[dict]:
     """What answers on host["ipv4"]:port; also stored as host["modbustcp"]."""
     from ...readers.modbus_tcp import TcpTransport
 
@@ -122,8 +142,9 @@ def probe_host(host: dict, port: int = MODBUS_PORT, timeout: float = TIMEOUT_S,
     return results
 
 
-def probe_hosts(hosts: list[dict], modbus_ports=(MODBUS_PORT,), timeout: float = TIMEOUT_S,
-                cancel: threading.Event | None = None) -> None:
+def probe_hosts(
+    hosts: list[dict], modbus_ports=(MODBUS_PORT,), timeout: float = TIMEOUT_S, cancel: threading.Event | None = None
+) -> None:
     """probe_host for every host with one of modbus_ports open (the first one found)."""
     wanted = [str(p) for p in modbus_ports]
     for host in hosts:

@@ -125,15 +125,23 @@ def parse_nmap_xml(xml: bytes | str) -> list[dict]:
             host["hostname"] = names[0].get("name")
         ports = h.find("ports")
         if ports is not None:
-            host["ports"] = [p.get("portid") for p in ports.findall("port")
-                             if (state := p.find("state")) is not None and state.get("state") == "open"]
+            host["ports"] = [
+                p.get("portid")
+                for p in ports.findall("port")
+                if (state := p.find("state")) is not None and state.get("state") == "open"
+            ]
         if "ipv4" in host:
             hosts.append(host)
     return hosts
 
 
-def run_nmap(args: list[str], progress: Progress | None = None, cancel: threading.Event | None = None,
-             timeout: float = NMAP_TIMEOUT_S, nmap: str = "nmap") -> bytes:
+def run_nmap(
+    args: list[str],
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    timeout: float = NMAP_TIMEOUT_S,
+    nmap: str = "nmap",
+) -> bytes:
     """Run `nmap -oX - --stats-every 2s ARGS` (no shell); its XML. Kills nmap on cancel or timeout."""
     exe = shutil.which(nmap)
     if exe is None:
@@ -153,8 +161,10 @@ def run_nmap(args: list[str], progress: Progress | None = None, cancel: threadin
             if m and progress:
                 progress(min(float(m.group(1)), 100.0) / 100.0, "nmap running")
 
-    readers = [threading.Thread(target=pump_out, daemon=True),
-               threading.Thread(target=lambda: err.append(stderr.read()), daemon=True)]
+    readers = [
+        threading.Thread(target=pump_out, daemon=True),
+        threading.Thread(target=lambda: err.append(stderr.read()), daemon=True),
+    ]
     for t in readers:
         t.start()
     deadline = time.monotonic() + timeout
@@ -188,8 +198,13 @@ def store_macs(hosts: Iterable[dict], cache: KVStore | None) -> None:
             cache.set(keys.mac_key(h["mac"]), h)
 
 
-def nmap_scan(targets: list[str], ports: Iterable[int] = DEFAULT_PORTS, progress: Progress | None = None,
-              cancel: threading.Event | None = None, cache: KVStore | None = None) -> list[dict]:
+def nmap_scan(
+    targets: list[str],
+    ports: Iterable[int] = DEFAULT_PORTS,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    cache: KVStore | None = None,
+) -> list[dict]:
     """Port scan of targets (addresses or networks); hosts with a MAC go into the cache."""
     port_list = ",".join(str(int(p)) for p in ports)
     hosts = parse_nmap_xml(run_nmap([*targets, "--disable-arp-ping", "-p", port_list], progress, cancel))
@@ -197,8 +212,12 @@ def nmap_scan(targets: list[str], ports: Iterable[int] = DEFAULT_PORTS, progress
     return hosts
 
 
-def ping_sweep(targets: list[str] | None = None, progress: Progress | None = None,
-               cancel: threading.Event | None = None, cache: KVStore | None = None) -> list[dict]:
+def ping_sweep(
+    targets: list[str] | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    cache: KVStore | None = None,
+) -> list[dict]:
     """Hosts that answer a ping sweep (no port scan, no DNS); refreshes the MAC cache. Without
     targets: the default interface's network."""
     if not targets:

@@ -83,8 +83,9 @@ def imt_sensor_address(port: str, timeout: float = 5.0) -> dict:
     return result
 
 
-def holykell_sensor_address(port: str, target: int, timeout: float = 3.0, settle: float = 1.0,
-                            original: int = 1) -> dict:
+def holykell_sensor_address(
+    port: str, target: int, timeout: float = 3.0, settle: float = 1.0, original: int = 1
+) -> dict:
     if target not in HOLYKELL_TARGETS:
         return {"Error": f"target slave id {target} is not one of {HOLYKELL_TARGETS}"}
     result: dict = {}
@@ -130,7 +131,9 @@ def holykell_sensor_address(port: str, target: int, timeout: float = 3.0, settle
             return result
         time.sleep(settle)
         try:
-            result[f"Success, fuel level read from slave {target} (mm)"] = on(target).read_registers(2, 1, functioncode=3)
+            result[f"Success, fuel level read from slave {target} (mm)"] = on(target).read_registers(
+                2, 1, functioncode=3
+            )
         except minimalmodbus.ModbusException as exc:
             result["Error"] = f"Address set, but no reading from slave {target}. Exception {exc}"
     except (pyserial.SerialException, OSError) as exc:

@@ -72,8 +72,10 @@ def default_port(kvstore: KVStore | None = None) -> str:
 
 def probe(transport: RtuTransport, sig: Signature, baudrate: int, timeout: float = TIMEOUT_S) -> list[str]:
     test = f"Testing slave ID {sig.slave_id} for {sig.name} at baud rate {baudrate}"
-    hint = (f". {sig.name} doesn't show up, make sure the configuration is correct: "
-            f"slave id = {sig.slave_id}, baud rate = {baudrate}")
+    hint = (
+        f". {sig.name} doesn't show up, make sure the configuration is correct: "
+        f"slave id = {sig.slave_id}, baud rate = {baudrate}"
+    )
     try:
         regs = transport.read(sig.slave_id, sig.fncode, sig.register, sig.words, timeout)
         value = codec.decode_registers(regs, codec.ValueSpec(sig.datatype))
@@ -83,13 +85,21 @@ def probe(transport: RtuTransport, sig: Signature, baudrate: int, timeout: float
         return [test, f"Error: implausible value {value} (treated as no answer){hint}"]
     if isinstance(value, float):
         value = round(value, 3)
-    return [test, f"Got test response for {sig.reading} = {value} ==> SUCCESS: Device {sig.name} present "
-                  f"as ID {sig.slave_id} at baud rate = {baudrate}"]
+    return [
+        test,
+        f"Got test response for {sig.reading} = {value} ==> SUCCESS: Device {sig.name} present "
+        f"as ID {sig.slave_id} at baud rate = {baudrate}",
+    ]
 
 
-def serial_scan(port: str | None = None, baudrate: int = BAUDRATE, progress: Callable[[float, str], None] | None = None,
-                cancel: threading.Event | None = None, signatures: list[Signature] = SIGNATURES,
-                timeout: float = TIMEOUT_S) -> list[list[str]]:
+def serial_scan(
+    port: str | None = None,
+    baudrate: int = BAUDRATE,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: threading.Event | None = None,
+    signatures: list[Signature] = SIGNATURES,
+    timeout: float = TIMEOUT_S,
+) -> list[list[str]]:
     port = port or default_port()
     if not os.path.exists(port):
         return [[f"Serial port {port}", "not present on this machine; serial scan skipped"]]

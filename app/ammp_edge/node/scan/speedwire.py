@@ -44,9 +44,14 @@ def open_socket(port: int = PORT, group: str | None = GROUP, interface: str = "0
     return sock
 
 
-def collect_serials(timeout: float = TIMEOUT_S, max_datagrams: int = MAX_DATAGRAMS, port: int = PORT,
-                    group: str | None = GROUP, interface: str = "0.0.0.0",
-                    cancel: threading.Event | None = None) -> tuple[list[int], str | None]:
+def collect_serials(
+    timeout: float = TIMEOUT_S,
+    max_datagrams: int = MAX_DATAGRAMS,
+    port: int = PORT,
+    group: str | None = GROUP,
+    interface: str = "0.0.0.0",
+    cancel: threading.Event | None = None,
+) -> tuple[list[int], str | None]:
     """(unique serials in arrival order, error text or None)."""
     try:
         sock = open_socket(port, group, interface)

@@ -20,8 +20,17 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
     def config_page(result=None, applied=None, text: str = "", code: int = 200):
         config, unusable = state.config()
         response.status = code
-        return render("config", ctx, config=config, unusable=unusable, raw=state.config_raw(), result=result,
-                      applied=applied, text=text, has_previous=state.store.get_raw(keys.WEBUI_PREVIOUS_CONFIG) is not None)
+        return render(
+            "config",
+            ctx,
+            config=config,
+            unusable=unusable,
+            raw=state.config_raw(),
+            result=result,
+            applied=applied,
+            text=text,
+            has_previous=state.store.get_raw(keys.WEBUI_PREVIOUS_CONFIG) is not None,
+        )
 
     @app.get("/config")
     def config_view():
@@ -30,8 +39,10 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
     @app.get("/config/download")
     def config_download():
         raw = state.config_raw() or b"{}"
-        return bottle.HTTPResponse(raw, headers={"Content-Type": "application/json",
-                                                 "Content-Disposition": 'attachment; filename="config.json"'})
+        return bottle.HTTPResponse(
+            raw,
+            headers={"Content-Type": "application/json", "Content-Disposition": 'attachment; filename="config.json"'},
+        )
 
     @app.post("/config")
     def config_upload():
@@ -69,8 +80,11 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         dev = doc["devices"].get(key)
         if not isinstance(dev, dict):
             return bottle.HTTPResponse(f"no device {key!r}", status=404)
-        v = {**(dev.get("address") or {}), **{k: dev.get(k) for k in ("driver", "name", "reading_type")},
-             "enabled": dev.get("enabled", True) is not False}
+        v = {
+            **(dev.get("address") or {}),
+            **{k: dev.get(k) for k in ("driver", "name", "reading_type")},
+            "enabled": dev.get("enabled", True) is not False,
+        }
         return device_page(key, v, [])
 
     def apply_doc(doc: dict, on_error):
@@ -91,8 +105,11 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
     @app.get("/config/add")
     def device_add_form():
         q = request.query.decode()
-        v = {k: q.get(k) for k in ("host", "port", "unit_id", "device", "slaveaddr", "baudrate", "driver", "name")
-             if q.get(k)}
+        v = {
+            k: q.get(k)
+            for k in ("host", "port", "unit_id", "device", "slaveaddr", "baudrate", "driver", "name")
+            if q.get(k)
+        }
         v.setdefault("reading_type", q.get("reading_type") or ("modbusrtu" if v.get("device") else "modbustcp"))
         return device_page(q.get("key") or "", v, [], add=True)
 

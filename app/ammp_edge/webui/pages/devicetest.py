@@ -15,8 +15,13 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
     @app.get("/test")
     def test_page():
         config, _ = state.config()
-        return render("test", ctx, devices=sorted(config.devices) if config else [], drivers=sorted(drivers(state)),
-                      chosen=request.query.getunicode("device", ""))
+        return render(
+            "test",
+            ctx,
+            devices=sorted(config.devices) if config else [],
+            drivers=sorted(drivers(state)),
+            chosen=request.query.getunicode("device", ""),
+        )
 
     def probe_device(body: dict):
         config, _ = state.config()
@@ -34,8 +39,13 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
                 address = configedit.address_from_form(rt, body)
             except ValueError as exc:
                 raise probe.ProbeError(str(exc)) from None
-            dev_doc = {"driver": str(body.get("driver") or ""), "reading_type": rt, "vendor_id": "test",
-                       "address": address, "timeout": 2}
+            dev_doc = {
+                "driver": str(body.get("driver") or ""),
+                "reading_type": rt,
+                "vendor_id": "test",
+                "address": address,
+                "timeout": 2,
+            }
         return probe.build_device(dev_doc, extra if isinstance(extra, dict) else {}, state.builtin)
 
     @app.post("/api/test/read")

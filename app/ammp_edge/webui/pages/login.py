@@ -34,8 +34,14 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         response.set_cookie(auth.PRE_COOKIE, pre, httponly=True, samesite="strict", path="/login", max_age=3600)
         response.status = code
         target = request.forms.get("next") if request.method == "POST" else request.query.get("next")
-        return render("login", ctx, login_csrf=token, error=error, next=safe_next(target),
-                      initial_hint=paths.webui_initial_password_path())
+        return render(
+            "login",
+            ctx,
+            login_csrf=token,
+            error=error,
+            next=safe_next(target),
+            initial_hint=paths.webui_initial_password_path(),
+        )
 
     @app.post("/login")
     def login() -> str:
@@ -53,8 +59,14 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             return login_page("Wrong password.", 401)
         ctx.limiter.succeeded(client_ip())
         log.info("web UI: login from %s", client_ip())
-        response.set_cookie(auth.SESSION_COOKIE, ctx.sessions.issue(), httponly=True, samesite="strict", path="/",
-                            max_age=auth.SESSION_LIFETIME_S)
+        response.set_cookie(
+            auth.SESSION_COOKIE,
+            ctx.sessions.issue(),
+            httponly=True,
+            samesite="strict",
+            path="/",
+            max_age=auth.SESSION_LIFETIME_S,
+        )
         response.delete_cookie(auth.PRE_COOKIE, path="/login")
         return bottle.redirect(safe_next(f.get("next")), 303)
 

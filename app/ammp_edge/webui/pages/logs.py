@@ -28,7 +28,8 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         try:
             offset = max(0, int(request.query.get("offset") or 0))
             text, new_offset, overflow = supervisord.connect(timeout=10).supervisor.tailProcessStdoutLog(
-                name, offset, LOG_TAIL_BYTES)
+                name, offset, LOG_TAIL_BYTES
+            )
         except (OSError, xmlrpc.client.Error, ValueError) as exc:
             return as_json({"error": f"cannot read the log of {name}: {exc}"}, 404)
         return as_json({"program": name, "text": text, "offset": new_offset, "overflow": overflow})

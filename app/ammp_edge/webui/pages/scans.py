@@ -15,9 +15,15 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
 
     @app.get("/scans")
     def scans_page():
-        return render("scans", ctx, available=ctx.jobs.available(), jobs=[j.view() for j in ctx.jobs.recent()],
-                      serial_ports=settings.serial_ports(), sensor_port=settings.sensor_port(state.store),
-                      actions=list(jobs.ACTIONS))
+        return render(
+            "scans",
+            ctx,
+            available=ctx.jobs.available(),
+            jobs=[j.view() for j in ctx.jobs.recent()],
+            serial_ports=settings.serial_ports(),
+            sensor_port=settings.sensor_port(state.store),
+            actions=list(jobs.ACTIONS),
+        )
 
     @app.post("/api/scans")
     def api_scan_start():

@@ -19,9 +19,16 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
 
     def settings_page(message: str = "", errors: list | None = None, code: int = 200):
         response.status = code
-        return render("settings", ctx, kv=settings.current(state.store), message=message, errors=errors or [],
-                      bridges=state.bridge_view(), min_len=credentials.MIN_PASSWORD_LEN,
-                      initial=paths.webui_initial_password_path().exists())
+        return render(
+            "settings",
+            ctx,
+            kv=settings.current(state.store),
+            message=message,
+            errors=errors or [],
+            bridges=state.bridge_view(),
+            min_len=credentials.MIN_PASSWORD_LEN,
+            initial=paths.webui_initial_password_path().exists(),
+        )
 
     @app.get("/settings")
     def settings_view():
