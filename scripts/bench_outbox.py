@@ -15,15 +15,20 @@ import statistics
 import tempfile
 import time
 
-from ammp_edge.outbox import Outbox
+from ammp_edge.delivery.outbox import Outbox
 
 
 def measure(sync: int, n: int) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         box = Outbox(tmp)
         box.cache.reset("sqlite_synchronous", sync)
-        record = {"t": 0, "bus": "tcp_192.168.1.10_502", "devices": [{"_d": f"d{i}", "_vid": "v", "P": 1234.5, "E": 987654.25,
-                                                                         "V": 230.1, "I": 12.3} for i in range(12)]}
+        record = {
+            "t": 0,
+            "bus": "tcp_192.168.1.10_502",
+            "devices": [
+                {"_d": f"d{i}", "_vid": "v", "P": 1234.5, "E": 987654.25, "V": 230.1, "I": 12.3} for i in range(12)
+            ],
+        }
         lat = []
         for i in range(n):
             record["t"] = i

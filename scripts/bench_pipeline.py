@@ -28,12 +28,11 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))  # a developer script: it reuses the tests' real-part helpers
 
-from appliance_harness import Appliance  # noqa: E402
-from brokers import Recorder, cloud_broker, free_port, wait_until  # noqa: E402
-
-from ammp_edge import drivers  # noqa: E402
-from ammp_edge.outbox import Outbox  # noqa: E402
+from ammp_edge.core import drivers  # noqa: E402
+from ammp_edge.delivery.outbox import Outbox  # noqa: E402
 from ammp_edge.simulate import Simulator  # noqa: E402
+from helpers.appliance import Appliance  # noqa: E402
+from helpers.brokers import Recorder, cloud_broker, free_port, wait_until  # noqa: E402
 
 NODE = "0123456789ab"
 DELAY = re.compile(r"committed t=(\d+) key=\d+ devices=\S* delay=([-\d.]+)")
@@ -42,8 +41,13 @@ DELAY = re.compile(r"committed t=(\d+) key=\d+ devices=\S* delay=([-\d.]+)")
 def site(ports: list[int]) -> dict:
     devices, readings = {}, {}
     for i, port in enumerate(ports):
-        devices[f"inv{i}"] = {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": f"i{i}", "timeout": 2,
-                              "address": {"host": "127.0.0.1", "port": port, "unit_id": 3}}
+        devices[f"inv{i}"] = {
+            "driver": "sma_stp25000",
+            "reading_type": "modbustcp",
+            "vendor_id": f"i{i}",
+            "timeout": 2,
+            "address": {"host": "127.0.0.1", "port": port, "unit_id": 3},
+        }
         for var in ("P_total", "P_L1", "P_L2", "P_L3", "total_yield", "V_L1", "freq", "temp_internal"):
             readings[f"{i}{var}"] = {"device": f"inv{i}", "var": var}
     return {"devices": devices, "readings": readings, "read_interval": 10, "read_roundtime": True}
@@ -52,8 +56,21 @@ def site(ports: list[int]) -> dict:
 def prefill(app: Appliance, n: int) -> None:
     box = Outbox(app.data / "outbox")
     t0 = int(time.time()) // 60 * 60 - n * 60
-    devs = [{"_d": f"inv{i}", "_vid": f"i{i}", "P_total": 12345.0, "P_L1": 4115.0, "P_L2": 4115.0, "P_L3": 4115.0,
-             "total_yield": 240300950.0, "V_L1": 230.12, "freq": 50.01, "temp_internal": 41.5} for i in range(3)]
+    devs = [
+        {
+            "_d": f"inv{i}",
+            "_vid": f"i{i}",
+            "P_total": 12345.0,
+            "P_L1": 4115.0,
+            "P_L2": 4115.0,
+            "P_L3": 4115.0,
+            "total_yield": 240300950.0,
+            "V_L1": 230.12,
+            "freq": 50.01,
+            "temp_internal": 41.5,
+        }
+        for i in range(3)
+    ]
     for k in range(n):
         box.put({"t": t0 + 60 * k, "bus": "backlog", "devices": devs, "duration": 0.01, "requests": 3, "errors": {}})
     box.close()
@@ -101,6 +118,7 @@ def main() -> int:
         started = time.monotonic()
         app.start()
         try:
+
             def backlog_arrived():
                 msgs = rec.on(f"a/{NODE}/u/data")
                 return sum(1 for m in msgs if json.loads(m.payload)["t"] < started_wall) >= args.backlog
@@ -112,9 +130,12 @@ def main() -> int:
             drain = time.monotonic() - first
             live = [json.loads(m.payload) for m in rec.on(f"a/{NODE}/u/data")]
             live = [m for m in live if m["t"] >= started_wall]
-            print(f"backlog: {args.backlog} messages drained to the cloud broker (TLS bridge) in {drain:.1f} s "
-                  f"= {args.backlog / drain:.0f} msg/s (first to last arrival; `up` to the first: {first - started:.1f} s); "
-                  f"{len(live)} live cycles published meanwhile")
+            print(
+                f"backlog: {args.backlog} messages drained to the cloud broker (TLS bridge) in {drain:.1f} s "
+                f"= {args.backlog / drain:.0f} msg/s (first to last arrival; "
+                f"`up` to the first: {first - started:.1f} s); "
+                f"{len(live)} live cycles published meanwhile"
+            )
             _, cpu0 = programs_memory_cpu(app)
             t0 = time.monotonic()
             time.sleep(args.minutes * 60)
@@ -123,14 +144,22 @@ def main() -> int:
             delays = [float(d) * 1000 for _, d in DELAY.findall(app.logs("bus-"))]
             delays.sort()
             if delays:
-                print(f"cycle start jitter (start - round time) over {len(delays)} bus cycles: p50 {statistics.median(delays):.1f} ms, "
-                      f"p99 {delays[int(0.99 * (len(delays) - 1))]:.1f} ms, max {delays[-1]:.1f} ms")
-            print(f"memory, all programs but mosquitto (3 buses, publisher, node, bridge-config, webui): "
-                  f"RSS {mem['rss programs']:.0f} MB; with supervisord and up: RSS {mem['rss all']:.0f} MB, "
-                  f"PSS {mem['pss all']:.0f} MB")
+                print(
+                    f"cycle start jitter (start - round time) over {len(delays)} bus cycles: "
+                    f"p50 {statistics.median(delays):.1f} ms, "
+                    f"p99 {delays[int(0.99 * (len(delays) - 1))]:.1f} ms, max {delays[-1]:.1f} ms"
+                )
+            print(
+                f"memory, all programs but mosquitto (3 buses, publisher, node, bridge-config, webui): "
+                f"RSS {mem['rss programs']:.0f} MB; with supervisord and up: RSS {mem['rss all']:.0f} MB, "
+                f"PSS {mem['pss all']:.0f} MB"
+            )
             print("  RSS per program: " + ", ".join(f"{k} {v:.0f}" for k, v in sorted(mem["per program"].items())))
-            print(f"CPU, all programs incl. mosquitto, 10 s interval, 3 simulated devices on 3 buses: {per_hour:.0f} s per hour "
-                  f"(measured over {args.minutes:.1f} min)")
+            print(
+                f"CPU, all programs incl. mosquitto, 10 s interval, 3 simulated devices on 3 buses: "
+                f"{per_hour:.0f} s per hour "
+                f"(measured over {args.minutes:.1f} min)"
+            )
         finally:
             app.stop()
             rec.stop()

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ammp_edge import config as cfg, drivers
-from ammp_edge.bus import BusPoller
+from ammp_edge.bus.poller import BusPoller
+from ammp_edge.core import config as cfg, drivers
 from ammp_edge.simulate import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,9 +40,13 @@ def site(port: int, driver: str, fields, merge: bool = True) -> dict:
     addr = {"host": "127.0.0.1", "port": port, "unit_id": 3}
     if not merge:
         addr["merge"] = False
-    return {"devices": {"inv": {"driver": driver, "reading_type": "modbustcp", "vendor_id": "bench", "timeout": 5,
-                                "address": addr}},
-            "readings": {f: {"device": "inv", "var": f} for f in fields}, "read_interval": 1}
+    return {
+        "devices": {
+            "inv": {"driver": driver, "reading_type": "modbustcp", "vendor_id": "bench", "timeout": 5, "address": addr}
+        },
+        "readings": {f: {"device": "inv", "var": f} for f in fields},
+        "read_interval": 1,
+    }
 
 
 def measure_tcp(builtin: dict, cycles: int, latency: float) -> dict:
@@ -52,7 +56,7 @@ def measure_tcp(builtin: dict, cycles: int, latency: float) -> dict:
     try:
         for label, merge in (("planner", True), ("one per field", False)):
             config = cfg.load(site(sim.port, "sma_stp25000", list(driver["fields"]), merge), builtin)
-            (bus_id, devices), = config.buses().items()
+            ((bus_id, devices),) = config.buses().items()
             poller = BusPoller(bus_id, devices, 1)
             poller.poll(0)  # connect outside the measurement
             times, reqs = [], []
@@ -66,7 +70,7 @@ def measure_tcp(builtin: dict, cycles: int, latency: float) -> dict:
             out[label] = {"requests": statistics.mean(reqs), "cycle_s": statistics.median(times)}
         # round trip of one request as the device answers it (latency plus loopback)
         config = cfg.load(site(sim.port, "sma_stp25000", ["P_total"]), builtin)
-        (bus_id, devices), = config.buses().items()
+        ((bus_id, devices),) = config.buses().items()
         poller = BusPoller(bus_id, devices, 1)
         poller.poll(0)
         rtts = []
@@ -88,8 +92,11 @@ def measure_rss(builtin: dict, seconds: float) -> float:
         conf = Path(tmp) / "c.json"
         conf.write_text(json.dumps(site(sim.port, "sma_stp25000", list(driver["fields"]))))
         env = dict(os.environ, AE_DATA_DIR=tmp, AE_TEMP_DIR=tmp, AE_ROOT_DIR=str(REPO))
-        proc = subprocess.Popen([sys.executable, "-m", "ammp_edge", "bus", f"tcp_127.0.0.1_{sim.port}", "--config",
-                                 str(conf)], env=env, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ammp_edge", "bus", f"tcp_127.0.0.1_{sim.port}", "--config", str(conf)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(seconds)
         status = Path(f"/proc/{proc.pid}/status").read_text()
         hwm = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
@@ -110,11 +117,15 @@ def main() -> int:
 
     tcp = measure_tcp(builtin, args.cycles, args.latency_ms / 1000)
     p, o, rtt = tcp["planner"], tcp["one per field"], tcp["rtt_s"]
-    print(f"Modbus TCP, sma_stp25000 (31 fields), device latency {args.latency_ms:.0f} ms, median of {args.cycles} cycles")
+    print(
+        f"Modbus TCP, sma_stp25000 (31 fields), device latency {args.latency_ms:.0f} ms, median of {args.cycles} cycles"
+    )
     print(f"  {'plan':<15} {'requests/cycle':>15} {'cycle ms':>10} {'cycle / (requests x rtt)':>26}")
     for label, m in (("planner", p), ("one per field", o)):
-        print(f"  {label:<15} {m['requests']:>15.0f} {m['cycle_s'] * 1000:>10.1f} {m['cycle_s'] / (m['requests'] * rtt):>26.2f}")
-    print(f"  one request round trip: {rtt * 1000:.1f} ms; planner sends {o['requests'] / p['requests']:.1f}x fewer requests")
+        ratio = m["cycle_s"] / (m["requests"] * rtt)
+        print(f"  {label:<15} {m['requests']:>15.0f} {m['cycle_s'] * 1000:>10.1f} {ratio:>26.2f}")
+    fewer = o["requests"] / p["requests"]
+    print(f"  one request round trip: {rtt * 1000:.1f} ms; planner sends {fewer:.1f}x fewer requests")
 
     rtu = REPO / "scripts" / "bench_read_rtu.py"
     if rtu.exists():

@@ -32,19 +32,29 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("AE_ROOT_DIR", str(REPO))
 
-from ammp_edge import config as cfg, drivers  # noqa: E402
-from ammp_edge.bus import BusPoller  # noqa: E402
+from ammp_edge.bus.poller import BusPoller  # noqa: E402
+from ammp_edge.core import config as cfg, drivers  # noqa: E402
 from ammp_edge.simulate import Simulator  # noqa: E402
-from serial_helpers import pty_pair  # noqa: E402
+from helpers.serial_lines import pty_pair  # noqa: E402
 
 DRIVER = "eastron_sdm530"
 PLANS = (("planner", {}), ("planner gap 0", {"max_gap": 0}), ("one per field", {"merge": False}))
 
 
 def site(port: str, fields, baud: int, **addr) -> dict:
-    return {"devices": {"meter": {"driver": DRIVER, "reading_type": "modbusrtu", "vendor_id": "bench", "timeout": 2,
-                                  "address": {"device": port, "slaveaddr": 1, "baudrate": baud, **addr}}},
-            "readings": {f: {"device": "meter", "var": f} for f in fields}, "read_interval": 10}
+    return {
+        "devices": {
+            "meter": {
+                "driver": DRIVER,
+                "reading_type": "modbusrtu",
+                "vendor_id": "bench",
+                "timeout": 2,
+                "address": {"device": port, "slaveaddr": 1, "baudrate": baud, **addr},
+            }
+        },
+        "readings": {f: {"device": "meter", "var": f} for f in fields},
+        "read_interval": 10,
+    }
 
 
 def line_model(blocks, baud: int, latency: float) -> float:
@@ -69,7 +79,7 @@ def main() -> int:
             for label, addr in PLANS:
                 config = cfg.load(site(master, fields, args.baud, **addr), builtin)
                 assert not config.errors, config.errors
-                (bus_id, devices), = config.buses().items()
+                ((bus_id, devices),) = config.buses().items()
                 poller = BusPoller(bus_id, devices, config.read_interval)
                 try:
                     poller.poll(0)  # opens the port
@@ -88,8 +98,10 @@ def main() -> int:
         finally:
             sim.stop()
 
-    print(f"Modbus RTU {args.baud} baud 8N1 (emulated airtime), {DRIVER} ({len(fields)} fields), "
-          f"device latency {args.latency_ms:.0f} ms, mean of {args.cycles} cycles")
+    print(
+        f"Modbus RTU {args.baud} baud 8N1 (emulated airtime), {DRIVER} ({len(fields)} fields), "
+        f"device latency {args.latency_ms:.0f} ms, mean of {args.cycles} cycles"
+    )
     print(f"  {'plan':<15} {'requests/cycle':>15} {'cycle ms':>10} {'line model ms':>14}")
     for label, reqs, secs, model in rows:
         print(f"  {label:<15} {reqs:>15.0f} {secs * 1000:>10.1f} {model * 1000:>14.1f}")

@@ -27,11 +27,12 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="bench-webui-")
     os.environ.update(AE_DATA_DIR=f"{tmp}/d", AE_TEMP_DIR=f"{tmp}/t", MQTT_BRIDGE_PORT="1")
 
-    from ammp_edge import drivers, paths
-    from ammp_edge.kvs import KVStore, cache
+    from ammp_edge.core import credentials, drivers, paths
+    from ammp_edge.core.kvs import KVStore, cache
     from ammp_edge.webui import auth
-    from ammp_edge.webui.app import Ctx, make_app
+    from ammp_edge.webui.app import make_app
     from ammp_edge.webui.state import WebState
+    from ammp_edge.webui.web import Ctx
 
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     names = ["sma_stp25000", "eastron_sdm530", "sma_sunny_island", "deepsea_dse8610"]
@@ -40,18 +41,29 @@ def main() -> int:
     for i in range(args.devices):
         drv = names[i % len(names)]
         key = f"dev{i:02d}"
-        devices[key] = {"name": f"Device {i}", "driver": drv, "reading_type": "modbustcp", "vendor_id": f"v{i}",
-                        "address": {"host": f"10.0.{i // 8}.{i % 8 + 10}", "port": 502, "unit_id": 1 + i % 5}}
+        devices[key] = {
+            "name": f"Device {i}",
+            "driver": drv,
+            "reading_type": "modbustcp",
+            "vendor_id": f"v{i}",
+            "address": {"host": f"10.0.{i // 8}.{i % 8 + 10}", "port": 502, "unit_id": 1 + i % 5},
+        }
         for var in list(builtin[drv]["fields"])[:20]:
             readings[f"{key}_{var}"] = {"device": key, "var": var}
     store = KVStore()
     store.set("config", {"devices": devices, "readings": readings, "read_interval": 60})
     state = WebState(store, cache(), watch_broker=False)
-    auth.ensure_password(store)
+    credentials.ensure_password(store)
     now = int(time.time())
     for k in range(60):  # an hour of history
-        recs = [{"_d": key, "_vid": d["vendor_id"], **{r["var"]: 100.0 + k + i for i, r in enumerate(readings.values())
-                                                         if r["device"] == key}} for key, d in devices.items()]
+        recs = [
+            {
+                "_d": key,
+                "_vid": d["vendor_id"],
+                **{r["var"]: 100.0 + k + i for i, r in enumerate(readings.values()) if r["device"] == key},
+            }
+            for key, d in devices.items()
+        ]
         cache().set("last_readings", recs)
         cache().set("last_readings_ts", now - (60 - k) * 60)
         state.sample(bridges=False)
@@ -62,8 +74,13 @@ def main() -> int:
     def call(path: str) -> tuple[int, float]:
         from wsgiref.util import setup_testing_defaults
 
-        env = {"PATH_INFO": path.split("?")[0], "QUERY_STRING": path.partition("?")[2], "HTTP_COOKIE": cookie,
-               "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+        env = {
+            "PATH_INFO": path.split("?")[0],
+            "QUERY_STRING": path.partition("?")[2],
+            "HTTP_COOKIE": cookie,
+            "REQUEST_METHOD": "GET",
+            "wsgi.input": io.BytesIO(),
+        }
         setup_testing_defaults(env)
         status = []
         started = time.perf_counter()
@@ -72,8 +89,21 @@ def main() -> int:
         assert body is not None
         return int(status[0].split()[0]), elapsed
 
-    pages = ["/", "/live", "/api/live", "/api/history?device=dev00&field=P_total", "/config", "/config/device/dev07",
-             "/config/add", "/test", "/scans", "/logs", "/settings", "/health", "/login"]
+    pages = [
+        "/",
+        "/live",
+        "/api/live",
+        "/api/history?device=dev00&field=P_total",
+        "/config",
+        "/config/device/dev07",
+        "/config/add",
+        "/test",
+        "/scans",
+        "/logs",
+        "/settings",
+        "/health",
+        "/login",
+    ]
     print(f"{args.devices} devices, {len(readings)} readings, {args.rounds} rounds; milliseconds per request")
     print(f"{'page':45} {'status':>6} {'median':>8} {'worst':>8}")
     worst_all = 0.0

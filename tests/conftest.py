@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import sys
-from pathlib import Path
-
 import pytest
 
-from ammp_edge import drivers, paths
-from brokers import free_port  # noqa: F401 - one helper for every test module
-
-REPO = Path(__file__).resolve().parent.parent
-# The upstream driver and config files the tests compare against, kept in the repository so a clone
-# anywhere runs the whole suite (tests/upstream/README.md); test_upstream_copy.py checks them against
-# the shared reference when it sits beside the checkout.
-REFERENCE = REPO.parent / "shared" / "reference"
-UPSTREAM_DRIVERS = REPO / "tests" / "upstream" / "drivers"
-UPSTREAM_CONFIGS = REPO / "tests" / "upstream" / "configs"
-AMMP_EDGE = [sys.executable, "-m", "ammp_edge"]
-
-
+from ammp_edge.core import drivers
+from helpers.common import REPO, free_port
 
 
 @pytest.fixture
@@ -64,17 +48,6 @@ def simulator():
         sim.stop()
 
 
-def write_json(path: Path, doc) -> Path:
-    path.write_text(json.dumps(doc))
-    return path
-
-
-def child_env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
 @pytest.fixture
 def file_server(tmp_path):
     """An HTTP server on loopback serving the directory tmp_path/www; yields (www, port)."""
@@ -90,6 +63,7 @@ def file_server(tmp_path):
 
         def log_message(self, *a):
             pass
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield www, server.server_address[1]

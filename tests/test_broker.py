@@ -24,11 +24,15 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import broker, paths, supervise
-from ammp_edge.broker import Layout, check_persistence, configured_bridges, plan, render, write_if_changed
-from ammp_edge.kvs import KVStore
-from brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
-from conftest import AMMP_EDGE, REPO
+from ammp_edge.bridge import model as broker, plan as bridge_plan
+from ammp_edge.bridge.model import Layout
+from ammp_edge.bridge.persistence import check_persistence
+from ammp_edge.bridge.plan import configured_bridges, plan
+from ammp_edge.bridge.render import render, write_if_changed
+from ammp_edge.core import paths, supervisor
+from ammp_edge.core.kvs import KVStore
+from helpers.brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
+from helpers.common import AMMP_EDGE, REPO
 
 
 @pytest.fixture(autouse=True)
@@ -39,8 +43,12 @@ def online(monkeypatch):
 
 def test_offline_renders_no_ammp_bridge_but_a_custom_one(monkeypatch, layout):
     monkeypatch.setenv("AE_OFFLINE", "1")  # `up --demo` on a data dir that was activated before
-    kv = {"node_id": NODE, "access_key": KEY, "mqtt_bridge_stage": True,
-          "mqtt_bridge_custom": {"host": "10.1.2.3", "tls": False}}
+    kv = {
+        "node_id": NODE,
+        "access_key": KEY,
+        "mqtt_bridge_stage": True,
+        "mqtt_bridge_custom": {"host": "10.1.2.3", "tls": False},
+    }
     assert [b.name for b in plan(kv, layout).bridges] == ["custom"]
 
 
@@ -52,8 +60,14 @@ CERTS = REPO / "conf" / "certs"
 
 @pytest.fixture
 def layout(tmp_path) -> Layout:
-    return Layout(conf_dir=tmp_path / "rendered", persistence_dir=tmp_path / "persist", templates_dir=REPO / "conf",
-                  port=18830, as_root=False, hostname="gw-1")
+    return Layout(
+        conf_dir=tmp_path / "rendered",
+        persistence_dir=tmp_path / "persist",
+        templates_dir=REPO / "conf",
+        port=18830,
+        as_root=False,
+        hostname="gw-1",
+    )
 
 
 def rendered(kv, layout, problems=None):
@@ -100,18 +114,31 @@ def test_prod_bridge_on_by_default_exactly_as_upstream(layout):
 
 def test_main_conf_settings(layout):
     conf = lines(rendered({}, layout)["mosquitto.conf"])
-    for line in ("listener 18830 127.0.0.1", "allow_anonymous true", "persistence true",
-                 f"persistence_location {layout.persistence_dir}/", "autosave_interval 60",
-                 "autosave_on_changes false", "max_inflight_messages 20", "max_queued_messages 1000",
-                 "log_dest stderr", "log_type error", "log_type warning", "log_type notice", "log_type information"):
+    for line in (
+        "listener 18830 127.0.0.1",
+        "allow_anonymous true",
+        "persistence true",
+        f"persistence_location {layout.persistence_dir}/",
+        "autosave_interval 60",
+        "autosave_on_changes false",
+        "max_inflight_messages 20",
+        "max_queued_messages 1000",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_type information",
+    ):
         assert line in conf
     assert not any(ln.startswith(("user", "include_dir", "connection")) for ln in conf)
     root = Layout(**{**layout.__dict__, "as_root": True})
     assert "user root" in lines(rendered({}, root)["mosquitto.conf"])
 
 
-@pytest.mark.parametrize("value,on", [(True, True), ("true", True), (False, False), ("false", False), (None, False),
-                                      (1, False), ("yes", False)])
+@pytest.mark.parametrize(
+    "value,on",
+    [(True, True), ("true", True), (False, False), ("false", False), (None, False), (1, False), ("yes", False)],
+)
 def test_stage_only_when_literally_true(layout, value, on):
     kv = ammp(mqtt_bridge_stage=value) if value is not None else ammp()
     files = rendered(kv, layout)
@@ -124,11 +151,14 @@ def test_stage_only_when_literally_true(layout, value, on):
         assert f"bridge_cafile {CERTS / 'ammp-ca-stage.crt'}" in stage
         # both up at once: each bridge gets its own local state topic
         assert [(b.name, b.state_topic) for b in plan(kv, layout).bridges] == [
-            ("prod", f"a/{NODE}/bridge_state"), ("stage", f"a/{NODE}/bridge_state_stage")]
+            ("prod", f"a/{NODE}/bridge_state"),
+            ("stage", f"a/{NODE}/bridge_state_stage"),
+        ]
 
 
-@pytest.mark.parametrize("value,on", [(False, False), ("false", False), (True, True), (0, True), (None, True),
-                                      ("no", True), ({}, True)])
+@pytest.mark.parametrize(
+    "value,on", [(False, False), ("false", False), (True, True), (0, True), (None, True), ("no", True), ({}, True)]
+)
 def test_prod_off_only_when_literally_false(layout, value, on):
     kv = ammp(mqtt_bridge_prod=value)
     assert ("conf.d/bridge-prod.conf" in rendered(kv, layout)) is on
@@ -141,8 +171,14 @@ def test_stage_alone_keeps_upstream_state_topic(layout):
     assert f"notification_topic a/{NODE}/bridge_state" in lines(files["conf.d/bridge-stage.conf"])
 
 
-@pytest.mark.parametrize("kv,missing", [({}, "node_id and access_key"), ({"node_id": NODE}, "access_key"),
-                                        ({"access_key": KEY, "mqtt_bridge_stage": True}, "node_id")])
+@pytest.mark.parametrize(
+    "kv,missing",
+    [
+        ({}, "node_id and access_key"),
+        ({"node_id": NODE}, "access_key"),
+        ({"access_key": KEY, "mqtt_bridge_stage": True}, "node_id"),
+    ],
+)
 def test_no_ammp_bridge_without_credentials(layout, kv, missing):
     problems = []
     files = rendered(kv, layout, problems)
@@ -170,11 +206,10 @@ def test_numeric_node_id_as_upstream_kvs_set_stores_it(layout):
 def test_prod_override_for_tests_and_private_deployments(layout, tmp_path):
     ca = tmp_path / "my-ca.crt"
     ca.write_text("x")
-    files = rendered(ammp(mqtt_bridge_prod_address="broker.example.org:18883", mqtt_bridge_prod_cafile=str(ca)),
-                     layout)
+    files = rendered(ammp(mqtt_bridge_prod_address="broker.example.org:18883", mqtt_bridge_prod_cafile=str(ca)), layout)
     prod = lines(files["conf.d/bridge-prod.conf"])
     assert "address broker.example.org:18883" in prod and f"bridge_cafile {ca}" in prod
-    for bad, why in (("nohost", "is not \"host:port\""), ("h:99999", "outside 1..65535"), ("a b:1", "not a host")):
+    for bad, why in (("nohost", 'is not "host:port"'), ("h:99999", "outside 1..65535"), ("a b:1", "not a host")):
         problems = []
         files = rendered(ammp(mqtt_bridge_prod_address=bad), layout, problems)
         assert "conf.d/bridge-prod.conf" not in files
@@ -205,7 +240,9 @@ def test_custom_bridge_defaults(layout):
 
 
 def test_custom_bridge_without_node_id(layout):
-    files = rendered({"mqtt_bridge_custom": {"host": "10.1.2.3", "tls": False, "username": "u", "password": PW}}, layout)
+    files = rendered(
+        {"mqtt_bridge_custom": {"host": "10.1.2.3", "tls": False, "username": "u", "password": PW}}, layout
+    )
     custom = lines(files["conf.d/bridge-custom.conf"])
     assert "address 10.1.2.3:1883" in custom
     assert "connection gw-1-brg-custom" in custom and "remote_clientid gw-1-brg-custom" in custom
@@ -216,20 +253,40 @@ def test_custom_bridge_without_node_id(layout):
 
 def test_custom_bridge_all_options(layout, tmp_path):
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
-    kv = ammp(mqtt_bridge_custom={"host": "mqtt.example.net", "port": 8884, "tls": True, "ca_cert": pem,
-                                  "username": "site7", "password": PW, "topic_prefix": "sites/7/",
-                                  "client_id": "site7-logger", "protocol": "mqttv311", "insecure": True})
+    kv = ammp(
+        mqtt_bridge_custom={
+            "host": "mqtt.example.net",
+            "port": 8884,
+            "tls": True,
+            "ca_cert": pem,
+            "username": "site7",
+            "password": PW,
+            "topic_prefix": "sites/7/",
+            "client_id": "site7-logger",
+            "protocol": "mqttv311",
+            "insecure": True,
+        }
+    )
     files = rendered(kv, layout)
     assert files["certs/custom-ca.crt"] == pem + "\n"
     custom = lines(files["conf.d/bridge-custom.conf"])
-    for line in ("address mqtt.example.net:8884", f"bridge_cafile {layout.conf_dir / 'certs' / 'custom-ca.crt'}",
-                 "bridge_insecure true", "bridge_protocol_version mqttv311", "remote_clientid site7-logger",
-                 "remote_username site7", f"remote_password {PW}", 'topic u/# out 1 "" sites/7/',
-                 "notification_topic sites/7/bridge_state"):
+    for line in (
+        "address mqtt.example.net:8884",
+        f"bridge_cafile {layout.conf_dir / 'certs' / 'custom-ca.crt'}",
+        "bridge_insecure true",
+        "bridge_protocol_version mqttv311",
+        "remote_clientid site7-logger",
+        "remote_username site7",
+        f"remote_password {PW}",
+        'topic u/# out 1 "" sites/7/',
+        "notification_topic sites/7/bridge_state",
+    ):
         assert line in custom
     # prod (on by default) and custom side by side
     assert [(b.name, b.state_topic) for b in plan(kv, layout).bridges] == [
-        ("prod", f"a/{NODE}/bridge_state"), ("custom", "sites/7/bridge_state")]
+        ("prod", f"a/{NODE}/bridge_state"),
+        ("custom", "sites/7/bridge_state"),
+    ]
     ca = tmp_path / "ca.pem"
     ca.write_text(pem)
     files = rendered(ammp(mqtt_bridge_custom={"host": "h", "ca_file": str(ca), "port": "9000"}), layout)
@@ -238,25 +295,39 @@ def test_custom_bridge_all_options(layout, tmp_path):
     assert "certs/custom-ca.crt" not in files
 
 
-@pytest.mark.parametrize("custom,message", [
-    ({"host": "h", "port": 70000}, "mqtt_bridge_custom.port: 70000 is outside 1..65535"),
-    ({"host": "h", "port": "abc"}, 'mqtt_bridge_custom.port: must be an integer, got "abc"'),
-    ({"port": 8883}, "mqtt_bridge_custom.host: required"),
-    ({"host": "::1"}, "IPv6 literals are not supported"),
-    ({"host": "h", "tls": "yes"}, 'mqtt_bridge_custom.tls: must be true or false, got "yes"'),
-    ({"host": "h", "protocol": "mqttv5"}, 'mqtt_bridge_custom.protocol: "mqttv5" is not one of mqttv50, mqttv311, mqttv31'),
-    ({"host": "h", "ca_file": "/nonexistent/ca.crt"}, "mqtt_bridge_custom.ca_file: /nonexistent/ca.crt: no such file"),
-    ({"host": "h", "ca_file": "ca.crt"}, "must be an absolute path"),
-    ({"host": "h", "ca_cert": "not a pem"}, "mqtt_bridge_custom.ca_cert: must be PEM text"),
-    ({"host": "h", "ca_cert": "-----BEGIN CERTIFICATE-----x-----END CERTIFICATE-----", "ca_file": "/etc/hosts"},
-     "give ca_file or ca_cert, not both"),
-    ({"host": "h", "topic_prefix": "a/b"}, "mqtt_bridge_custom.topic_prefix: 'a/b' must be empty or end with '/'"),
-    ({"host": "h", "topic_prefix": "a/#/"}, "mqtt_bridge_custom.topic_prefix"),
-    ({"host": "h", "client_id": "has space"}, "mqtt_bridge_custom.client_id"),
-    ({"host": "h", "password": PW}, "mqtt_bridge_custom.password: given without mqtt_bridge_custom.username"),
-    ({"host": "h", "username": "u", "password": PW + "\nlistener 1 0.0.0.0"}, "mqtt_bridge_custom.password: must be"),
-    ("broker.example.com", "mqtt_bridge_custom: must be an object"),
-])
+@pytest.mark.parametrize(
+    "custom,message",
+    [
+        ({"host": "h", "port": 70000}, "mqtt_bridge_custom.port: 70000 is outside 1..65535"),
+        ({"host": "h", "port": "abc"}, 'mqtt_bridge_custom.port: must be an integer, got "abc"'),
+        ({"port": 8883}, "mqtt_bridge_custom.host: required"),
+        ({"host": "::1"}, "IPv6 literals are not supported"),
+        ({"host": "h", "tls": "yes"}, 'mqtt_bridge_custom.tls: must be true or false, got "yes"'),
+        (
+            {"host": "h", "protocol": "mqttv5"},
+            'mqtt_bridge_custom.protocol: "mqttv5" is not one of mqttv50, mqttv311, mqttv31',
+        ),
+        (
+            {"host": "h", "ca_file": "/nonexistent/ca.crt"},
+            "mqtt_bridge_custom.ca_file: /nonexistent/ca.crt: no such file",
+        ),
+        ({"host": "h", "ca_file": "ca.crt"}, "must be an absolute path"),
+        ({"host": "h", "ca_cert": "not a pem"}, "mqtt_bridge_custom.ca_cert: must be PEM text"),
+        (
+            {"host": "h", "ca_cert": "-----BEGIN CERTIFICATE-----x-----END CERTIFICATE-----", "ca_file": "/etc/hosts"},
+            "give ca_file or ca_cert, not both",
+        ),
+        ({"host": "h", "topic_prefix": "a/b"}, "mqtt_bridge_custom.topic_prefix: 'a/b' must be empty or end with '/'"),
+        ({"host": "h", "topic_prefix": "a/#/"}, "mqtt_bridge_custom.topic_prefix"),
+        ({"host": "h", "client_id": "has space"}, "mqtt_bridge_custom.client_id"),
+        ({"host": "h", "password": PW}, "mqtt_bridge_custom.password: given without mqtt_bridge_custom.username"),
+        (
+            {"host": "h", "username": "u", "password": PW + "\nlistener 1 0.0.0.0"},
+            "mqtt_bridge_custom.password: must be",
+        ),
+        ("broker.example.com", "mqtt_bridge_custom: must be an object"),
+    ],
+)
 def test_invalid_custom_bridge_left_out_rest_rendered(layout, custom, message):
     problems = []
     files = rendered(ammp(mqtt_bridge_custom=custom), layout, problems)
@@ -271,12 +342,18 @@ def test_unknown_custom_key_is_a_warning_only(layout):
     problems = []
     files = rendered({"mqtt_bridge_custom": {"host": "h", "tsl": False}}, layout, problems)
     assert "conf.d/bridge-custom.conf" in files
-    assert (logging.WARNING, "mqtt_bridge_custom.tsl: unknown key, ignored (known: host, port, tls, ca_file, ca_cert, "
-            "username, password, topic_prefix, client_id, protocol, insecure)") in problems
+    assert (
+        logging.WARNING,
+        "mqtt_bridge_custom.tsl: unknown key, ignored (known: host, port, tls, ca_file, ca_cert, "
+        "username, password, topic_prefix, client_id, protocol, insecure)",
+    ) in problems
 
 
 KV_VARIANTS = [
-    {}, ammp(), ammp(mqtt_bridge_stage=True), ammp(mqtt_bridge_prod=False),
+    {},
+    ammp(),
+    ammp(mqtt_bridge_stage=True),
+    ammp(mqtt_bridge_prod=False),
     ammp(mqtt_bridge_custom={"host": "0.0.0.0", "tls": False}),
     {"mqtt_bridge_custom": {"host": "h", "port": 1883, "tls": False}},
     ammp(mqtt_bridge_prod_address="0.0.0.0:1883", mqtt_bridge_stage=True, mqtt_bridge_custom={"host": "h"}),
@@ -300,11 +377,14 @@ def test_configured_bridges_reads_the_kv_store(layout):
     store.set("mqtt_bridge_custom", {"host": "h", "topic_prefix": "x/"})
     bridges = configured_bridges(store, layout)
     assert [(b.name, b.state_topic) for b in bridges] == [
-        ("prod", f"a/{NODE}/bridge_state"), ("stage", f"a/{NODE}/bridge_state_stage"), ("custom", "x/bridge_state")]
+        ("prod", f"a/{NODE}/bridge_state"),
+        ("stage", f"a/{NODE}/bridge_state_stage"),
+        ("custom", "x/bridge_state"),
+    ]
     assert KEY not in repr(bridges)
     store.set_raw("mqtt_bridge_custom", b"{not json")
     problems = []
-    rendered(broker.read_kv(store), layout, problems)
+    rendered(bridge_plan.read_kv(store), layout, problems)
     assert (logging.ERROR, "custom bridge left out: mqtt_bridge_custom: the stored value is not valid JSON") in problems
     assert [b.name for b in configured_bridges(store, layout)] == ["prod", "stage"]
 
@@ -320,7 +400,7 @@ def test_write_if_changed(tmp_path):
     assert (d / "mosquitto.conf").stat().st_mtime_ns == mtime
     assert write_if_changed(d, {**files, "mosquitto.conf": "b\n"}) is True
     del files["conf.d/bridge-custom.conf"]
-    assert write_if_changed(d, files) is True          # the stale bridge file goes
+    assert write_if_changed(d, files) is True  # the stale bridge file goes
     assert not (d / "conf.d" / "bridge-custom.conf").exists()
     assert sorted(p.name for p in d.rglob("*") if p.is_file()) == ["bridge-prod.conf", "mosquitto.conf"]
     with pytest.raises(ValueError):
@@ -332,14 +412,14 @@ def test_interrupted_save_moved_aside_never_deleted(tmp_path):
     d.mkdir()
     assert check_persistence(d) == []
     (d / "mosquitto.db").write_bytes(b"old snapshot")
-    assert check_persistence(d) == []                  # no .new: nothing to do
+    assert check_persistence(d) == []  # no .new: nothing to do
     (d / "mosquitto.db.new").write_bytes(b"partial")
     moved = check_persistence(d)
     assert sorted(p.name for p in moved) == ["mosquitto.db", "mosquitto.db.new"]
     assert {p.name: p.read_bytes() for p in moved} == {"mosquitto.db": b"old snapshot", "mosquitto.db.new": b"partial"}
     assert moved[0].parent.parent == d / "aside"
     assert not (d / "mosquitto.db").exists() and not (d / "mosquitto.db.new").exists()
-    (d / "mosquitto.db.new").write_bytes(b"again")     # a second time in the same second: its own folder
+    (d / "mosquitto.db.new").write_bytes(b"again")  # a second time in the same second: its own folder
     assert len(set(p.parent for p in moved) | {check_persistence(d)[0].parent}) == 2
 
 
@@ -350,13 +430,14 @@ def test_once_renders_checks_persistence_and_keeps_secrets_out_of_the_log(isolat
     store.set("node_id", NODE)
     store.set("access_key", KEY)
     store.set("mqtt_bridge_stage", True)
-    store.set("mqtt_bridge_stage_cafile", "/nonexistent")   # stage left out, with its reason
+    store.set("mqtt_bridge_stage_cafile", "/nonexistent")  # stage left out, with its reason
     store.set("mqtt_bridge_custom", {"host": "h", "username": "u", "password": PW + "\n", "port": 0})
     store.close()
     (data / "mosquitto").mkdir()
     (data / "mosquitto" / "mosquitto.db.new").write_bytes(b"partial")
-    r = subprocess.run([*AMMP_EDGE, "--log-level", "debug", "bridge-config", "--once"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        [*AMMP_EDGE, "--log-level", "debug", "bridge-config", "--once"], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode == 0, r.stderr
     assert KEY not in r.stderr and PW not in r.stderr and KEY not in r.stdout
     assert "stage bridge left out: mqtt_bridge_stage_cafile: /nonexistent: no such file" in r.stderr
@@ -396,24 +477,43 @@ def test_every_kind_of_rendered_config_is_accepted_by_mosquitto(tmp_path, local_
     ca.write_text((CERTS / "ammp-ca.crt").read_text())
     variants = [
         {},
-        ammp(mqtt_bridge_prod_address=f"127.0.0.1:{closed}", mqtt_bridge_stage=True,
-             mqtt_bridge_stage_address=f"127.0.0.1:{closed}"),
-        ammp(mqtt_bridge_prod=False, mqtt_bridge_custom={"host": "127.0.0.1", "port": closed}),   # system CAs
+        ammp(
+            mqtt_bridge_prod_address=f"127.0.0.1:{closed}",
+            mqtt_bridge_stage=True,
+            mqtt_bridge_stage_address=f"127.0.0.1:{closed}",
+        ),
+        ammp(mqtt_bridge_prod=False, mqtt_bridge_custom={"host": "127.0.0.1", "port": closed}),  # system CAs
         {"mqtt_bridge_custom": {"host": "127.0.0.1", "port": closed, "tls": False, "topic_prefix": ""}},
-        ammp(mqtt_bridge_prod=False, mqtt_bridge_custom={
-            "host": "localhost", "port": closed, "ca_cert": ca.read_text(), "username": "u", "password": "p w",
-            "protocol": "mqttv311", "insecure": True, "client_id": "x.y:z", "topic_prefix": "site/7/"}),
-        ammp(mqtt_bridge_prod=False, mqtt_bridge_custom={"host": "127.0.0.1", "port": closed, "ca_file": str(ca),
-                                                         "protocol": "mqttv31"}),
+        ammp(
+            mqtt_bridge_prod=False,
+            mqtt_bridge_custom={
+                "host": "localhost",
+                "port": closed,
+                "ca_cert": ca.read_text(),
+                "username": "u",
+                "password": "p w",
+                "protocol": "mqttv311",
+                "insecure": True,
+                "client_id": "x.y:z",
+                "topic_prefix": "site/7/",
+            },
+        ),
+        ammp(
+            mqtt_bridge_prod=False,
+            mqtt_bridge_custom={"host": "127.0.0.1", "port": closed, "ca_file": str(ca), "protocol": "mqttv31"},
+        ),
     ]
-    for i, kv in enumerate(variants):
+    for kv in variants:
         local, bridges = start_local(kv)
         try:
             time.sleep(0.3)
             assert local.running, local.log
             for b in bridges:
-                local.wait_for_log(f"Connecting bridge (step 1) {b.connection} (127.0.0.1:{closed})"
-                                   if b.address.startswith("127.") else f"Connecting bridge (step 1) {b.connection}")
+                local.wait_for_log(
+                    f"Connecting bridge (step 1) {b.connection} (127.0.0.1:{closed})"
+                    if b.address.startswith("127.")
+                    else f"Connecting bridge (step 1) {b.connection}"
+                )
             for b in bridges:
                 assert retained(local_port, b.state_topic) == b"0"
         finally:
@@ -437,12 +537,26 @@ def test_custom_bridge_end_to_end(tmp_path, local_port):
     cloud = cloud_broker(tmp_path, node_user=NODE, node_password=PW)
     local = None
     try:
-        local, bridges = start_local({"node_id": NODE, "mqtt_bridge_prod": False, "mqtt_bridge_custom": {
-            "host": "127.0.0.1", "port": cloud.tls_port, "ca_file": str(cloud.ca.ca_crt), "username": NODE,
-            "password": PW, "topic_prefix": f"a/{NODE}/"}})
+        local, bridges = start_local(
+            {
+                "node_id": NODE,
+                "mqtt_bridge_prod": False,
+                "mqtt_bridge_custom": {
+                    "host": "127.0.0.1",
+                    "port": cloud.tls_port,
+                    "ca_file": str(cloud.ca.ca_crt),
+                    "username": NODE,
+                    "password": PW,
+                    "topic_prefix": f"a/{NODE}/",
+                },
+            }
+        )
         state = f"a/{NODE}/bridge_state_custom"
         assert [b.state_topic for b in bridges] == [state]
-        with Recorder(local_port, state, "d/#") as here, Recorder(cloud.admin_port, f"a/{NODE}/#", **cloud.admin_auth) as there:
+        with (
+            Recorder(local_port, state, "d/#") as here,
+            Recorder(cloud.admin_port, f"a/{NODE}/#", **cloud.admin_auth) as there,
+        ):
             here.wait_for_last(state, "1", timeout=15)
             assert retained(local_port, state) == b"1"
             there.wait_for(lambda m: m.topic == state and m.payload == b"1", what="remote state 1")
@@ -453,10 +567,10 @@ def test_custom_bridge_end_to_end(tmp_path, local_port):
 
             push_until_received(cloud, f"a/{NODE}/d/config", b'{"devices":{}}', here, "d/config")
 
-            cloud.stop()      # the uplink goes away: a retained 0 locally, at once
+            cloud.stop()  # the uplink goes away: a retained 0 locally, at once
             here.wait_for_last(state, "0", timeout=10)
             assert retained(local_port, state) == b"0"
-            cloud.start()     # back: the bridge retries after restart_timeout (10 s after the first drop)
+            cloud.start()  # back: the bridge retries after restart_timeout (10 s after the first drop)
             here.wait_for_last(state, "1", timeout=45)
             assert retained(local_port, state) == b"1"
 
@@ -474,13 +588,19 @@ def test_stale_connected_state_does_not_survive_a_broker_restart(tmp_path, local
     cloud = cloud_broker(tmp_path, node_user=NODE, node_password=PW)
     local = None
     try:
-        local, bridges = start_local({"node_id": NODE, "access_key": PW, "mqtt_bridge_prod_address":
-                                      f"127.0.0.1:{cloud.tls_port}", "mqtt_bridge_prod_cafile": str(cloud.ca.ca_crt)})
+        local, bridges = start_local(
+            {
+                "node_id": NODE,
+                "access_key": PW,
+                "mqtt_bridge_prod_address": f"127.0.0.1:{cloud.tls_port}",
+                "mqtt_bridge_prod_cafile": str(cloud.ca.ca_crt),
+            }
+        )
         state = bridges[0].state_topic
         wait_until(lambda: retained(local_port, state, 0.5) == b"1", 15, what="bridge up")
         cloud.stop()
-        local.stop()       # saves its persistence, with the retained state in it
-        local.start()      # remote still down
+        local.stop()  # saves its persistence, with the retained state in it
+        local.start()  # remote still down
         assert retained(local_port, state) == b"0"
     finally:
         if local:
@@ -493,9 +613,19 @@ def test_wrong_password_never_connects(tmp_path, local_port):
     cloud = cloud_broker(tmp_path, node_user=NODE, node_password=PW)
     local = None
     try:
-        local, bridges = start_local({"node_id": NODE, "mqtt_bridge_prod": False, "mqtt_bridge_custom": {
-            "host": "127.0.0.1", "port": cloud.tls_port, "ca_file": str(cloud.ca.ca_crt), "username": NODE,
-            "password": "wrong-password"}})
+        local, bridges = start_local(
+            {
+                "node_id": NODE,
+                "mqtt_bridge_prod": False,
+                "mqtt_bridge_custom": {
+                    "host": "127.0.0.1",
+                    "port": cloud.tls_port,
+                    "ca_file": str(cloud.ca.ca_crt),
+                    "username": NODE,
+                    "password": "wrong-password",
+                },
+            }
+        )
         state = bridges[0].state_topic
         with Recorder(local_port, state) as here:
             local.wait_for_log("Connection Refused: Not authorized")
@@ -514,11 +644,14 @@ def test_prod_override_end_to_end(tmp_path, local_port):
     cloud = cloud_broker(tmp_path, node_user=NODE, node_password=KEY)
     local = None
     try:
-        local, bridges = start_local(ammp(mqtt_bridge_prod_address=f"127.0.0.1:{cloud.tls_port}",
-                                          mqtt_bridge_prod_cafile=str(cloud.ca.ca_crt)))
+        local, bridges = start_local(
+            ammp(mqtt_bridge_prod_address=f"127.0.0.1:{cloud.tls_port}", mqtt_bridge_prod_cafile=str(cloud.ca.ca_crt))
+        )
         assert [(b.name, b.state_topic) for b in bridges] == [("prod", f"a/{NODE}/bridge_state")]
-        with Recorder(local_port, "d/#", f"a/{NODE}/bridge_state") as here, \
-                Recorder(cloud.admin_port, f"a/{NODE}/#", **cloud.admin_auth) as there:
+        with (
+            Recorder(local_port, "d/#", f"a/{NODE}/bridge_state") as here,
+            Recorder(cloud.admin_port, f"a/{NODE}/#", **cloud.admin_auth) as there,
+        ):
             here.wait_for_last(f"a/{NODE}/bridge_state", "1", timeout=15)
             there.wait_for(lambda m: m.topic == f"a/{NODE}/bridge_state" and m.payload == b"1")
             publish(local_port, "u/meta/arch", b"Linux 6.1 aarch64")
@@ -571,14 +704,21 @@ class Supervisord:
         self.dir.mkdir()
         self.sock = paths.supervisor_socket()
         conf = self.dir / "supervisord.conf"
-        conf.write_text(SUPERVISORD_CONF.format(sock=self.sock, dir=self.dir, rendered=paths.mosquitto_rendered_dir(),
-                                                python=sys.executable))
-        self.proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        conf.write_text(
+            SUPERVISORD_CONF.format(
+                sock=self.sock, dir=self.dir, rendered=paths.mosquitto_rendered_dir(), python=sys.executable
+            )
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def info(self, name: str) -> dict:
         # a fresh connection each time: a failed call (socket not there yet) spoils the transport
-        return supervise.connect(self.sock).supervisor.getProcessInfo(name)
+        return supervisor.connect(self.sock).supervisor.getProcessInfo(name)
 
     def running_pid(self, name: str) -> int | None:
         try:
@@ -620,36 +760,37 @@ def test_bridge_config_restarts_broker_exactly_when_rendered_text_changes(tmp_pa
         wait_until(lambda: "rendering" in sv.log("bridge-config"), 20, what="bridge-config started")
 
         def settles_with(expected_pid):
-            time.sleep(1.5)   # several polls of bridge-config
+            time.sleep(1.5)  # several polls of bridge-config
             # a slow XML-RPC answer reads as None: ask again; a restart still shows as another pid
             now = wait_until(lambda: sv.running_pid("mosquitto"), 10, 0.2, what="mosquitto RUNNING")
             assert now == expected_pid, sv.log("bridge-config")
 
         def restarts_from(old_pid):
-            new = wait_until(lambda: (p := sv.running_pid("mosquitto")) and p != old_pid and p, 20,
-                             what="mosquitto restarted")
+            new = wait_until(
+                lambda: (p := sv.running_pid("mosquitto")) and p != old_pid and p, 20, what="mosquitto restarted"
+            )
             settles_with(new)
             return new
 
-        settles_with(pid)                                  # same text as --once rendered: no restart
+        settles_with(pid)  # same text as --once rendered: no restart
 
-        store.set("mqtt_bridge_stage", True)               # stage bridge added
+        store.set("mqtt_bridge_stage", True)  # stage bridge added
         pid = restarts_from(pid)
         assert sorted(p.name for p in conf_d.iterdir()) == ["bridge-prod.conf", "bridge-stage.conf"]
 
-        store.set("mqtt_bridge_stage", "true")             # a different KV value, the same rendered text
-        store.set("config", {"devices": {}})               # a key the broker does not depend on
+        store.set("mqtt_bridge_stage", "true")  # a different KV value, the same rendered text
+        store.set("config", {"devices": {}})  # a key the broker does not depend on
         settles_with(pid)
 
         custom = {"host": "127.0.0.1", "port": closed, "tls": False}
-        store.set("mqtt_bridge_custom", custom)            # custom bridge added
+        store.set("mqtt_bridge_custom", custom)  # custom bridge added
         pid = restarts_from(pid)
         assert "bridge-custom.conf" in {p.name for p in conf_d.iterdir()}
 
         store.set("mqtt_bridge_custom", dict(reversed(custom.items())))  # same settings, other key order
         settles_with(pid)
 
-        store.set("mqtt_bridge_custom", {**custom, "port": 70000})        # invalid: left out, so it changes
+        store.set("mqtt_bridge_custom", {**custom, "port": 70000})  # invalid: left out, so it changes
         pid = restarts_from(pid)
         assert "bridge-custom.conf" not in {p.name for p in conf_d.iterdir()}
 
@@ -659,7 +800,7 @@ def test_bridge_config_restarts_broker_exactly_when_rendered_text_changes(tmp_pa
 
         log = sv.log("bridge-config")
         assert log.count("restarted with the new config") == 4, log
-        assert log.count("mqtt_bridge_custom.port: 70000 is outside 1..65535") == 1, log   # said once, not every poll
+        assert log.count("mqtt_bridge_custom.port: 70000 is outside 1..65535") == 1, log  # said once, not every poll
         assert KEY not in log
         # the broker really runs what was rendered last
         last_run = sv.log("mosquitto").split("mosquitto version 2.0.11 starting")[-1]
@@ -667,7 +808,7 @@ def test_bridge_config_restarts_broker_exactly_when_rendered_text_changes(tmp_pa
     finally:
         sv.stop()
         store.close()
-    assert "bridge-config stopping" in sv.log("bridge-config")    # SIGTERM from supervisord handled
+    assert "bridge-config stopping" in sv.log("bridge-config")  # SIGTERM from supervisord handled
 
 
 def test_bridge_config_without_supervisord_keeps_running(local_port):
@@ -676,7 +817,9 @@ def test_bridge_config_without_supervisord_keeps_running(local_port):
     try:
         wait_until(lambda: (paths.mosquitto_rendered_dir() / "mosquitto.conf").exists(), 20, what="first render")
         store.set("mqtt_bridge_custom", {"host": "127.0.0.1", "tls": False})
-        wait_until(lambda: (paths.mosquitto_rendered_dir() / "conf.d" / "bridge-custom.conf").exists(), 20, what="re-render")
+        wait_until(
+            lambda: (paths.mosquitto_rendered_dir() / "conf.d" / "bridge-custom.conf").exists(), 20, what="re-render"
+        )
         time.sleep(1.0)
         assert proc.poll() is None
     finally:
@@ -684,5 +827,5 @@ def test_bridge_config_without_supervisord_keeps_running(local_port):
         _, err = proc.communicate(timeout=20)
         store.close()
     assert proc.returncode == 0, err
-    assert err.count("supervisord not reachable") == 1, err    # once, not every poll
+    assert err.count("supervisord not reachable") == 1, err  # once, not every poll
     assert "bridge-config stopping" in err

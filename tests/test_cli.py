@@ -6,12 +6,11 @@ import json
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from ammp_edge.outbox import Outbox
-from conftest import AMMP_EDGE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS, free_port, write_json
+from ammp_edge.delivery.outbox import Outbox
+from helpers.common import AMMP_EDGE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS, free_port, write_json
 
 
 def run(*args, timeout=60, **kw):
@@ -19,30 +18,54 @@ def run(*args, timeout=60, **kw):
 
 
 def sma_device(port, unit=3, **extra):
-    return {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": f"inv-{unit}", "timeout": 1,
-            "address": {"host": "127.0.0.1", "port": port, "unit_id": unit}, **extra}
+    return {
+        "driver": "sma_stp25000",
+        "reading_type": "modbustcp",
+        "vendor_id": f"inv-{unit}",
+        "timeout": 1,
+        "address": {"host": "127.0.0.1", "port": port, "unit_id": unit},
+        **extra,
+    }
 
 
 # -- validate ---------------------------------------------------------------------------------
 
+
 def test_validate_accepts_upstream_drivers_and_configs():
-    files = sorted(str(p) for p in UPSTREAM_DRIVERS.glob("*.json")) + [str(UPSTREAM_CONFIGS / "default-provisioning-config.json")]
+    files = sorted(str(p) for p in UPSTREAM_DRIVERS.glob("*.json")) + [
+        str(UPSTREAM_CONFIGS / "default-provisioning-config.json")
+    ]
     r = run("validate", *files)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count(": ok\n") + r.stdout.count("warning:") >= len(files)
 
 
 def test_validate_names_file_path_and_problem(tmp_path):
-    cfgfile = write_json(tmp_path / "site.json", {
-        "devices": {"inv": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "i",
-                            "address": {"host": "10.0.0.2", "port": "abc"}},
-                    "m": {"driver": "mine", "reading_type": "modbusrtu", "vendor_id": "m",
-                          "address": {"device": "/dev/ttyUSB0", "baudrate": 9600}}},
-        "readings": {"p": {"device": "inv", "var": "P_total"}, "q": {"device": "m", "var": "x"}},
-        "drivers": {"mine": {"fields": {"x": {"register": 1, "datatype": "int33"}}}},
-        "output": [{"field": "o", "source": "inv[var = ", "typecast": "float"}],
-    })
-    drvfile = write_json(tmp_path / "drv.json", {"fields": {"a": {"register": 70000}, "b": {"register": 1, "order": "XYZW"}}})
+    cfgfile = write_json(
+        tmp_path / "site.json",
+        {
+            "devices": {
+                "inv": {
+                    "driver": "sma_stp25000",
+                    "reading_type": "modbustcp",
+                    "vendor_id": "i",
+                    "address": {"host": "10.0.0.2", "port": "abc"},
+                },
+                "m": {
+                    "driver": "mine",
+                    "reading_type": "modbusrtu",
+                    "vendor_id": "m",
+                    "address": {"device": "/dev/ttyUSB0", "baudrate": 9600},
+                },
+            },
+            "readings": {"p": {"device": "inv", "var": "P_total"}, "q": {"device": "m", "var": "x"}},
+            "drivers": {"mine": {"fields": {"x": {"register": 1, "datatype": "int33"}}}},
+            "output": [{"field": "o", "source": "inv[var = ", "typecast": "float"}],
+        },
+    )
+    drvfile = write_json(
+        tmp_path / "drv.json", {"fields": {"a": {"register": 70000}, "b": {"register": 1, "order": "XYZW"}}}
+    )
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
     r = run("validate", str(cfgfile), str(drvfile), str(garbage), str(tmp_path / "missing.json"))
@@ -58,26 +81,44 @@ def test_validate_names_file_path_and_problem(tmp_path):
 
 
 def test_validate_exit_zero_for_a_good_file(tmp_path):
-    f = write_json(tmp_path / "ok.json", {"devices": {"i": sma_device(502)}, "readings": {"p": {"device": "i", "var": "P_total"}}})
+    f = write_json(
+        tmp_path / "ok.json", {"devices": {"i": sma_device(502)}, "readings": {"p": {"device": "i", "var": "P_total"}}}
+    )
     r = run("validate", str(f))
     assert r.returncode == 0 and r.stdout.strip() == f"{f}: ok"
 
 
 # -- read -------------------------------------------------------------------------------------
 
+
 def test_read_json_is_the_upstream_readout(tmp_path, simulator, builtin_drivers):
-    sim = simulator({3: builtin_drivers["sma_stp25000"], 4: builtin_drivers["sma_stp25000"]},
-                    values={3: {"P_total": 1000.0, "status": 307}, 4: {"P_total": 2000.0}})
-    f = write_json(tmp_path / "c.json", {
-        "devices": {"a": sma_device(sim.port, 3), "b": sma_device(sim.port, 4), "dead": sma_device(free_port(), 5),
-                    "lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},
-        "readings": {"1": {"device": "a", "var": "P_total"}, "2": {"device": "a", "var": "status"},
-                     "3": {"device": "b", "var": "P_total"}, "4": {"device": "dead", "var": "P_total"},
-                     "5": {"device": "lg", "var": "memory_usage"}},
-        "output": [{"field": "P_sum", "source": "a[var=\"P_total\"].value + b[var=\"P_total\"].value", "typecast": "float"},
-                   {"field": "P_a2", "source": "a[var=\"P_total\"].value * 2", "device": "a"}],
-        "calc_vendor_id": "calc-9",
-    })
+    sim = simulator(
+        {3: builtin_drivers["sma_stp25000"], 4: builtin_drivers["sma_stp25000"]},
+        values={3: {"P_total": 1000.0, "status": 307}, 4: {"P_total": 2000.0}},
+    )
+    f = write_json(
+        tmp_path / "c.json",
+        {
+            "devices": {
+                "a": sma_device(sim.port, 3),
+                "b": sma_device(sim.port, 4),
+                "dead": sma_device(free_port(), 5),
+                "lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"},
+            },
+            "readings": {
+                "1": {"device": "a", "var": "P_total"},
+                "2": {"device": "a", "var": "status"},
+                "3": {"device": "b", "var": "P_total"},
+                "4": {"device": "dead", "var": "P_total"},
+                "5": {"device": "lg", "var": "memory_usage"},
+            },
+            "output": [
+                {"field": "P_sum", "source": 'a[var="P_total"].value + b[var="P_total"].value', "typecast": "float"},
+                {"field": "P_a2", "source": 'a[var="P_total"].value * 2', "device": "a"},
+            ],
+            "calc_vendor_id": "calc-9",
+        },
+    )
     before = int(time.time())
     r = run("read", "--config", str(f), "--json")
     assert r.returncode == 0, r.stderr
@@ -95,9 +136,16 @@ def test_read_json_is_the_upstream_readout(tmp_path, simulator, builtin_drivers)
 
 def test_read_table_and_device_filter(tmp_path, simulator, builtin_drivers):
     sim = simulator({3: builtin_drivers["sma_stp25000"]}, values={3: {"P_total": 4321.0}})
-    f = write_json(tmp_path / "c.json", {
-        "devices": {"a": sma_device(sim.port), "lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},
-        "readings": {"1": {"device": "a", "var": "P_total"}, "2": {"device": "lg", "var": "cpu_load"}}})
+    f = write_json(
+        tmp_path / "c.json",
+        {
+            "devices": {
+                "a": sma_device(sim.port),
+                "lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"},
+            },
+            "readings": {"1": {"device": "a", "var": "P_total"}, "2": {"device": "lg", "var": "cpu_load"}},
+        },
+    )
     r = run("read", "--config", str(f), "--device", "a")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -107,12 +155,22 @@ def test_read_table_and_device_filter(tmp_path, simulator, builtin_drivers):
     assert run("read", "--config", str(f), "--device", "nope").returncode == 2
 
 
-@pytest.mark.parametrize("content,fragment", [
-    ("{broken", "not valid JSON"),
-    (json.dumps({"devices": {}}), "readings: missing"),
-    (json.dumps({"devices": {"x": {"driver": "nope", "reading_type": "sys", "vendor_id": "x"}},
-                 "readings": {"r": {"device": "x", "var": "y"}}}), "no device can be read"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        ("{broken", "not valid JSON"),
+        (json.dumps({"devices": {}}), "readings: missing"),
+        (
+            json.dumps(
+                {
+                    "devices": {"x": {"driver": "nope", "reading_type": "sys", "vendor_id": "x"}},
+                    "readings": {"r": {"device": "x", "var": "y"}},
+                }
+            ),
+            "no device can be read",
+        ),
+    ],
+)
 def test_read_exits_2_on_an_unusable_config(tmp_path, content, fragment):
     f = tmp_path / "bad.json"
     f.write_text(content)
@@ -127,14 +185,23 @@ def test_read_missing_file_exits_2(tmp_path):
 
 # -- bus --------------------------------------------------------------------------------------
 
-def test_bus_process_polls_on_the_grid_commits_readouts_and_reloads_config(tmp_path, simulator, builtin_drivers, isolated_dirs):
+
+def test_bus_process_polls_on_the_grid_commits_readouts_and_reloads_config(
+    tmp_path, simulator, builtin_drivers, isolated_dirs
+):
     data, _ = isolated_dirs
     sim = simulator({3: builtin_drivers["sma_stp25000"]}, values={3: {"P_total": 111.0}})
     bus_id = f"tcp_127.0.0.1_{sim.port}"
-    conf = {"devices": {"a": sma_device(sim.port)}, "readings": {"1": {"device": "a", "var": "P_total"}},
-            "read_interval": 1, "read_roundtime": True}
+    conf = {
+        "devices": {"a": sma_device(sim.port)},
+        "readings": {"1": {"device": "a", "var": "P_total"}},
+        "read_interval": 1,
+        "read_roundtime": True,
+    }
     f = write_json(tmp_path / "c.json", conf)
-    proc = subprocess.Popen([*AMMP_EDGE, "bus", bus_id, "--config", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*AMMP_EDGE, "bus", bus_id, "--config", str(f)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         time.sleep(3.5)
         conf["readings"]["2"] = {"device": "a", "var": "status"}  # a config change between cycles
@@ -156,13 +223,23 @@ def test_bus_process_polls_on_the_grid_commits_readouts_and_reloads_config(tmp_p
     assert all(r["start_delay"] < 0.5 for r in records)
 
 
-def test_bus_keeps_the_previous_config_when_the_new_one_is_unusable(tmp_path, simulator, builtin_drivers, isolated_dirs):
+def test_bus_keeps_the_previous_config_when_the_new_one_is_unusable(
+    tmp_path, simulator, builtin_drivers, isolated_dirs
+):
     data, _ = isolated_dirs
     sim = simulator({3: builtin_drivers["sma_stp25000"]}, values={3: {"P_total": 5.0}})
-    conf = {"devices": {"a": sma_device(sim.port)}, "readings": {"1": {"device": "a", "var": "P_total"}}, "read_interval": 1}
+    conf = {
+        "devices": {"a": sma_device(sim.port)},
+        "readings": {"1": {"device": "a", "var": "P_total"}},
+        "read_interval": 1,
+    }
     f = write_json(tmp_path / "c.json", conf)
-    proc = subprocess.Popen([*AMMP_EDGE, "bus", f"tcp_127.0.0.1_{sim.port}", "--config", str(f)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*AMMP_EDGE, "bus", f"tcp_127.0.0.1_{sim.port}", "--config", str(f)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         time.sleep(2)
         f.write_text("{ this is not json")
@@ -187,17 +264,43 @@ def test_bus_exits_when_its_bus_leaves_the_config(tmp_path, builtin_drivers):
 
 # -- simulate and kvs -------------------------------------------------------------------------
 
+
 def test_simulate_cli_serves_values_from_a_file(tmp_path):
     port = free_port()
     values = write_json(tmp_path / "v.json", {"V_L1": 231.5, "freq": 49.98})
-    proc = subprocess.Popen([*AMMP_EDGE, "simulate", "--driver", "eastron_sdm530", "--port", str(port), "--unit", "2",
-                             "--values", str(values)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            *AMMP_EDGE,
+            "simulate",
+            "--driver",
+            "eastron_sdm530",
+            "--port",
+            str(port),
+            "--unit",
+            "2",
+            "--values",
+            str(values),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "simulating eastron_sdm530" in proc.stdout.readline()
-        f = write_json(tmp_path / "c.json", {
-            "devices": {"m": {"driver": "eastron_sdm530", "reading_type": "modbustcp", "vendor_id": "m",
-                              "address": {"host": "127.0.0.1", "port": port, "unit_id": 2}}},
-            "readings": {"1": {"device": "m", "var": "V_L1"}, "2": {"device": "m", "var": "freq"}}})
+        f = write_json(
+            tmp_path / "c.json",
+            {
+                "devices": {
+                    "m": {
+                        "driver": "eastron_sdm530",
+                        "reading_type": "modbustcp",
+                        "vendor_id": "m",
+                        "address": {"host": "127.0.0.1", "port": port, "unit_id": 2},
+                    }
+                },
+                "readings": {"1": {"device": "m", "var": "V_L1"}, "2": {"device": "m", "var": "freq"}},
+            },
+        )
         msg = json.loads(run("read", "--config", str(f), "--json").stdout)
         assert msg["r"][0]["V_L1"] == pytest.approx(231.5) and msg["r"][0]["freq"] == pytest.approx(49.98)
     finally:

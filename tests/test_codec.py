@@ -12,14 +12,12 @@ import math
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ammp_edge import codec, drivers
-from ammp_edge.codec import DecodeError
-from ammp_edge.problems import InvalidInput
-
-from conftest import UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
+from ammp_edge.core import codec, drivers
+from ammp_edge.core.codec import DecodeError
+from ammp_edge.core.problems import InvalidInput
+from helpers.common import UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 
 # the autouse isolated_dirs fixture is function scoped; these tests do not touch the directories
 PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -203,9 +201,18 @@ DECODE_CASES = [
     ("vm uint32 0xffffffff -> null", [0xFFFF, 0xFFFF], {"datatype": "uint32", "valuemap": {"0xffffffff": None}}, None),
     ("vm uppercase hex digits", [0xFFFF, 0xFFFF], {"datatype": "uint32", "valuemap": {"0xFFFFFFFF": None}}, None),
     ("vm uppercase 0X prefix", [0x8000, 0x0000], {"datatype": "int32", "valuemap": {"0X80000000": None}}, None),
-    ("vm 1-register key vs 2-register value", [0x0000, 0xFFFF], {"datatype": "uint32", "valuemap": {"0xffff": None}},
-     65535),
-    ("vm 2-register key vs 1-register value", [0xFFFF], {"datatype": "uint16", "valuemap": {"0x0000ffff": None}}, 65535),
+    (
+        "vm 1-register key vs 2-register value",
+        [0x0000, 0xFFFF],
+        {"datatype": "uint32", "valuemap": {"0xffff": None}},
+        65535,
+    ),
+    (
+        "vm 2-register key vs 1-register value",
+        [0xFFFF],
+        {"datatype": "uint16", "valuemap": {"0x0000ffff": None}},
+        65535,
+    ),
     ("vm 1-register key on 1 register", [0xFFFF], {"datatype": "uint16", "valuemap": {"0xffff": None}}, None),
     ("vm int16 0x7fff", [0x7FFF], {"datatype": "int16", "valuemap": {"0x7fff": None}}, None),
     ("vm int16 0x8000 decodes", [0x8000], {"datatype": "int16", "valuemap": {"0x7fff": None}}, -32768),
@@ -215,17 +222,33 @@ DECODE_CASES = [
     ("vm odd key 0x0 leaves 1 alone", [0, 1], {"datatype": "uint32", "valuemap": {"0x0": None}}, 1),
     ("vm odd key 0x123 by number", [0x0123], {"datatype": "uint16", "valuemap": {"0x123": 5}}, 5),
     ("vm after lsr ordering", [0x0000, 0x8000], {"datatype": "int32", "order": "lsr", "valuemap": SMA_VM}, None),
-    ("vm lsr wire order is not the key", [0x8000, 0x0000], {"datatype": "int32", "order": "lsr", "valuemap": SMA_VM},
-     32768),
+    (
+        "vm lsr wire order is not the key",
+        [0x8000, 0x0000],
+        {"datatype": "int32", "order": "lsr", "valuemap": SMA_VM},
+        32768,
+    ),
     ("vm after BADC ordering", [0x0080, 0x0000], {"datatype": "int32", "order": "BADC", "valuemap": SMA_VM}, None),
-    ("vm before datatype: float NaN bytes mapped", [0x7FC0, 0x0000],
-     {"datatype": "float", "valuemap": {"0x7fc00000": -1}}, -1),
+    (
+        "vm before datatype: float NaN bytes mapped",
+        [0x7FC0, 0x0000],
+        {"datatype": "float", "valuemap": {"0x7fc00000": -1}},
+        -1,
+    ),
     ("vm hit gets multiplier and offset", [0xFFFF], {"valuemap": {"0xffff": 7}, "multiplier": 10, "offset": -5}, 65),
-    ("vm hit gets typecast float", [0xFFFF],
-     {"valuemap": {"0xffff": 7}, "multiplier": 10, "offset": -5, "typecast": "float"}, 65.0),
+    (
+        "vm hit gets typecast float",
+        [0xFFFF],
+        {"valuemap": {"0xffff": 7}, "multiplier": 10, "offset": -5, "typecast": "float"},
+        65.0,
+    ),
     ("vm hit gets typecast int", [0xFFFF], {"valuemap": {"0xffff": 7}, "multiplier": 0.5, "typecast": "int"}, 3),
-    ("vm null stays null through scaling", [0xFFFF],
-     {"valuemap": {"0xffff": None}, "multiplier": 2, "offset": 1, "typecast": "float"}, None),
+    (
+        "vm null stays null through scaling",
+        [0xFFFF],
+        {"valuemap": {"0xffff": None}, "multiplier": 2, "offset": 1, "typecast": "float"},
+        None,
+    ),
     ("vm string value", [0x0001], {"valuemap": {"0x0001": "on"}}, "on"),
     ("vm miss decodes normally", [0x0002], {"valuemap": {"0x0001": "on"}, "multiplier": 3}, 6),
     ("vm empty object ignored", [0x0005], {"valuemap": {}}, 5),
@@ -237,8 +260,12 @@ DECODE_CASES = [
     ("multiplier only int", [5], {"multiplier": 2}, 10),
     ("multiplier on negative int32", [0xFFFF, 0xFF9C], {"datatype": "int32", "multiplier": 0.5}, -50.0),
     ("multiplier on float", [0x3F80, 0x0000], {"datatype": "float", "multiplier": 2.5}, 2.5),
-    ("multiplier on lsr float", [0x0000, 0x4000], {"datatype": "float", "order": "lsr", "multiplier": 0.5, "offset": 1},
-     2.0),
+    (
+        "multiplier on lsr float",
+        [0x0000, 0x4000],
+        {"datatype": "float", "order": "lsr", "multiplier": 0.5, "offset": 1},
+        2.0,
+    ),
     # --- typecast
     ("typecast int truncates float", [0x4030, 0x0000], {"datatype": "float", "typecast": "int"}, 2),
     ("typecast int truncates negative", [0xC030, 0x0000], {"datatype": "float", "typecast": "int"}, -2),
@@ -285,7 +312,12 @@ DECODE_CASES = [
     ("str valuemap literal miss", text_regs(b"NO", 2), {"datatype": "str", "words": 2, "valuemap": {"OK": 1}}, "NO"),
     ("str typecast float", text_regs(b"12.5", 2), {"datatype": "str", "words": 2, "typecast": "float"}, 12.5),
     ("str typecast int", text_regs(b"42", 1), {"datatype": "str", "words": 1, "typecast": "int"}, 42),
-    ("str typecast float nan -> None", text_regs(b"nan", 2), {"datatype": "str", "words": 2, "typecast": "float"}, None),
+    (
+        "str typecast float nan -> None",
+        text_regs(b"nan", 2),
+        {"datatype": "str", "words": 2, "typecast": "float"},
+        None,
+    ),
     # --- bit fields (one register)
     ("bits lsb single set", [0b100], {"start_bit": 2}, 1),
     ("bits lsb single clear", [0b011], {"start_bit": 2}, 0),
@@ -295,23 +327,41 @@ DECODE_CASES = [
     ("bits lsb 4 middle", [0xB200], {"start_bit": 8, "length_bits": 4}, 0x2),
     ("bits lsb 3 straddling", [0xB200], {"start_bit": 7, "length_bits": 3}, 0b100),
     ("bits lsb all 16", [0xB200], {"start_bit": 0, "length_bits": 16}, 0xB200),
-    ("bits msb_natural 0xB200 start 4 len 4", [0xB200], {"start_bit": 4, "length_bits": 4, "bit_order": "msb_natural"}, 2),
+    (
+        "bits msb_natural 0xB200 start 4 len 4",
+        [0xB200],
+        {"start_bit": 4, "length_bits": 4, "bit_order": "msb_natural"},
+        2,
+    ),
     ("bits msb_natural start 0 len 4", [0xB200], {"start_bit": 0, "length_bits": 4, "bit_order": "msb_natural"}, 0xB),
     ("bits msb_natural start 0", [0xB200], {"start_bit": 0, "bit_order": "msb_natural"}, 1),
     ("bits msb_natural start 1", [0xB200], {"start_bit": 1, "bit_order": "msb_natural"}, 0),
     ("bits msb_natural start 15 is the lsb", [0x0001], {"start_bit": 15, "bit_order": "msb_natural"}, 1),
-    ("bits msb_natural start 2 len 4 (ems alert_state)", [0xB200], {"start_bit": 2, "length_bits": 4, "bit_order": "msb_natural"}, 0b1100),
+    (
+        "bits msb_natural start 2 len 4 (ems alert_state)",
+        [0xB200],
+        {"start_bit": 2, "length_bits": 4, "bit_order": "msb_natural"},
+        0b1100,
+    ),
     ("bits msb_natural start 5 len 3", [0xB200], {"start_bit": 5, "length_bits": 3, "bit_order": "msb_natural"}, 0b010),
     ("bits msb (upstream) example", [0xB200], {"start_bit": 4, "length_bits": 4, "bit_order": "msb"}, 4),
     ("bits msb (upstream) start 0 len 4", [0xB200], {"start_bit": 0, "length_bits": 4, "bit_order": "msb"}, 0xD),
     ("bits msb (upstream) start 2 len 4", [0xB200], {"start_bit": 2, "length_bits": 4, "bit_order": "msb"}, 3),
     ("bits msb (upstream) single bit", [0x4000], {"start_bit": 1, "bit_order": "msb"}, 1),
-    ("bits plus multiplier and offset", [0xB200], {"start_bit": 12, "length_bits": 4, "multiplier": 0.5, "offset": 1},
-     6.5),
+    (
+        "bits plus multiplier and offset",
+        [0xB200],
+        {"start_bit": 12, "length_bits": 4, "multiplier": 0.5, "offset": 1},
+        6.5,
+    ),
     ("bits plus typecast bool", [0b100], {"start_bit": 2, "typecast": "bool"}, True),
     ("bits plus typecast float", [0b100], {"start_bit": 2, "typecast": "float"}, 1.0),
-    ("bits ignore datatype and valuemap", [0xB200],
-     {"start_bit": 12, "length_bits": 4, "datatype": "int16", "valuemap": {"0xb200": None}}, 0xB),
+    (
+        "bits ignore datatype and valuemap",
+        [0xB200],
+        {"start_bit": 12, "length_bits": 4, "datatype": "int16", "valuemap": {"0xb200": None}},
+        0xB,
+    ),
     ("bits with words 1", [0x8000], {"start_bit": 15, "words": 1}, 1),
     # --- int8/uint8 in one register: the low byte
     ("uint8 low byte", [0x00FE], {"datatype": "uint8"}, 254),
@@ -333,31 +383,59 @@ def test_case_ids_unique():
 
 # common + field merge, as upstream drivers use it
 COMMON_CASES = [
-    ("common datatype and order (ems)", {"order": "lsr", "words": 2, "fncode": 3, "datatype": "float"},
-     {"register": 122}, [0xCC5A, 0x489E], 325218.8125),
-    ("field overrides common datatype", {"datatype": "float", "words": 2},
-     {"datatype": "uint32"}, [0x3F80, 0x0000], 0x3F800000),
+    (
+        "common datatype and order (ems)",
+        {"order": "lsr", "words": 2, "fncode": 3, "datatype": "float"},
+        {"register": 122},
+        [0xCC5A, 0x489E],
+        325218.8125,
+    ),
+    (
+        "field overrides common datatype",
+        {"datatype": "float", "words": 2},
+        {"datatype": "uint32"},
+        [0x3F80, 0x0000],
+        0x3F800000,
+    ),
     ("common valuemap applies", {"valuemap": SMA_VM}, {"datatype": "uint32"}, [0xFFFF, 0xFFFF], None),
-    ("field valuemap replaces common", {"valuemap": {"0xffffffff": None}},
-     {"datatype": "uint32", "valuemap": {"0x80000000": None}}, [0xFFFF, 0xFFFF], 0xFFFFFFFF),
+    (
+        "field valuemap replaces common",
+        {"valuemap": {"0xffffffff": None}},
+        {"datatype": "uint32", "valuemap": {"0x80000000": None}},
+        [0xFFFF, 0xFFFF],
+        0xFFFFFFFF,
+    ),
     ("common multiplier, field offset", {"multiplier": 0.1}, {"offset": -25}, [500], 25.0),
-    ("empty field valuemap keeps common", {"valuemap": SMA_VM}, {"datatype": "int32", "valuemap": {}},
-     [0xFFFF, 0xFFFF], None),
+    (
+        "empty field valuemap keeps common",
+        {"valuemap": SMA_VM},
+        {"datatype": "int32", "valuemap": {}},
+        [0xFFFF, 0xFFFF],
+        None,
+    ),
     # schneider_combox: common order lsr and words 2, text fields with 'words: 1'
-    ("str16 under common lsr (combox)", {"order": "lsr", "words": 2}, {"datatype": "str16", "words": 1},
-     text_regs(b"ComBox", 8), "ComBox"),
+    (
+        "str16 under common lsr (combox)",
+        {"order": "lsr", "words": 2},
+        {"datatype": "str16", "words": 1},
+        text_regs(b"ComBox", 8),
+        "ComBox",
+    ),
 ]
 
 
-@pytest.mark.parametrize("common, opts, registers, expected", [c[1:] for c in COMMON_CASES],
-                         ids=[c[0] for c in COMMON_CASES])
+@pytest.mark.parametrize(
+    "common, opts, registers, expected", [c[1:] for c in COMMON_CASES], ids=[c[0] for c in COMMON_CASES]
+)
 def test_decode_with_common(common, opts, registers, expected):
     assert_same(decode(registers, opts, common), expected)
 
 
 def test_field_words_match_datatype():
-    assert [compile_one({"datatype": dt}).words for dt in ("int16", "uint16", "int32", "uint32", "int64", "uint64",
-                                                             "float", "single", "double")] == [1, 1, 2, 2, 4, 4, 2, 2, 4]
+    assert [
+        compile_one({"datatype": dt}).words
+        for dt in ("int16", "uint16", "int32", "uint32", "int64", "uint64", "float", "single", "double")
+    ] == [1, 1, 2, 2, 4, 4, 2, 2, 4]
     assert compile_one({"datatype": "str16"}).words == 8
     assert compile_one({"datatype": "str15"}).words == 8
     assert compile_one({"datatype": "str20"}).words == 10
@@ -375,10 +453,29 @@ def ems_driver() -> dict:
     return json.loads((UPSTREAM_CONFIGS / "docker-test-config.json").read_text())["drivers"]["ems"]
 
 
-MOCK_EMS = {122: 0xCC5A, 123: 0x489E, 124: 0xF330, 125: 0x48AA, 126: 0xE441, 127: 0x489F,
-            200: 0b0000000000000100, 201: 0b1011001000000000, 202: 0b1111001000000101}
-MOCK_SMA = {30051: 0, 30052: 8081, 30053: 0, 30054: 9197, 30057: 18838, 30058: 722,
-            30529: 123, 30530: 45678, 30775: 0, 30776: 12345}
+MOCK_EMS = {
+    122: 0xCC5A,
+    123: 0x489E,
+    124: 0xF330,
+    125: 0x48AA,
+    126: 0xE441,
+    127: 0x489F,
+    200: 0b0000000000000100,
+    201: 0b1011001000000000,
+    202: 0b1111001000000101,
+}
+MOCK_SMA = {
+    30051: 0,
+    30052: 8081,
+    30053: 0,
+    30054: 9197,
+    30057: 18838,
+    30058: 722,
+    30529: 123,
+    30530: 45678,
+    30775: 0,
+    30776: 12345,
+}
 
 
 def read_field(driver: dict, name: str, image: dict[int, int]):
@@ -386,21 +483,27 @@ def read_field(driver: dict, name: str, image: dict[int, int]):
     return codec.decode_registers([image[fld.register + i] for i in range(fld.words)], fld.spec)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("P_L1", 325218.8125),
-    ("P_L2", 350105.5),
-    ("P_L3", 327458.03125),
-    ("relay_status", 1),
-    ("alert_state", 0b0011),  # register 201 (1011 0010 ...), upstream msb bits 2..5 = 1,1,0,0 read reversed: 3
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("P_L1", 325218.8125),
+        ("P_L2", 350105.5),
+        ("P_L3", 327458.03125),
+        ("relay_status", 1),
+        ("alert_state", 0b0011),  # register 201 (1011 0010 ...), upstream msb bits 2..5 = 1,1,0,0 read reversed: 3
+    ],
+)
 def test_docker_ems_fields(name, expected):
     assert_same(read_field(ems_driver(), name, MOCK_EMS), expected)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("total_yield", float(123 * 65536 + 45678)),
-    ("P_total", 12345.0),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("total_yield", float(123 * 65536 + 45678)),
+        ("P_total", 12345.0),
+    ],
+)
 def test_sma_stp25000_mock_values(name, expected):
     assert_same(read_field(load_upstream_driver("sma_stp25000"), name, MOCK_SMA), expected)
 
@@ -411,13 +514,16 @@ def test_sma_stp25000_sentinels_are_null():
     assert read_field(drv, "total_yield", {30529: 0xFFFF, 30530: 0xFFFF}) is None
 
 
-@pytest.mark.parametrize("name, raw, expected", [
-    ("temp_pv", 500, 25.0),
-    ("temp_pv", 0, -25.0),
-    ("temp_ext", 0, None),  # "0x0": null (upstream's key never matched; ours matches zero)
-    ("temp_ext", 473, 22.3),
-    ("irradiance", 8123, 812.3),
-])
+@pytest.mark.parametrize(
+    "name, raw, expected",
+    [
+        ("temp_pv", 500, 25.0),
+        ("temp_pv", 0, -25.0),
+        ("temp_ext", 0, None),  # "0x0": null (upstream's key never matched; ours matches zero)
+        ("temp_ext", 473, 22.3),
+        ("irradiance", 8123, 812.3),
+    ],
+)
 def test_ingburo_driver(name, raw, expected):
     drv = load_upstream_driver("ingburo_ss_rad")
     reg = {"temp_pv": 1, "temp_ext": 2, "irradiance": 0}[name]
@@ -437,13 +543,16 @@ def status_of(driver: dict, key: str, image: dict[int, int]):
     return codec.decode_status([image[item.register + i] for i in range(item.words)], item.spec)
 
 
-@pytest.mark.parametrize("key, expected", [
-    ("relay_fault", {"c": "Relay Fault Detected", "l": 3}),
-    ("high_temp_warning", {"c": "High Temperature Warning", "l": 2}),
-    # msb as upstream: bits 4..7 of 1011 0010 ... are 0010, read reversed: 0b0100 = 4 (upstream's test expects 4)
-    ("alarm_state", {"c": "System Alarm", "l": 4}),
-    ("unavailable", None),  # bits 12..15 of 0xF205 = 15, not in the common [[0,0],[1,3]] map: dropped
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("relay_fault", {"c": "Relay Fault Detected", "l": 3}),
+        ("high_temp_warning", {"c": "High Temperature Warning", "l": 2}),
+        # msb as upstream: bits 4..7 of 1011 0010 ... are 0010, read reversed: 0b0100 = 4 (upstream's test expects 4)
+        ("alarm_state", {"c": "System Alarm", "l": 4}),
+        ("unavailable", None),  # bits 12..15 of 0xF205 = 15, not in the common [[0,0],[1,3]] map: dropped
+    ],
+)
 def test_docker_ems_status(key, expected):
     assert status_of(ems_driver(), key, MOCK_EMS) == expected
 
@@ -484,8 +593,12 @@ def test_status_without_bits_uses_the_register():
 
 
 def test_status_lsb_multi_bit():
-    drv = {"fields": {}, "status_info": {"s": {"content": "M", "register": 1, "start_bit": 8, "length_bits": 3,
-                                                 "status_level_value_map": [[5, 3]]}}}
+    drv = {
+        "fields": {},
+        "status_info": {
+            "s": {"content": "M", "register": 1, "start_bit": 8, "length_bits": 3, "status_level_value_map": [[5, 3]]}
+        },
+    }
     assert status_of(drv, "s", {1: 0b0000_0101_0000_0000}) == {"c": "M", "l": 3}
     assert status_of(drv, "s", {1: 0b0000_0100_0000_0000}) is None
 
@@ -494,32 +607,49 @@ def test_status_lsb_multi_bit():
 # 2. errors
 
 
-@pytest.mark.parametrize("raw, spec", [
-    (b"\x00\x01\x02", codec.ValueSpec(datatype="int32")),
-    (b"\x00\x01", codec.ValueSpec(datatype="int32")),
-    (b"\x00\x01\x02\x03\x04\x05", codec.ValueSpec(datatype="int32")),
-    (b"\x00\x01\x02\x03", codec.ValueSpec(datatype="double")),
-    (b"\x00\x01\x02\x03", codec.ValueSpec(datatype="int16")),
-    (b"\x00\x01\x02\x03\x04\x05", codec.ValueSpec()),  # 3 registers: no inferred type
-    (b"\x00\x01\x02", codec.ValueSpec()),
-    (b"", codec.ValueSpec()),
-    (b"", codec.ValueSpec(datatype="uint16")),
-    (b"\x00\x01\x02\x03", codec.ValueSpec(bits=codec.BitField(0))),
-], ids=["int32<-3", "int32<-2", "int32<-6", "double<-4", "int16<-4", "infer 6", "infer 3", "empty", "empty uint16",
-        "bits<-4"])
+@pytest.mark.parametrize(
+    "raw, spec",
+    [
+        (b"\x00\x01\x02", codec.ValueSpec(datatype="int32")),
+        (b"\x00\x01", codec.ValueSpec(datatype="int32")),
+        (b"\x00\x01\x02\x03\x04\x05", codec.ValueSpec(datatype="int32")),
+        (b"\x00\x01\x02\x03", codec.ValueSpec(datatype="double")),
+        (b"\x00\x01\x02\x03", codec.ValueSpec(datatype="int16")),
+        (b"\x00\x01\x02\x03\x04\x05", codec.ValueSpec()),  # 3 registers: no inferred type
+        (b"\x00\x01\x02", codec.ValueSpec()),
+        (b"", codec.ValueSpec()),
+        (b"", codec.ValueSpec(datatype="uint16")),
+        (b"\x00\x01\x02\x03", codec.ValueSpec(bits=codec.BitField(0))),
+    ],
+    ids=[
+        "int32<-3",
+        "int32<-2",
+        "int32<-6",
+        "double<-4",
+        "int16<-4",
+        "infer 6",
+        "infer 3",
+        "empty",
+        "empty uint16",
+        "bits<-4",
+    ],
+)
 def test_decode_bytes_wrong_length(raw, spec):
     with pytest.raises(DecodeError):
         codec.decode_bytes(raw, spec)
 
 
-@pytest.mark.parametrize("opts, registers", [
-    ({"datatype": "int32"}, [1]),
-    ({"datatype": "int32"}, [1, 2, 3]),
-    ({"datatype": "int32"}, []),
-    ({"datatype": "double"}, [0x3FF0, 0]),
-    ({"datatype": "float", "order": "lsr"}, [0x3F80]),
-    ({"start_bit": 3}, [1, 2]),
-])
+@pytest.mark.parametrize(
+    "opts, registers",
+    [
+        ({"datatype": "int32"}, [1]),
+        ({"datatype": "int32"}, [1, 2, 3]),
+        ({"datatype": "int32"}, []),
+        ({"datatype": "double"}, [0x3FF0, 0]),
+        ({"datatype": "float", "order": "lsr"}, [0x3F80]),
+        ({"start_bit": 3}, [1, 2]),
+    ],
+)
 def test_decode_registers_wrong_count(opts, registers):
     spec = compile_one(opts).spec
     with pytest.raises(DecodeError):
@@ -536,13 +666,16 @@ def test_status_bits_on_two_registers_is_a_decode_error():
         codec.decode_status([1, 2], spec)
 
 
-@pytest.mark.parametrize("opts, bad_key", [
-    ({"start_bit": 0, "words": 2}, "words"),
-    ({"start_bit": 12, "length_bits": 8}, "length_bits"),
-    ({"start_bit": 16}, "start_bit"),
-    ({"start_bit": 0, "length_bits": 0}, "length_bits"),
-    ({"start_bit": 0, "bit_order": "big"}, "bit_order"),
-])
+@pytest.mark.parametrize(
+    "opts, bad_key",
+    [
+        ({"start_bit": 0, "words": 2}, "words"),
+        ({"start_bit": 12, "length_bits": 8}, "length_bits"),
+        ({"start_bit": 16}, "start_bit"),
+        ({"start_bit": 0, "length_bits": 0}, "length_bits"),
+        ({"start_bit": 0, "bit_order": "big"}, "bit_order"),
+    ],
+)
 def test_bit_field_rejected_at_compile_time(opts, bad_key):
     with pytest.raises(InvalidInput) as exc:
         compile_one(opts)
@@ -563,13 +696,16 @@ def test_status_bits_on_two_registers_rejected_at_compile_time():
         drivers.compile_status_item(drv, "s", "drivers.d.status_info.s")
 
 
-@pytest.mark.parametrize("opts, registers", [
-    ({"datatype": "str", "words": 1, "typecast": "int"}, text_regs(b"ab", 1)),
-    ({"datatype": "str", "words": 2, "typecast": "int"}, text_regs(b"1.5", 2)),
-    ({"datatype": "str", "words": 2, "typecast": "float"}, text_regs(b"x1", 2)),
-    ({"valuemap": {"0x0001": "on"}, "typecast": "int"}, [0x0001]),
-    ({"valuemap": {"0x0001": "on"}, "typecast": "float"}, [0x0001]),
-])
+@pytest.mark.parametrize(
+    "opts, registers",
+    [
+        ({"datatype": "str", "words": 1, "typecast": "int"}, text_regs(b"ab", 1)),
+        ({"datatype": "str", "words": 2, "typecast": "int"}, text_regs(b"1.5", 2)),
+        ({"datatype": "str", "words": 2, "typecast": "float"}, text_regs(b"x1", 2)),
+        ({"valuemap": {"0x0001": "on"}, "typecast": "int"}, [0x0001]),
+        ({"valuemap": {"0x0001": "on"}, "typecast": "float"}, [0x0001]),
+    ],
+)
 def test_typecast_of_non_numeric_text_is_a_decode_error(opts, registers):
     spec = compile_one(opts).spec
     with pytest.raises(DecodeError):
@@ -581,10 +717,20 @@ def test_unknown_typecast_rejected_at_compile_time():
         compile_one({"typecast": "long"})
 
 
-@pytest.mark.parametrize("order, expected", [
-    (None, "ABCD"), ("msr", "ABCD"), ("MSR", "ABCD"), ("lsr", "CDAB"), (" lsr ", "CDAB"), ("abcd", "ABCD"),
-    ("cdab", "CDAB"), ("BADC", "BADC"), ("dcba", "DCBA"),
-])
+@pytest.mark.parametrize(
+    "order, expected",
+    [
+        (None, "ABCD"),
+        ("msr", "ABCD"),
+        ("MSR", "ABCD"),
+        ("lsr", "CDAB"),
+        (" lsr ", "CDAB"),
+        ("abcd", "ABCD"),
+        ("cdab", "CDAB"),
+        ("BADC", "BADC"),
+        ("dcba", "DCBA"),
+    ],
+)
 def test_normalize_order(order, expected):
     assert codec.normalize_order(order) == expected
 
@@ -634,8 +780,14 @@ def test_scale_direct():
 ORDER_NAMES = ["msr", "lsr", "ABCD", "CDAB", "BADC", "DCBA"]
 CANON = {"msr": "ABCD", "lsr": "CDAB", "ABCD": "ABCD", "CDAB": "CDAB", "BADC": "BADC", "DCBA": "DCBA"}
 INT_TYPES = {
-    "int8": (8, True), "uint8": (8, False), "int16": (16, True), "uint16": (16, False),
-    "int32": (32, True), "uint32": (32, False), "int64": (64, True), "uint64": (64, False),
+    "int8": (8, True),
+    "uint8": (8, False),
+    "int16": (16, True),
+    "uint16": (16, False),
+    "int32": (32, True),
+    "uint32": (32, False),
+    "int64": (64, True),
+    "uint64": (64, False),
 }
 FLOAT32_TYPES = ["float", "single", "float32"]
 FLOAT64_TYPES = ["double", "float64"]
@@ -819,8 +971,12 @@ def test_bit_field_decode_matches_reference(layout, order, word):
 
 
 @PROPS
-@given(layout=bit_layouts, order=st.sampled_from(["lsb", "msb_natural", "msb"]), current=st.integers(0, 0xFFFF),
-       data=st.data())
+@given(
+    layout=bit_layouts,
+    order=st.sampled_from(["lsb", "msb_natural", "msb"]),
+    current=st.integers(0, 0xFFFF),
+    data=st.data(),
+)
 def test_bit_field_roundtrip_preserves_other_bits(layout, order, current, data):
     start, length = layout
     value = data.draw(st.integers(0, (1 << length) - 1))

@@ -13,20 +13,32 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from ammp_edge import commands, paths
-from ammp_edge.commands import CommandService
-from ammp_edge.kvs import KVStore
-from ammp_edge.scan import sensor_address
+from ammp_edge.core import paths
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.node import commands, configgen
+from ammp_edge.node.commands import CommandService
+from ammp_edge.node.scan import sensor_address
+from helpers.brokers import Mosquitto, Recorder, publish, wait_until
+from helpers.serial_lines import FakeSlave, crc16, exception_response, pty_pair, read_response
 
-from brokers import Mosquitto, Recorder, publish, wait_until
-from serial_helpers import FakeSlave, crc16, exception_response, pty_pair, read_response
-
-SCAN = {"time": "2026-11-26T19:00:00Z",
-        "network_scan": [{"ifname": "eth0", "ipv4": "192.168.1.5", "netmask": 24,
-                          "hosts": [{"ipv4": "192.168.1.111", "mac": "00:40:AD:12:34:56", "ports": ["502"]}]}],
-        "serial_scan": [["Testing slave ID 2 for IMT irradiation sensor at baud rate 9600",
-                         "Got test response for irradiance (W/m2) = 850 ==> SUCCESS: ..."]],
-        "speedwire_serials": [3004123456]}
+SCAN = {
+    "time": "2026-11-26T19:00:00Z",
+    "network_scan": [
+        {
+            "ifname": "eth0",
+            "ipv4": "192.168.1.5",
+            "netmask": 24,
+            "hosts": [{"ipv4": "192.168.1.111", "mac": "00:40:AD:12:34:56", "ports": ["502"]}],
+        }
+    ],
+    "serial_scan": [
+        [
+            "Testing slave ID 2 for IMT irradiation sensor at baud rate 9600",
+            "Got test response for irradiance (W/m2) = 850 ==> SUCCESS: ...",
+        ]
+    ],
+    "speedwire_serials": [3004123456],
+}
 
 
 class Recording:
@@ -49,7 +61,8 @@ class Recording:
             self.max_running = max(self.max_running, self.running)
         try:
             if self.scan_delay and cancel is not None and cancel.wait(self.scan_delay):
-                from ammp_edge.scan import Cancelled
+                from ammp_edge.node.scan import Cancelled
+
                 raise Cancelled("scan cancelled")
             return json.loads(json.dumps(SCAN))
         finally:
@@ -124,14 +137,23 @@ def node(broker, rec, tmp_path):
     made = []
 
     def make(**kw):
-        deps = dict(env_scan=rec.env_scan, runner=rec.runner, http_post=rec.http_post, supervisor=rec.supervisor,
-                    pause=0.0, hooks=lambda: [tmp_path / "no-hook"], container=lambda: False, offline=lambda: False)
+        deps = dict(
+            env_scan=rec.env_scan,
+            runner=rec.runner,
+            http_post=rec.http_post,
+            supervisor=rec.supervisor,
+            pause=0.0,
+            hooks=lambda: [tmp_path / "no-hook"],
+            container=lambda: False,
+            offline=lambda: False,
+        )
         deps.update(kw)
         glue = Glue(broker.port, **deps)
         made.append(glue)
         return glue
 
     with Recorder(broker.port, "u/#") as recorder:
+
         def send(payload):
             publish(broker.port, "d/command", payload)
 
@@ -155,7 +177,7 @@ BAD_PAYLOADS = [
     (b'"env_scan"', "got str"),
     (b"[1, 2]", "item 0 is 1, not a command name"),
     (b'["env_scan", 3.5]', "item 1 is 3.5, not a command name"),
-    (b'[["env_scan"]]', "item 0 is [\"env_scan\"], not a command name"),
+    (b'[["env_scan"]]', 'item 0 is ["env_scan"], not a command name'),
     (b'["env_scan", null]', "item 1 is null"),
     (b'["env_scan", ""]', "item 1 is an empty string"),
     (b"[]", "is empty"),
@@ -188,8 +210,15 @@ def test_unknown_names_and_shell_metacharacters_are_only_names(node, rec, tmp_pa
     make, recorder, send = node
     make()
     marker = tmp_path / "pwned"
-    names = ["snap_refresh", f"env_scan; touch {marker}", "$(reboot)", "`reboot`", "sys_reboot && reboot",
-             "../../bin/sh", "env_scan\nsys_reboot"]
+    names = [
+        "snap_refresh",
+        f"env_scan; touch {marker}",
+        "$(reboot)",
+        "`reboot`",
+        "sys_reboot && reboot",
+        "../../bin/sh",
+        "env_scan\nsys_reboot",
+    ]
     send(json.dumps(names))
     texts = responses(recorder, len(names))
     assert texts == [f"Unrecognized command: {commands.printable(n)}" for n in names]
@@ -241,8 +270,9 @@ def test_trigger_config_generation_scans_only_when_nothing_is_cached(node, rec):
     send(b'["trigger_config_generation"]')
     assert "used the cached scan" in responses(recorder, 2)[1]
     assert rec.scans == 1
-    assert commands.generation_request(SCAN, commands.tank_dims(2.0, 3.0, 1.5))["input_parameters"] == [
-        {"width": 2.0, "length": 3.0, "height": 1.5, "type": "tank", "shape": "rectangular"}]
+    assert configgen.generation_request(SCAN, configgen.tank_dims(2.0, 3.0, 1.5))["input_parameters"] == [
+        {"width": 2.0, "length": 3.0, "height": 1.5, "type": "tank", "shape": "rectangular"}
+    ]
 
 
 # -- one at a time, timeouts -----------------------------------------------------------------
@@ -255,9 +285,13 @@ def test_commands_run_one_at_a_time_in_order_and_handle_returns_at_once(node, re
     send(b'["env_scan", "nope", "env_scan", "trigger_config_generation"]')
     send(b'["env_scan"]')
     texts = responses(recorder, 5)
-    assert [t.split("\n")[0] for t in texts] == ["Command: env_scan", "Unrecognized command: nope",
-                                                  "Command: env_scan", "Command: trigger_config_generation",
-                                                  "Command: env_scan"]
+    assert [t.split("\n")[0] for t in texts] == [
+        "Command: env_scan",
+        "Unrecognized command: nope",
+        "Command: env_scan",
+        "Command: trigger_config_generation",
+        "Command: env_scan",
+    ]
     assert rec.max_running == 1 and rec.scans == 3
     assert max(glue.handle_times) < 0.1
 
@@ -319,10 +353,10 @@ def test_app_restart_answers_first_then_restarts_supervisord(node, rec):
 
 
 def test_app_restart_without_supervisord(node, rec, tmp_path):
-    from ammp_edge import supervise
+    from ammp_edge.core import supervisor
 
     make, recorder, send = node
-    make(supervisor=lambda: supervise.connect(tmp_path / "no.sock", timeout=1))
+    make(supervisor=lambda: supervisor.connect(tmp_path / "no.sock", timeout=1))
     send(b'["app_restart"]')
     (text,) = responses(recorder, 1)
     assert text.startswith("Could not run app_restart; error: ")
@@ -463,11 +497,14 @@ def test_imt_sensor_address_sends_the_exact_frames(line):
     finally:
         stop.set()
         t.join(5)
-    assert bytes(seen) == bytes.fromhex("01460402630c" "010800010000b1cb") + bytes.fromhex("020400000001") + crc16(
-        bytes.fromhex("020400000001"))
-    assert result == {"Address change response (expect 01460402630c)": "01460402630c",
-                      "Comms restart response (expect 010800010000b1cb)": "010800010000b1cb",
-                      "Data read test from address 2": [850]}
+    assert bytes(seen) == bytes.fromhex("01460402630c010800010000b1cb") + bytes.fromhex("020400000001") + crc16(
+        bytes.fromhex("020400000001")
+    )
+    assert result == {
+        "Address change response (expect 01460402630c)": "01460402630c",
+        "Comms restart response (expect 010800010000b1cb)": "010800010000b1cb",
+        "Data read test from address 2": [850],
+    }
 
 
 def test_sensor_command_on_a_missing_port(node, tmp_path):

@@ -6,25 +6,26 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from ammp_edge import device_settings as ds
-from ammp_edge.kvs import KVStore
-from ammp_edge.webui import auth
-from conftest import AMMP_EDGE, REPO
+from ammp_edge.core import credentials
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.device import settings as ds
+from helpers.common import AMMP_EDGE, REPO
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk5xOhBz3GfkPpXe7C4xV0mW4b8wJfUu0cO8b7yM1Nn engineer@laptop"
 
 
 def test_a_full_file_parses_without_problems():
-    s = ds.parse("\ufeffHOSTNAME=site-7\r\nTIMEZONE=Africa/Nairobi\r\n# comment\r\n\r\nSSH=off\r\n"
-                 f"SSH_AUTHORIZED_KEY={KEY}\nSSH_AUTHORIZED_KEY=\"{KEY}\"\n"
-                 "ETH_ADDRESS=192.168.1.50/24\nETH_GATEWAY=192.168.1.1\nDNS=1.1.1.1, 8.8.8.8\n"
-                 "WIFI_SSID=\"Site 7 Wi-Fi\"\nWIFI_PASSWORD='pass word #1'\nWIFI_COUNTRY=ke\nWIFI_HIDDEN=yes\n"
-                 "NTP=ntp.example.com,10.0.0.1\nMQTT_BRIDGE_PROD=off\n"
-                 'MQTT_BRIDGE_CUSTOM={"host": "broker.example.com", "port": 8883, "username": "u", "password": "p"}\n')
+    s = ds.parse(
+        "\ufeffHOSTNAME=site-7\r\nTIMEZONE=Africa/Nairobi\r\n# comment\r\n\r\nSSH=off\r\n"
+        f'SSH_AUTHORIZED_KEY={KEY}\nSSH_AUTHORIZED_KEY="{KEY}"\n'
+        "ETH_ADDRESS=192.168.1.50/24\nETH_GATEWAY=192.168.1.1\nDNS=1.1.1.1, 8.8.8.8\n"
+        "WIFI_SSID=\"Site 7 Wi-Fi\"\nWIFI_PASSWORD='pass word #1'\nWIFI_COUNTRY=ke\nWIFI_HIDDEN=yes\n"
+        "NTP=ntp.example.com,10.0.0.1\nMQTT_BRIDGE_PROD=off\n"
+        'MQTT_BRIDGE_CUSTOM={"host": "broker.example.com", "port": 8883, "username": "u", "password": "p"}\n'
+    )
     assert s.problems == []
     assert s.get("HOSTNAME") == "site-7" and s.get("TIMEZONE") == "Africa/Nairobi" and not s.flag("SSH")
     assert s.ssh_keys == [KEY, KEY]
@@ -32,37 +33,42 @@ def test_a_full_file_parses_without_problems():
     assert not ds.ap_enabled(s)  # auto: a Wi-Fi client is configured
 
 
-@pytest.mark.parametrize("line, expected", [
-    ("HOSTNAME=-bad-", "line 1: HOSTNAME: '-bad-' is not a host name"),
-    ("HOSTNAME=" + "a" * 64, "is not a host name"),
-    ("TIMEZONE=Mars/Olympus", "line 1: TIMEZONE: 'Mars/Olympus' is not a known time zone"),
-    ("TIMEZONE=../../etc/passwd", "is not a known time zone"),
-    ("SSH=maybe", "line 1: SSH: 'maybe' is not on or off"),
-    ("SSH_AUTHORIZED_KEY=hello", "line 1: SSH_AUTHORIZED_KEY: not an SSH public key"),
-    ("ETH_ADDRESS=192.168.1.50", "line 1: ETH_ADDRESS: '192.168.1.50' is not dhcp or an address with its prefix"),
-    ("ETH_ADDRESS=192.168.1.0/24", "is not dhcp or an address with its prefix"),
-    ("ETH_ADDRESS=300.1.1.1/24", "is not dhcp or an address"),
-    ("ETH_GATEWAY=192.168.1.1", "ETH_GATEWAY: a gateway needs a static ETH_ADDRESS"),
-    ("ETH_ADDRESS=10.0.0.5/24\nETH_GATEWAY=10.0.1.1", "line 2: ETH_GATEWAY: 10.0.1.1 is not in the network of "
-                                                      "ETH_ADDRESS (10.0.0.0/24)"),
-    ("DNS=1.1.1.1,dns.example", "DNS: not IP addresses: dns.example"),
-    ("NTP=good.example,bad_name!", "NTP: not host names or IP addresses: bad_name!"),
-    ("WIFI_SSID=" + "x" * 33, "WIFI_SSID: longer than 32 bytes"),
-    ("WIFI_SSID=a\nWIFI_PASSWORD=short", "line 2: WIFI_PASSWORD: must be 8 to 63 ASCII characters (it has 5)"),
-    ("WIFI_COUNTRY=Kenya", "WIFI_COUNTRY: 'Kenya' is not a two-letter country code"),
-    ("WIFI_AP=sometimes", "WIFI_AP: 'sometimes' is not auto, on or off"),
-    ("WIFI_AP=on\nWIFI_SSID=home", "the Wi-Fi client wins, no access point"),
-    ("WIFI_AP_PASSWORD=1234567", "WIFI_AP_PASSWORD: must be 8 to 63 ASCII characters (it has 7)"),
-    ("WIFI_AP_CHANNEL=14", "WIFI_AP_CHANNEL: '14' is not a channel from 1 to 13"),
-    ("MQTT_BRIDGE_CUSTOM={host: x}", "line 1: MQTT_BRIDGE_CUSTOM: not valid JSON"),
-    ('MQTT_BRIDGE_CUSTOM={"host": "b.example", "port": 70000}', "70000 is outside 1..65535"),
-    ('MQTT_BRIDGE_CUSTOM=["b.example"]', "must be an object"),
-    ("MQTT_BRIDGE_PROD=perhaps", "MQTT_BRIDGE_PROD: 'perhaps' is not on or off"),
-    ("just some words", "line 1: expected KEY=value"),
-    ("WIFI_SIDD=home", "line 1: unknown setting 'WIFI_SIDD' (known: HOSTNAME"),
-    ("HOSTNAME=a\x07b", "line 1: HOSTNAME: control characters are not allowed"),
-    ("HOSTNAME=a\nHOSTNAME=b", "line 2: HOSTNAME is set again (line 1); the last one counts"),
-])
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        ("HOSTNAME=-bad-", "line 1: HOSTNAME: '-bad-' is not a host name"),
+        ("HOSTNAME=" + "a" * 64, "is not a host name"),
+        ("TIMEZONE=Mars/Olympus", "line 1: TIMEZONE: 'Mars/Olympus' is not a known time zone"),
+        ("TIMEZONE=../../etc/passwd", "is not a known time zone"),
+        ("SSH=maybe", "line 1: SSH: 'maybe' is not on or off"),
+        ("SSH_AUTHORIZED_KEY=hello", "line 1: SSH_AUTHORIZED_KEY: not an SSH public key"),
+        ("ETH_ADDRESS=192.168.1.50", "line 1: ETH_ADDRESS: '192.168.1.50' is not dhcp or an address with its prefix"),
+        ("ETH_ADDRESS=192.168.1.0/24", "is not dhcp or an address with its prefix"),
+        ("ETH_ADDRESS=300.1.1.1/24", "is not dhcp or an address"),
+        ("ETH_GATEWAY=192.168.1.1", "ETH_GATEWAY: a gateway needs a static ETH_ADDRESS"),
+        (
+            "ETH_ADDRESS=10.0.0.5/24\nETH_GATEWAY=10.0.1.1",
+            "line 2: ETH_GATEWAY: 10.0.1.1 is not in the network of ETH_ADDRESS (10.0.0.0/24)",
+        ),
+        ("DNS=1.1.1.1,dns.example", "DNS: not IP addresses: dns.example"),
+        ("NTP=good.example,bad_name!", "NTP: not host names or IP addresses: bad_name!"),
+        ("WIFI_SSID=" + "x" * 33, "WIFI_SSID: longer than 32 bytes"),
+        ("WIFI_SSID=a\nWIFI_PASSWORD=short", "line 2: WIFI_PASSWORD: must be 8 to 63 ASCII characters (it has 5)"),
+        ("WIFI_COUNTRY=Kenya", "WIFI_COUNTRY: 'Kenya' is not a two-letter country code"),
+        ("WIFI_AP=sometimes", "WIFI_AP: 'sometimes' is not auto, on or off"),
+        ("WIFI_AP=on\nWIFI_SSID=home", "the Wi-Fi client wins, no access point"),
+        ("WIFI_AP_PASSWORD=1234567", "WIFI_AP_PASSWORD: must be 8 to 63 ASCII characters (it has 7)"),
+        ("WIFI_AP_CHANNEL=14", "WIFI_AP_CHANNEL: '14' is not a channel from 1 to 13"),
+        ("MQTT_BRIDGE_CUSTOM={host: x}", "line 1: MQTT_BRIDGE_CUSTOM: not valid JSON"),
+        ('MQTT_BRIDGE_CUSTOM={"host": "b.example", "port": 70000}', "70000 is outside 1..65535"),
+        ('MQTT_BRIDGE_CUSTOM=["b.example"]', "must be an object"),
+        ("MQTT_BRIDGE_PROD=perhaps", "MQTT_BRIDGE_PROD: 'perhaps' is not on or off"),
+        ("just some words", "line 1: expected KEY=value"),
+        ("WIFI_SIDD=home", "line 1: unknown setting 'WIFI_SIDD' (known: HOSTNAME"),
+        ("HOSTNAME=a\x07b", "line 1: HOSTNAME: control characters are not allowed"),
+        ("HOSTNAME=a\nHOSTNAME=b", "line 2: HOSTNAME is set again (line 1); the last one counts"),
+    ],
+)
 def test_each_bad_line_is_named_and_left_out(line, expected):
     s = ds.parse(line)
     assert any(expected in p for p in s.problems), s.problems
@@ -80,13 +86,17 @@ def test_garbage_bytes_give_problems_not_a_crash(tmp_path):
 
 
 def test_static_address_wifi_client_and_ntp_render_for_networkd_and_wpa_supplicant():
-    s = ds.parse("ETH_ADDRESS=192.168.1.50/24\nETH_GATEWAY=192.168.1.1\nDNS=1.1.1.1,8.8.8.8\nWIFI_SSID=Site \"7\"\n"
-                 "WIFI_PASSWORD=password\nWIFI_ADDRESS=dhcp\nNTP=a.example, b.example\nSSH=on\n"
-                 f"SSH_AUTHORIZED_KEY={KEY}\n")
+    s = ds.parse(
+        'ETH_ADDRESS=192.168.1.50/24\nETH_GATEWAY=192.168.1.1\nDNS=1.1.1.1,8.8.8.8\nWIFI_SSID=Site "7"\n'
+        "WIFI_PASSWORD=password\nWIFI_ADDRESS=dhcp\nNTP=a.example, b.example\nSSH=on\n"
+        f"SSH_AUTHORIZED_KEY={KEY}\n"
+    )
     assert s.problems == []
     files = ds.render(s, "unused", "unused")
     eth = files["run/systemd/network/10-ammp-eth.network"]
-    assert "Name=eth* en* usb*" in eth and "Address=192.168.1.50/24\nGateway=192.168.1.1\nDNS=1.1.1.1\nDNS=8.8.8.8" in eth
+    assert (
+        "Name=eth* en* usb*" in eth and "Address=192.168.1.50/24\nGateway=192.168.1.1\nDNS=1.1.1.1\nDNS=8.8.8.8" in eth
+    )
     assert "DHCP=yes" in files["run/systemd/network/20-ammp-wlan.network"]
     wpa = files["run/ammp-edge-system/wpa_supplicant-wlan0.conf"]
     ssid = 'Site "7"'
@@ -108,7 +118,7 @@ def test_access_point_when_no_wifi_is_configured():
     assert ds.ap_enabled(s)
     files = ds.render(s, "ammp-edge-beef", "secret-pass")
     hostapd = files["run/ammp-edge-system/hostapd.conf"]
-    assert "interface=wlan0" in hostapd and f"ssid2={'ammp-edge-beef'.encode().hex()}" in hostapd
+    assert "interface=wlan0" in hostapd and f"ssid2={b'ammp-edge-beef'.hex()}" in hostapd
     assert f"wpa_psk={ds.wpa_psk('ammp-edge-beef', 'secret-pass')}" in hostapd and "secret-pass" not in hostapd
     wlan = files["run/systemd/network/20-ammp-wlan.network"]
     assert "Address=192.168.4.1/24" in wlan and "DHCPServer=yes" in wlan and "PoolOffset=100" in wlan
@@ -120,8 +130,10 @@ def test_apply_writes_under_root_keeps_secrets_private_and_removes_what_the_file
     boot, root, data = tmp_path / "boot", tmp_path / "root", tmp_path / "data"
     boot.mkdir()
     f = boot / "ammp-edge.txt"
-    f.write_text("HOSTNAME=site-9\nTIMEZONE=Europe/Berlin\nETH_ADDRESS=10.0.2.50/24\nETH_GATEWAY=10.0.2.2\n"
-                 'MQTT_BRIDGE_CUSTOM={"host": "10.0.2.100", "port": 1883, "tls": false, "topic_prefix": "s/9/"}\n')
+    f.write_text(
+        "HOSTNAME=site-9\nTIMEZONE=Europe/Berlin\nETH_ADDRESS=10.0.2.50/24\nETH_GATEWAY=10.0.2.2\n"
+        'MQTT_BRIDGE_CUSTOM={"host": "10.0.2.100", "port": 1883, "tls": false, "topic_prefix": "s/9/"}\n'
+    )
     s = ds.apply(f, root, data)
     assert s.problems == []
     run = root / "run"
@@ -147,7 +159,7 @@ def test_apply_writes_under_root_keeps_secrets_private_and_removes_what_the_file
     kv = KVStore(data / "kvs-db" / "kvstore.db")
     assert kv.get("mqtt_bridge_custom") is None
     # the password was changed in the web UI: the boot partition no longer shows it
-    auth.change_password(kv, "a new long password")
+    credentials.change_password(kv, "a new long password")
     kv.close()
     ds.apply(f, root, data)
     creds = (boot / ds.CREDENTIALS_NAME).read_text()
@@ -158,8 +170,11 @@ def test_apply_writes_under_root_keeps_secrets_private_and_removes_what_the_file
 def test_the_shipped_file_is_the_template_and_every_default_is_valid():
     shipped = (REPO / "image/rpi/boot/ammp-edge.txt").read_text()
     assert shipped == ds.commented_file(), "image/rpi/boot/ammp-edge.txt is stale: ammp-edge device-settings template"
-    uncommented = "\n".join(line[1:] for line in shipped.splitlines() if line.startswith("#") and "=" in line
-                            and line[1:].split("=")[0] in ds.KEYS)
+    uncommented = "\n".join(
+        line[1:]
+        for line in shipped.splitlines()
+        if line.startswith("#") and "=" in line and line[1:].split("=")[0] in ds.KEYS
+    )
     s = ds.parse(uncommented)
     assert s.problems == [] and set(s.lines) == set(ds.KEYS) - ds.REPEATABLE
 
@@ -184,6 +199,7 @@ def test_an_oversized_or_missing_file_is_refused_with_its_reason(tmp_path):
     assert s.get("HOSTNAME") == "ammp-edge" and info["found"] is False  # defaults; the boot goes on
     out = subprocess.run([*AMMP_EDGE, "device-settings", "check", str(big)], capture_output=True, text=True)
     assert out.returncode == 2 and "larger than 256 KiB" in out.stdout
-    out = subprocess.run([*AMMP_EDGE, "device-settings", "check", str(tmp_path / "nope.txt")], capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [*AMMP_EDGE, "device-settings", "check", str(tmp_path / "nope.txt")], capture_output=True, text=True
+    )
     assert out.returncode == 2 and "cannot be read" in out.stdout and "Traceback" not in out.stderr

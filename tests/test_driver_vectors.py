@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import drivers
+from ammp_edge.core import drivers
 
 REPO = Path(__file__).resolve().parent.parent
 UPSTREAM = {p.stem for p in (REPO / "tests" / "upstream" / "drivers").glob("*.json")}
@@ -46,7 +46,7 @@ def _raw_registers(vector: dict, where: str) -> dict[int, dict[int, int]]:
     regs = vector.get("registers")
     assert isinstance(regs, dict) and regs, f"{where}.registers: must be a non-empty object"
     for fc, blocks in regs.items():
-        assert fc in ("3", "4"), f"{where}.registers.{fc}: function code must be \"3\" or \"4\""
+        assert fc in ("3", "4"), f'{where}.registers.{fc}: function code must be "3" or "4"'
         assert isinstance(blocks, dict) and blocks, f"{where}.registers.{fc}: must be a non-empty object"
         for start, words in blocks.items():
             assert start.isdigit(), f"{where}.registers.{fc}.{start}: start register must be a decimal number"
@@ -73,14 +73,20 @@ def test_new_driver_names_its_source_and_validates(name):
     sources = doc.get("source")
     assert isinstance(sources, list) and sources, f"{name}: 'source' must list where the register facts were read"
     for i, s in enumerate(sources):
-        assert isinstance(s, dict) and isinstance(s.get("title"), str) and s["title"].strip(), \
+        assert isinstance(s, dict) and isinstance(s.get("title"), str) and s["title"].strip(), (
             f"{name}: source[{i}] needs a title"
-        assert any(isinstance(s.get(k), str) and s[k].strip() for k in ("url", "repo", "version", "document")), \
+        )
+        assert any(isinstance(s.get(k), str) and s[k].strip() for k in ("url", "repo", "version", "document")), (
             f"{name}: source[{i}] needs a url, repo, version or document id"
+        )
     problems = drivers.check_driver(doc, name)
     assert problems == [], f"{name}: " + "; ".join(str(p) for p in problems)
-    out = subprocess.run([sys.executable, "-m", "ammp_edge", "validate", str(REPO / "drivers" / f"{name}.json")],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "ammp_edge", "validate", str(REPO / "drivers" / f"{name}.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     report = out.stdout + out.stderr
     assert out.returncode == 0 and report.strip().endswith(": ok") and "warning" not in report.lower(), report
 
@@ -120,18 +126,36 @@ def test_vector_decodes_through_a_real_bus(name, index, simulator, tmp_path):
     unit = int(vector.get("unit", 1))
     sim = simulator({unit: doc}, registers={unit: _raw_registers(vector, f"{name}.test_vectors[{index}]")})
     config = {
-        "devices": {"dut": {"reading_type": "modbustcp", "driver": name, "vendor_id": "vec",
-                            "address": {"host": "127.0.0.1", "port": sim.port, "unit_id": unit}, "timeout": 5}},
+        "devices": {
+            "dut": {
+                "reading_type": "modbustcp",
+                "driver": name,
+                "vendor_id": "vec",
+                "address": {"host": "127.0.0.1", "port": sim.port, "unit_id": unit},
+                "timeout": 5,
+            }
+        },
         "readings": {f: {"device": "dut", "var": f} for f in vector["expect"]},
         "read_interval": 60,
     }
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
-    out = subprocess.run([sys.executable, "-m", "ammp_edge", "read", "--config", str(path), "--json"],
-                         capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    out = subprocess.run(
+        [sys.executable, "-m", "ammp_edge", "read", "--config", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
     assert out.returncode == 0, out.stderr
     records = [r for r in json.loads(out.stdout)["r"] if r.get("_d") == "dut"]
     assert len(records) == 1, out.stdout
     got = records[0]
-    wrong = {f: (exp, got.get(f, "<missing>")) for f, exp in vector["expect"].items() if not _same(exp, got.get(f, "<missing>"))}
-    assert not wrong, f"{name}.test_vectors[{index}] ({vector['description']}): field: (expected, got): {wrong}\n{out.stderr}"
+    wrong = {
+        f: (exp, got.get(f, "<missing>"))
+        for f, exp in vector["expect"].items()
+        if not _same(exp, got.get(f, "<missing>"))
+    }
+    assert not wrong, (
+        f"{name}.test_vectors[{index}] ({vector['description']}): field: (expected, got): {wrong}\n{out.stderr}"
+    )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import codec, drivers
-from conftest import REPO, UPSTREAM_DRIVERS
+from ammp_edge.core import codec, drivers
+from helpers.common import REPO, UPSTREAM_DRIVERS
 
 DRIVERS_DIR = REPO / "drivers"
 README = DRIVERS_DIR / "README.md"
@@ -66,7 +66,7 @@ def expected_differences(name: str, fields) -> dict[tuple[str, str], tuple[objec
     for (drv, fld, key), values in FIXES.items():
         if drv != name:
             continue
-        for f in (fields if fld == "*" else [fld]):
+        for f in fields if fld == "*" else [fld]:
             expected[(f, key)] = values
     return expected
 
@@ -143,7 +143,7 @@ def test_same_fields_and_facts_as_upstream_except_fixes(path):
 
 
 def test_every_fix_names_an_existing_driver_and_field():
-    for (drv, fld, key) in FIXES:
+    for drv, fld, _key in FIXES:
         upstream = load(UPSTREAM_DRIVERS / f"{drv}.json")
         assert fld == "*" or fld in upstream["fields"], (drv, fld)
 
@@ -157,8 +157,9 @@ def test_no_string_registers_left():
 
 
 def test_hex_register_files_are_the_upstream_ones():
-    found = {p.stem for p in UPSTREAM_FILES
-             if any(isinstance(f.get("register"), str) for f in load(p)["fields"].values())}
+    found = {
+        p.stem for p in UPSTREAM_FILES if any(isinstance(f.get("register"), str) for f in load(p)["fields"].values())
+    }
     assert found == HEX_REGISTER_FILES
 
 
@@ -243,12 +244,15 @@ def test_sma_data_manager_u64_nan_is_no_data(builtin_drivers):
     assert codec.decode_registers([0xFFFF, 0xFFFF], p.spec) is None
 
 
-@pytest.mark.parametrize("field, text", [
-    ("device_name", "Conext ComBox 16"),     # str16: 16 characters, 8 registers
-    ("fga_number", "865-1058-01 ABCD"[:15]),  # str15: 15 characters in 8 registers
-    ("firmware_version", "V3.03 BN 5 2019-12-1"),  # str20: 20 characters, 10 registers
-    ("hardware_serial_number", "ZW1234567890123"),
-])
+@pytest.mark.parametrize(
+    "field, text",
+    [
+        ("device_name", "Conext ComBox 16"),  # str16: 16 characters, 8 registers
+        ("fga_number", "865-1058-01 ABCD"[:15]),  # str15: 15 characters in 8 registers
+        ("firmware_version", "V3.03 BN 5 2019-12-1"),  # str20: 20 characters, 10 registers
+        ("hardware_serial_number", "ZW1234567890123"),
+    ],
+)
 def test_combox_text_fields_decode_the_whole_string(builtin_drivers, field, text):
     driver = builtin_drivers["schneider_combox"]
     n = int(drivers.merge_field(driver, field)["datatype"][3:])

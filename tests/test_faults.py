@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from appliance_harness import Appliance, received, report, wait_delivered
-from brokers import Recorder, cloud_broker, wait_until
+from helpers.appliance import Appliance, received, report, wait_delivered
+from helpers.brokers import Recorder, cloud_broker, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,10 +31,16 @@ def site_config(sim_port: int, interval: int = 1) -> dict:
             "inv1": {**dev, "vendor_id": "i1", "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": 3}},
             "inv2": {**dev, "vendor_id": "i2", "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": 4}},
         },
-        "readings": {"a": {"device": "logger", "var": "memory_usage"}, "b": {"device": "inv1", "var": "P_total"},
-                     "c": {"device": "inv2", "var": "P_total"}, "d": {"device": "inv1", "var": "total_yield"}},
-        "output": [{"field": "P_sum", "source": "inv1[var=\"P_total\"].value + inv2[var=\"P_total\"].value"}],
-        "read_interval": interval, "read_roundtime": True, "calc_vendor_id": "calc",
+        "readings": {
+            "a": {"device": "logger", "var": "memory_usage"},
+            "b": {"device": "inv1", "var": "P_total"},
+            "c": {"device": "inv2", "var": "P_total"},
+            "d": {"device": "inv1", "var": "total_yield"},
+        },
+        "output": [{"field": "P_sum", "source": 'inv1[var="P_total"].value + inv2[var="P_total"].value'}],
+        "read_interval": interval,
+        "read_roundtime": True,
+        "calc_vendor_id": "calc",
     }
 
 
@@ -160,8 +166,13 @@ def test_config_change_mid_cycle_and_unusable_config(site, builtin_drivers, simu
     _flowing(app, rec)
     raw = json.loads(app.config_file.read_text())
     sim2 = simulator({5: builtin_drivers["sma_stp25000"]})
-    raw["devices"]["inv3"] = {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "i3", "timeout": 1,
-                              "address": {"host": "127.0.0.1", "port": sim2.port, "unit_id": 5}}
+    raw["devices"]["inv3"] = {
+        "driver": "sma_stp25000",
+        "reading_type": "modbustcp",
+        "vendor_id": "i3",
+        "timeout": 1,
+        "address": {"host": "127.0.0.1", "port": sim2.port, "unit_id": 5},
+    }
     raw["readings"]["e"] = {"device": "inv3", "var": "P_total"}
     time.sleep(0.5)  # land in the middle of a cycle
     kv = app.kv()

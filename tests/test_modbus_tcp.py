@@ -8,21 +8,37 @@ import time
 
 import pytest
 
-from ammp_edge import config as cfg
-from ammp_edge.bus import BusPoller
+from ammp_edge.bus.poller import BusPoller
+from ammp_edge.core import config as cfg
 
 SMA_VALUES = {
-    "P_total": 12345.0, "P_L1": 4115.0, "P_L2": 4115.0, "P_L3": 4115.0, "total_yield": 123 * 65536 + 45678.0,
-    "V_L1": 230.12, "freq": 50.01, "temp_internal": 41.5, "dc_in_I1": -0.5, "status": 295, "condition": 307,
+    "P_total": 12345.0,
+    "P_L1": 4115.0,
+    "P_L2": 4115.0,
+    "P_L3": 4115.0,
+    "total_yield": 123 * 65536 + 45678.0,
+    "V_L1": 230.12,
+    "freq": 50.01,
+    "temp_internal": 41.5,
+    "dc_in_I1": -0.5,
+    "status": 295,
+    "condition": 307,
     "Q_total": None,
 }
 
 
 def sma_config(port: int, units=(3,), timeout=1.0, vars_=None, **addr) -> dict:
     vars_ = vars_ or list(SMA_VALUES)
-    devices = {f"inv{u}": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": f"v{u}",
-                           "timeout": timeout, "address": {"host": "127.0.0.1", "port": port, "unit_id": u, **addr}}
-               for u in units}
+    devices = {
+        f"inv{u}": {
+            "driver": "sma_stp25000",
+            "reading_type": "modbustcp",
+            "vendor_id": f"v{u}",
+            "timeout": timeout,
+            "address": {"host": "127.0.0.1", "port": port, "unit_id": u, **addr},
+        }
+        for u in units
+    }
     readings = {f"{d}_{v}": {"device": d, "var": v} for d in devices for v in vars_}
     return {"devices": devices, "readings": readings, "read_interval": 10}
 
@@ -30,7 +46,7 @@ def sma_config(port: int, units=(3,), timeout=1.0, vars_=None, **addr) -> dict:
 def poll_once(raw: dict, drivers: dict, t: int = 1_700_000_000) -> tuple[dict, BusPoller]:
     config = cfg.load(raw, drivers)
     assert not config.errors, config.errors
-    (bus_id, devices), = config.buses().items()
+    ((bus_id, devices),) = config.buses().items()
     poller = BusPoller(bus_id, devices, config.read_interval)
     return poller.poll(t), poller
 
@@ -172,19 +188,31 @@ def _good(req: bytes) -> bytes:
     return _mbap(req, bytes([req[7], 2 * count]) + b"\x00\x2a" * count)
 
 
-@pytest.mark.parametrize("name,respond", [
-    ("garbage", lambda req: b"\xde\xad\xbe\xef" * 5),
-    ("truncated", lambda req: _good(req)[:-3]),
-    ("wrong byte count", lambda req: _mbap(req, bytes([req[7], 200]) + b"\x00\x01")),
-    ("wrong function", lambda req: _mbap(req, bytes([0x10]) + b"\x00\x00\x00\x01")),
-    ("closes connection", lambda req: None),
-])
+@pytest.mark.parametrize(
+    "name,respond",
+    [
+        ("garbage", lambda req: b"\xde\xad\xbe\xef" * 5),
+        ("truncated", lambda req: _good(req)[:-3]),
+        ("wrong byte count", lambda req: _mbap(req, bytes([req[7], 200]) + b"\x00\x01")),
+        ("wrong function", lambda req: _mbap(req, bytes([0x10]) + b"\x00\x00\x00\x01")),
+        ("closes connection", lambda req: None),
+    ],
+)
 def test_garbage_answers_are_reported_and_the_bus_recovers(name, respond, builtin_drivers):
     mode = {"bad": True}
     dev = RawDevice(lambda req: respond(req) if mode["bad"] else _good(req))
-    raw = {"devices": {"m": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "m", "timeout": 0.5,
-                             "address": {"host": "127.0.0.1", "port": dev.port, "unit_id": 3}}},
-           "readings": {"a": {"device": "m", "var": "status"}}}
+    raw = {
+        "devices": {
+            "m": {
+                "driver": "sma_stp25000",
+                "reading_type": "modbustcp",
+                "vendor_id": "m",
+                "timeout": 0.5,
+                "address": {"host": "127.0.0.1", "port": dev.port, "unit_id": 3},
+            }
+        },
+        "readings": {"a": {"device": "m", "var": "status"}},
+    }
     try:
         readout, poller = poll_once(raw, builtin_drivers)
         assert by_device(readout)["m"] == {"_d": "m", "_vid": "m"}, name
@@ -201,7 +229,7 @@ def test_garbage_answers_are_reported_and_the_bus_recovers(name, respond, builti
 
 
 def test_connection_refused_then_device_appears(builtin_drivers, simulator, caplog):
-    from conftest import free_port
+    from helpers.common import free_port
 
     port = free_port()
     raw = sma_config(port, timeout=0.5, vars_=["P_total"])
@@ -225,15 +253,36 @@ def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simula
     import json
     import subprocess
 
-    from conftest import AMMP_EDGE, UPSTREAM_CONFIGS
+    from helpers.common import AMMP_EDGE, UPSTREAM_CONFIGS
 
     raw = json.loads((UPSTREAM_CONFIGS / "docker-test-config.json").read_text())
-    ems_regs = {122: 0xCC5A, 123: 0x489E, 124: 0xF330, 125: 0x48AA, 126: 0xE441, 127: 0x489F,
-                200: 0b0000000000000100, 201: 0b1011001000000000, 202: 0b1111001000000101}
-    sma_regs = {30051: 0, 30052: 8081, 30053: 0, 30054: 9197, 30057: 18838, 30058: 722, 30529: 123, 30530: 45678,
-                30775: 0, 30776: 12345}
-    sim = simulator({1: raw["drivers"]["ems"], 3: builtin_drivers["sma_stp25000"]},
-                    registers={1: {3: ems_regs, 4: ems_regs}, 3: {3: sma_regs, 4: sma_regs}})
+    ems_regs = {
+        122: 0xCC5A,
+        123: 0x489E,
+        124: 0xF330,
+        125: 0x48AA,
+        126: 0xE441,
+        127: 0x489F,
+        200: 0b0000000000000100,
+        201: 0b1011001000000000,
+        202: 0b1111001000000101,
+    }
+    sma_regs = {
+        30051: 0,
+        30052: 8081,
+        30053: 0,
+        30054: 9197,
+        30057: 18838,
+        30058: 722,
+        30529: 123,
+        30530: 45678,
+        30775: 0,
+        30776: 12345,
+    }
+    sim = simulator(
+        {1: raw["drivers"]["ems"], 3: builtin_drivers["sma_stp25000"]},
+        registers={1: {3: ems_regs, 4: ems_regs}, 3: {3: sma_regs, 4: sma_regs}},
+    )
     for dev in raw["devices"].values():
         if dev["reading_type"] == "modbustcp":
             dev["address"].update(host="127.0.0.1", port=sim.port)
@@ -261,8 +310,8 @@ def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simula
 
 def test_a_device_known_only_by_its_mac(simulator, builtin_drivers):
     """Resolved through the ARP table, then the scan cache (here), then a rate-limited scan."""
-    from ammp_edge.kvs import cache
-    from ammp_edge.scan import macs
+    from ammp_edge.core.kvs import cache
+    from ammp_edge.node.scan import macs
 
     sim = simulator({3: builtin_drivers["sma_stp25000"]}, values={3: SMA_VALUES})
     kv = cache()

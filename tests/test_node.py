@@ -15,32 +15,41 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import clock, config as cfg, intake, meta, provision
-from ammp_edge.cloudapi import Api, ApiError, Retry
-from ammp_edge.kvs import KVStore
-from brokers import Mosquitto, Recorder, publish, wait_until
-from fake_cloud import FakeCloud
+from ammp_edge.core import clock, config as cfg, keys
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.node import intake, meta, provision
+from ammp_edge.node.cloudapi import Api, ApiError, Retry
+from helpers.brokers import Mosquitto, Recorder, publish, wait_until
+from helpers.fake_cloud import FakeCloud
 
 LOCAL_BROKER = "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n"
 
 
 def sys_config(**extra) -> dict:
-    return {"devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},
-            "readings": {"mem": {"device": "lg", "var": "memory_usage"}}, "read_interval": 5, **extra}
+    return {
+        "devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},
+        "readings": {"mem": {"device": "lg", "var": "memory_usage"}},
+        "read_interval": 5,
+        **extra,
+    }
 
 
 # -- node id ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("macs, expected", [
-    ({"lo": "00:00:00:00:00:00", "wlan0": "aa:bb:cc:00:00:01", "eth0": "B8:27:EB:12:34:56"}, "b827eb123456"),
-    ({"eth1": "02:00:00:00:00:02", "en0": "02:00:00:00:00:01"}, "020000000001"),
-    ({"wlan1": "02:00:00:00:00:09", "eth1": "02:00:00:00:00:02"}, "020000000002"),
-    ({"lo": "00:00:00:00:00:00", "docker0": "02-42-AC-11-00-02", "veth1": "0a:00:00:00:00:01"}, "0242ac110002"),
-    ({"eth0": "00:00:00:00:00:00", "enp3s0": "d8:3a:dd:01:02:03"}, "d83add010203"),  # eth0 all zero: skipped
-    ({"lo": "00:00:00:00:00:00"}, "ff0123456789"),
-    ({}, "ff0123456789"),
-    ({"ib0": "80:00:02:08:fe:80:00:00:00:00", "eth0": "junk"}, "ff0123456789"),  # not 6-byte MACs
-])
+
+@pytest.mark.parametrize(
+    "macs, expected",
+    [
+        ({"lo": "00:00:00:00:00:00", "wlan0": "aa:bb:cc:00:00:01", "eth0": "B8:27:EB:12:34:56"}, "b827eb123456"),
+        ({"eth1": "02:00:00:00:00:02", "en0": "02:00:00:00:00:01"}, "020000000001"),
+        ({"wlan1": "02:00:00:00:00:09", "eth1": "02:00:00:00:00:02"}, "020000000002"),
+        ({"lo": "00:00:00:00:00:00", "docker0": "02-42-AC-11-00-02", "veth1": "0a:00:00:00:00:01"}, "0242ac110002"),
+        ({"eth0": "00:00:00:00:00:00", "enp3s0": "d8:3a:dd:01:02:03"}, "d83add010203"),  # eth0 all zero: skipped
+        ({"lo": "00:00:00:00:00:00"}, "ff0123456789"),
+        ({}, "ff0123456789"),
+        ({"ib0": "80:00:02:08:fe:80:00:00:00:00", "eth0": "junk"}, "ff0123456789"),  # not 6-byte MACs
+    ],
+)
 def test_node_id_from_the_primary_interface(macs, expected):
     assert provision.node_id_from(macs, random_hex=lambda: "0123456789") == expected
 
@@ -53,12 +62,15 @@ def test_node_id_fallback_is_random_and_well_formed():
 
 # -- digest and the exact bytes ------------------------------------------------------------------
 
+
 def test_digest_is_upstreams_sha1_of_sort_keys_json_without_config_id():
     doc = {"readings": {"b": 1, "a": "é"}, "devices": {}, "config_id": "abcdef0", "read_interval": 60.0}
     upstream = hashlib.sha1(json.dumps({k: v for k, v in doc.items() if k != "config_id"}, sort_keys=True).encode())
     assert cfg.digest(doc) == upstream.hexdigest()[:7]
     # default separators and ASCII escapes, as Python's json.dumps: a compact dump would differ
-    assert cfg.digest(doc) != hashlib.sha1(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:7]
+    assert (
+        cfg.digest(doc) != hashlib.sha1(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:7]
+    )
 
 
 ODD = b'{ "b" : [1, 2.50, {"x": "\\u00e9"}],\n\t"config_id":"1234567" ,"a": "\xc3\xa9", "n": null }'
@@ -67,21 +79,24 @@ ODD = b'{ "b" : [1, 2.50, {"x": "\\u00e9"}],\n\t"config_id":"1234567" ,"a": "\xc
 def test_the_config_is_cut_out_of_the_envelope_byte_for_byte():
     body = b'{"config_id": "x", "config" :\n ' + ODD + b' , "other": [1, {"config": 2}]}'
     assert intake.config_from_envelope(body) == ODD
-    dup = b'{"config": {"old": 1}, "config": ' + ODD + b'}'  # duplicate key: the last, as json.loads
+    dup = b'{"config": {"old": 1}, "config": ' + ODD + b"}"  # duplicate key: the last, as json.loads
     assert intake.config_from_envelope(dup) == ODD
     for bad in (b"\x00\xffgarbage", b'{"config": {}}', b'{"config": [1]}', b"[1]", b'{"config": '):
         with pytest.raises(ApiError):
             intake.config_from_envelope(bad)
 
 
-@pytest.mark.parametrize("text, expected", [
-    (ODD.decode(), '{ "b" : [1, 2.50, {"x": "\\u00e9"}],\n\t"a": "é", "n": null }'),
-    ('{"config_id": "a"}', "{}"),
-    ('{"config_id": "a", "x": 1}', '{"x": 1}'),
-    ('{"x": 1, "config_id": "a"}', '{"x": 1}'),
-    ('{"x": {"config_id": 1}}', '{"x": {"config_id": 1}}'),  # only the top level
-    ('{"config_id": 1, "x": 2, "config_id": 3}', '{"x": 2}'),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (ODD.decode(), '{ "b" : [1, 2.50, {"x": "\\u00e9"}],\n\t"a": "é", "n": null }'),
+        ('{"config_id": "a"}', "{}"),
+        ('{"config_id": "a", "x": 1}', '{"x": 1}'),
+        ('{"x": 1, "config_id": "a"}', '{"x": 1}'),
+        ('{"x": {"config_id": 1}}', '{"x": {"config_id": 1}}'),  # only the top level
+        ('{"config_id": 1, "x": 2, "config_id": 3}', '{"x": 2}'),
+    ],
+)
 def test_config_id_is_cut_out_and_nothing_else_changes(text, expected):
     out = intake.without_member(text, "config_id")
     assert out == expected
@@ -89,6 +104,7 @@ def test_config_id_is_cut_out_and_nothing_else_changes(text, expected):
 
 
 # -- legacy data directory ------------------------------------------------------------------------
+
 
 def legacy_db(path: Path, rows) -> Path:
     db = sqlite3.connect(path)
@@ -124,8 +140,9 @@ def test_a_broken_legacy_db_means_activation(isolated_dirs):
     (data / "config.db").write_bytes(b"not a database at all" * 100)
     with FakeCloud(access_key="fresh") as api:
         store = KVStore()
-        ident = provision.ensure_identity(store, threading.Event(), lambda: Api(api.base_url, 2),
-                                          node_id=lambda: "d83add010203", retry_first=0.01)
+        ident = provision.ensure_identity(
+            store, threading.Event(), lambda: Api(api.base_url, 2), node_id=lambda: "d83add010203", retry_first=0.01
+        )
     assert ident == ("d83add010203", "fresh")
 
 
@@ -135,21 +152,30 @@ def _no_api():
 
 # -- activation against the fake API ---------------------------------------------------------------
 
-@pytest.mark.parametrize("route, faults", [
-    ("GET activate", ["500"]),
-    ("GET activate", ["slow"]),
-    ("GET activate", ["garbage", "invalid_json", "drop"]),
-    ("POST activate", ["500", "garbage"]),
-    ("POST activate", ["slow", "invalid_json"]),
-])
+
+@pytest.mark.parametrize(
+    "route, faults",
+    [
+        ("GET activate", ["500"]),
+        ("GET activate", ["slow"]),
+        ("GET activate", ["garbage", "invalid_json", "drop"]),
+        ("POST activate", ["500", "garbage"]),
+        ("POST activate", ["slow", "invalid_json"]),
+    ],
+)
 def test_activation_retries_until_it_works(route, faults, caplog):
     caplog.set_level(logging.DEBUG)
     with FakeCloud(access_key="s3cr3t-key-value", slow_s=1.0) as api:
         api.fail(route, *faults)
         store = KVStore()
         started = time.monotonic()
-        ident = provision.ensure_identity(store, threading.Event(), lambda: Api(api.base_url, timeout=0.5),
-                                          node_id=lambda: "b827eb123456", retry_first=0.05)
+        ident = provision.ensure_identity(
+            store,
+            threading.Event(),
+            lambda: Api(api.base_url, timeout=0.5),
+            node_id=lambda: "b827eb123456",
+            retry_first=0.05,
+        )
         assert ident == ("b827eb123456", "s3cr3t-key-value")
         assert api.activated == {"b827eb123456"}
         assert api.calls(route.split()[0], "activate") >= len(faults) + 1
@@ -171,8 +197,11 @@ def test_activation_uses_the_base_url_from_the_kv_store_and_stops_on_request():
         api.fail("GET activate", *["500"] * 100)
         stop = threading.Event()
         result = {}
-        th = threading.Thread(target=lambda: result.update(
-            ident=provision.ensure_identity(store, stop, node_id=lambda: "020000000001", retry_first=0.05)))
+        th = threading.Thread(
+            target=lambda: result.update(
+                ident=provision.ensure_identity(store, stop, node_id=lambda: "020000000001", retry_first=0.05)
+            )
+        )
         th.start()
         wait_until(lambda: api.calls("GET", "activate") >= 3, 5)
         stop.set()
@@ -189,6 +218,7 @@ def test_retry_backs_off_exponentially_up_to_the_cap():
 
 # -- config intake -------------------------------------------------------------------------------
 
+
 class Published(list):
     def __call__(self, topic, text):
         self.append((topic, text))
@@ -203,28 +233,33 @@ def intake_(builtin_drivers):
 
 def test_a_usable_config_is_stored_raw_without_config_id(intake_):
     it, store, pub = intake_
-    raw = b'{"read_interval": 5,  "config_id": "abc1234",\n "devices": {"lg": {"driver": "sys_generic", ' \
-          b'"reading_type": "sys", "vendor_id": "lg"}}, "readings": {"mem": {"device": "lg", "var": "memory_usage"}}}'
+    raw = (
+        b'{"read_interval": 5,  "config_id": "abc1234",\n "devices": {"lg": {"driver": "sys_generic", '
+        b'"reading_type": "sys", "vendor_id": "lg"}}, "readings": {"mem": {"device": "lg", "var": "memory_usage"}}}'
+    )
     assert it.offer(raw, "d/config")
     assert store.get_raw("config") == raw.replace(b'"config_id": "abc1234",\n ', b"")
     assert pub == []
     assert it.stored_digest() == cfg.digest(json.loads(raw))
 
 
-@pytest.mark.parametrize("raw, says", [
-    (b"{ this is not json", "not valid JSON"),
-    (b'{"devices": [], "readings": {}}', "devices: missing or not an object"),
-    (b'{"devices": {}, "readings": {}, "read_interval": 0}', "read_interval"),
-    (b"\xff\xfe{}", "not UTF-8"),
-    (b"[]", "a config must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        (b"{ this is not json", "not valid JSON"),
+        (b'{"devices": [], "readings": {}}', "devices: missing or not an object"),
+        (b'{"devices": {}, "readings": {}, "read_interval": 0}', "read_interval"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b"[]", "a config must be a JSON object"),
+    ],
+)
 def test_an_unusable_config_is_refused_and_said_on_u_log_msg(intake_, raw, says):
     it, store, pub = intake_
     good = json.dumps(sys_config()).encode()
     assert it.offer(good, "d/config")
     assert not it.offer(raw, "d/config")
     assert store.get_raw("config") == good
-    (topic, text), = pub
+    ((topic, text),) = pub
     assert topic == "u/log/msg" and "refused, the previous config keeps running" in text and says in text
     assert not it.offer(raw, "the AMMP API", quiet_repeat=True) and len(pub) == 1, "the hourly watch says it once"
     assert not it.offer(raw, "d/config") and len(pub) == 2, "a push is always answered"
@@ -233,11 +268,16 @@ def test_an_unusable_config_is_refused_and_said_on_u_log_msg(intake_, raw, says)
 def test_a_config_with_one_bad_device_is_stored_and_the_problem_published(intake_):
     it, store, pub = intake_
     doc = sys_config()
-    doc["devices"]["bad"] = {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "b", "address": {"host": "h", "port": "abc"}}
+    doc["devices"]["bad"] = {
+        "driver": "sma_stp25000",
+        "reading_type": "modbustcp",
+        "vendor_id": "b",
+        "address": {"host": "h", "port": "abc"},
+    }
     doc["readings"]["p"] = {"device": "bad", "var": "P_total"}
     assert it.offer(json.dumps(doc).encode(), "d/config")
     assert json.loads(store.get_raw("config")) == doc
-    (topic, text), = pub
+    ((topic, text),) = pub
     assert topic == "u/log/msg" and "devices.bad.address.port" in text and "the rest runs" in text
 
 
@@ -258,8 +298,11 @@ def test_http_watch_downloads_only_when_the_config_id_differs(intake_):
         api.keys["0123456789ab"] = "k"
         watch = intake.HttpWatch(it, lambda: Api(api.base_url, 2), "0123456789ab", "k", 3600)
         assert watch.check() == "the cloud has no config for this node"
-        raw = b'{"devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}}, "config_id": "zzz",' \
-              b' "readings": {"m": {"device": "lg", "var": "memory_usage"}}, "read_interval": 30}'
+        raw = (
+            b'{"devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},'
+            b' "config_id": "zzz",'
+            b' "readings": {"m": {"device": "lg", "var": "memory_usage"}}, "read_interval": 30}'
+        )
         api.set_config(raw)
         assert "stored" in watch.check()
         assert store.get_raw("config") == raw.replace(b' "config_id": "zzz",', b"")
@@ -277,17 +320,20 @@ def test_http_watch_downloads_only_when_the_config_id_differs(intake_):
         wrong = intake.HttpWatch(it, lambda: Api(api.base_url, 2), "0123456789ab", "wrong-key", 3600)
         with pytest.raises(ApiError, match="HTTP 401"):
             wrong.check()
-        assert Api(api.base_url, 2).request("POST", "nodes/0123456789ab/env_scan", "k", {"time": "x"}).status_code == 204
+        assert (
+            Api(api.base_url, 2).request("POST", "nodes/0123456789ab/env_scan", "k", {"time": "x"}).status_code == 204
+        )
         assert json.loads(api.env_scans[0]) == {"time": "x"}
 
 
 # -- clock ---------------------------------------------------------------------------------------
 
+
 def test_clock_trusted_when_ntp_synchronised_or_the_rtc_runs():
     assert clock.status(lambda: {"NTPSynchronized": "yes"}, sleep=lambda s: None) == (True, "NTP synchronised")
     rtc = iter(["Thu 2026-11-26 10:00:00", "Thu 2026-11-26 10:00:01"])
     assert clock.status(lambda: {"NTPSynchronized": "no", "RTCTimeUSec": next(rtc)}, sleep=lambda s: None)[0]
-    stuck = lambda: {"NTPSynchronized": "no", "RTCTimeUSec": "Thu 1970-01-01 00:00:00"}  # noqa: E731
+    stuck = lambda: {"NTPSynchronized": "no", "RTCTimeUSec": "Thu 1970-01-01 00:00:00"}
     assert not clock.status(stuck, sleep=lambda s: None)[0]
     assert not clock.status(lambda: {"NTPSynchronized": "no", "RTCTimeUSec": "n/a"}, sleep=lambda s: None)[0]
 
@@ -296,8 +342,9 @@ def test_clock_wait_says_so_on_u_log_msg_with_backoff_then_trusts():
     pub = Published()
     answers = [(False, "NTP is not synchronised")] * 12 + [(True, "NTP synchronised")]
     checks = iter(answers)
-    assert clock.wait_until_trusted(threading.Event(), pub, check=lambda: next(checks), container=False,
-                                    check_every=0.01, first_gap=0.03)
+    assert clock.wait_until_trusted(
+        threading.Event(), pub, check=lambda: next(checks), container=False, check_every=0.01, first_gap=0.03
+    )
     assert 2 <= len(pub) <= 4, "not at every check"
     assert all(t == "u/log/msg" and "waiting for a trustworthy clock" in x for t, x in pub)
 
@@ -320,7 +367,7 @@ def test_clock_without_timedatectl_or_systemd_or_in_a_container_is_trusted():
 
 
 def test_a_bus_under_supervisord_waits_for_the_clock(monkeypatch):
-    from ammp_edge.kvs import cache
+    from ammp_edge.core.kvs import cache
 
     monkeypatch.setenv("SUPERVISOR_ENABLED", "1")
     stop = threading.Event()
@@ -333,27 +380,38 @@ def test_a_bus_under_supervisord_waits_for_the_clock(monkeypatch):
     th.join(2)
     assert done == [True]
     monkeypatch.delenv("SUPERVISOR_ENABLED")
-    cache().delete(clock.CACHE_KEY)
+    cache().delete(keys.CLOCK_TRUSTED)
     assert clock.wait_for_trust(stop, "sys")  # not under supervisord: no wait
 
 
 # -- metadata ------------------------------------------------------------------------------------
 
+
 def test_ssh_fingerprint_is_ssh_keygens_without_prefix(tmp_path):
-    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(tmp_path / "ssh_host_ecdsa_key")],
-                   check=True, timeout=30)
-    out = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(tmp_path / "ssh_host_ecdsa_key.pub")],
-                         capture_output=True, text=True, check=True, timeout=30).stdout.split()[1]
-    assert out.startswith("SHA256:") and meta.ssh_fingerprint(tmp_path) == out[len("SHA256:"):]
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ecdsa", "-N", "", "-f", str(tmp_path / "ssh_host_ecdsa_key")],
+        check=True,
+        timeout=30,
+    )
+    out = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(tmp_path / "ssh_host_ecdsa_key.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout.split()[1]
+    assert out.startswith("SHA256:") and meta.ssh_fingerprint(tmp_path) == out[len("SHA256:") :]
     assert meta.ssh_fingerprint(tmp_path / "none") is None
     vals = meta.values(1_700_000_000, tmp_path)
     assert vals["ssh_fingerprint"] == out[7:] and vals["start_time"] == "1700000000"
     assert len(vals["arch"].split()) >= 4 and int(vals["boot_time"]) < time.time()
-    assert "snap_rev" not in meta.values(0, tmp_path / "none") and "ssh_fingerprint" not in meta.values(0, tmp_path / "none")
+    assert "snap_rev" not in meta.values(0, tmp_path / "none") and "ssh_fingerprint" not in meta.values(
+        0, tmp_path / "none"
+    )
 
 
 def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
-    from ammp_edge.mqtt import MqttLink
+    from ammp_edge.delivery.mqtt import MqttLink
 
     with Mosquitto.from_text(tmp_path / "b", LOCAL_BROKER) as broker:
         publish(broker.port, "u/meta/arch", "old", retain=True)
@@ -369,15 +427,17 @@ def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
             rec.wait_for(lambda m: m.topic == "u/meta/version" and m.payload == b"9")
             seq = [(m.topic, m.payload, m.retain) for m in rec.messages if m.payload != b"old"]
             assert seq.index(("u/meta/arch", b"", False)) < seq.index(("u/meta/arch", b"Linux x", False))
-        from brokers import retained
+        from helpers.brokers import retained
+
         assert retained(broker.port, "u/meta/arch") is None, "the old retained value is gone, no new one"
         assert meta.wait_for_bridges([], threading.Event())
 
 
 # -- the node's MQTT session --------------------------------------------------------------------
 
+
 def test_a_push_sent_while_node_is_down_is_applied_when_it_comes_back(tmp_path, monkeypatch):
-    from ammp_edge.node import Node
+    from ammp_edge.node.program import Node
 
     with Mosquitto.from_text(tmp_path / "b", LOCAL_BROKER) as broker:
         monkeypatch.setenv("MQTT_BRIDGE_PORT", str(broker.port))
@@ -412,13 +472,14 @@ def test_a_push_sent_while_node_is_down_is_applied_when_it_comes_back(tmp_path, 
 
 # -- end to end: `ammp-edge up` from an empty data dir ---------------------------------------------
 
+
 class FreshAppliance:
     """appliance_harness.Appliance without a node id: the node generates it and activates itself
     against the fake API, whose activation registers the node's credentials on the cloud broker (as
     the AMMP cloud does), so the bridge logs in with what the node was handed."""
 
     def __new__(cls, root: Path, api: FakeCloud, cloud, **env):
-        from appliance_harness import Appliance
+        from helpers.appliance import Appliance
 
         app = Appliance(root, {}, cloud, **env)
         kv = app.kv()
@@ -432,11 +493,20 @@ class FreshAppliance:
 
 
 def e2e_config(*ports, interval=2, extra=()) -> dict:
-    doc = {"devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},
-           "readings": {"mem": {"device": "lg", "var": "memory_usage"}}, "read_interval": interval, "read_roundtime": True}
+    doc = {
+        "devices": {"lg": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"}},
+        "readings": {"mem": {"device": "lg", "var": "memory_usage"}},
+        "read_interval": interval,
+        "read_roundtime": True,
+    }
     for p in ports:
-        doc["devices"][f"inv{p}"] = {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": f"v{p}",
-                                     "timeout": 1, "address": {"host": "127.0.0.1", "port": p, "unit_id": 3}}
+        doc["devices"][f"inv{p}"] = {
+            "driver": "sma_stp25000",
+            "reading_type": "modbustcp",
+            "vendor_id": f"v{p}",
+            "timeout": 1,
+            "address": {"host": "127.0.0.1", "port": p, "unit_id": 3},
+        }
         doc["readings"][f"p{p}"] = {"device": f"inv{p}", "var": "P_total"}
     for dev, var in extra:
         doc["readings"][f"{dev}_{var}"] = {"device": dev, "var": var}
@@ -449,15 +519,19 @@ def bus_pids(app) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_path, simulator, builtin_drivers):
-    from brokers import MOSQUITTO_PASSWD, cloud_broker
+    from helpers.brokers import MOSQUITTO_PASSWD, cloud_broker
 
     drv = builtin_drivers["sma_stp25000"]
     a, b, c = (simulator({3: drv}).port for _ in range(3))
     cloud = cloud_broker(tmp_path, node_user="placeholder", node_password="placeholder")
 
     def register(node_id: str, access_key: str) -> None:
-        subprocess.run([MOSQUITTO_PASSWD, "-b", str(cloud.broker.conf.parent / "passwords"), node_id, access_key],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [MOSQUITTO_PASSWD, "-b", str(cloud.broker.conf.parent / "passwords"), node_id, access_key],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         cloud.broker.proc.send_signal(__import__("signal").SIGHUP)  # mosquitto rereads its password file
 
     api = FakeCloud(on_activate=register, slow_s=4).start()
@@ -479,10 +553,15 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
         assert app.kv().get("access_key") == api.keys[node_id] and app.kv().get("activated")
         wait_until(lambda: app.kv().get_raw("config") == api.config_raw, 60, 0.5, what="the config from the API")
         data = f"a/{node_id}/u/data"
-        rec.wait_for(lambda m: m.topic == data and {r["_d"] for r in json.loads(m.payload)["r"]} == {"lg", f"inv{a}", f"inv{b}"},
-                     60, "a full cycle at the cloud")
+        rec.wait_for(
+            lambda m: m.topic == data and {r["_d"] for r in json.loads(m.payload)["r"]} == {"lg", f"inv{a}", f"inv{b}"},
+            60,
+            "a full cycle at the cloud",
+        )
         for topic in ("boot_time", "start_time", "arch", "version"):
-            rec.wait_for(lambda m: m.topic == f"a/{node_id}/u/meta/{topic}" and m.payload, 30, f"meta {topic}")
+            rec.wait_for(
+                lambda m, topic=topic: m.topic == f"a/{node_id}/u/meta/{topic}" and m.payload, 30, f"meta {topic}"
+            )
         assert not rec.on(f"a/{node_id}/u/meta/snap_rev")
         assert app.programs()["node"]["pid"] == node_pid, "API faults retried without a crash"
         assert "works again" in app.logs("node")
@@ -496,15 +575,25 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
         wait_until(lambda: f"bus-tcp_127.0.0.1_{c}" in bus_pids(app), 15, 0.2, what="the new bus")
         assert time.monotonic() - pushed < 10, "within a cycle or two (2 s cycles, 2 s node rounds, 1 s startsecs)"
         assert {n: p for n, p in bus_pids(app).items() if n in pids} == pids
-        rec.wait_for(lambda m: m.topic == data and any(r.get("total_yield") is not None for r in json.loads(m.payload)["r"])
-                     and any(r["_d"] == f"inv{c}" and "P_total" in r for r in json.loads(m.payload)["r"]), 20,
-                     "the reloaded and the new bus")
+        rec.wait_for(
+            lambda m: (
+                m.topic == data
+                and any(r.get("total_yield") is not None for r in json.loads(m.payload)["r"])
+                and any(r["_d"] == f"inv{c}" and "P_total" in r for r in json.loads(m.payload)["r"])
+            ),
+            20,
+            "the reloaded and the new bus",
+        )
 
         # one bad device: the others run, the problem is said at the cloud
         pids = bus_pids(app)
         third = json.loads(json.dumps(second))
-        third["devices"]["bad"] = {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "x",
-                                   "address": {"host": "127.0.0.1", "port": "abc"}}
+        third["devices"]["bad"] = {
+            "driver": "sma_stp25000",
+            "reading_type": "modbustcp",
+            "vendor_id": "x",
+            "address": {"host": "127.0.0.1", "port": "abc"},
+        }
         third["readings"]["bad_p"] = {"device": "bad", "var": "P_total"}
         api.set_config(third)
         publish(cloud.admin_port, f"a/{node_id}/d/config", json.dumps(third), **cloud.admin_auth)
@@ -533,7 +622,9 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
         assert app.kv().get_raw("config") == json.dumps(fourth).encode()
 
         assert app.stop() == 0
-        logs = "".join(p.read_text(errors="replace") for p in (app.temp / "logs").glob("*.log*")) + app.up_log.read_text()
+        logs = (
+            "".join(p.read_text(errors="replace") for p in (app.temp / "logs").glob("*.log*")) + app.up_log.read_text()
+        )
         assert api.keys[node_id] not in logs, "the access key is never logged"
         assert "Traceback" not in app.logs("node")
     finally:
@@ -546,7 +637,7 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
 
 @pytest.mark.slow
 def test_up_demo_reaches_no_cloud(tmp_path):
-    from appliance_harness import Appliance
+    from helpers.appliance import Appliance
 
     with FakeCloud(access_key="k") as api:
         app = Appliance(tmp_path / "demo", {}, None)
@@ -557,8 +648,12 @@ def test_up_demo_reaches_no_cloud(tmp_path):
         kv.set("http_api_base_url", api.base_url)  # were anything asked, the fake API would see it
         kv.close()
         app.env.pop("AE_OFFLINE", None)
-        app.proc = subprocess.Popen([*__import__("conftest").AMMP_EDGE, "up", "--demo"], env=app.env,
-                                    stdout=open(app.up_log, "a"), stderr=subprocess.STDOUT)
+        app.proc = subprocess.Popen(
+            [*__import__("conftest").AMMP_EDGE, "up", "--demo"],
+            env=app.env,
+            stdout=open(app.up_log, "a"),
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_until(lambda: "AE_OFFLINE" in app.logs("node"), 30, 0.2, what="node started offline")
             wait_until(lambda: "metadata published" in app.logs("node"), 30, 0.2, what="node running")

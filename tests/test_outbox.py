@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 
-from ammp_edge.outbox import Outbox
+from ammp_edge.delivery.outbox import Outbox
 
 WRITER = r"""
 import sys
-from ammp_edge.outbox import Outbox
+from ammp_edge.delivery.outbox import Outbox
 box = Outbox(sys.argv[1])
 i = 0
 while True:
@@ -61,7 +61,7 @@ def test_read_range_ack_and_bounds(tmp_path):
 def test_sigkill_never_loses_or_corrupts_a_committed_readout(tmp_path):
     rng = random.Random(7)
     confirmed: dict[int, int] = {}
-    for round_ in range(20):
+    for _round in range(20):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
         time.sleep(0.4 + rng.random() * 0.4)
         proc.kill()

@@ -12,12 +12,11 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ammp_edge.bus import ConfigSource
-from ammp_edge.kvs import KVStore
-from ammp_edge.mqtt import MqttLink
-from ammp_edge.outbox import Outbox
-from ammp_edge.publisher import Publisher
-from conftest import free_port, write_json
+from ammp_edge.core.configsource import ConfigSource
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.delivery.outbox import Outbox
+from ammp_edge.delivery.publisher import Publisher
+from helpers.common import free_port, write_json
 
 
 @pytest.fixture
@@ -29,6 +28,7 @@ def local_broker(tmp_path, monkeypatch):
     monkeypatch.setenv("MQTT_BRIDGE_PORT", str(port))
     deadline = time.time() + 10
     import socket
+
     while time.time() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), 0.2).close()
@@ -62,18 +62,37 @@ class Recorder:
 
 
 def readout(t, bus, devices, **extra):
-    return {"t": t, "bus": bus, "devices": devices, "duration": 0.1, "requests": 1, "errors": {}, "config_id": "abc1234", **extra}
+    return {
+        "t": t,
+        "bus": bus,
+        "devices": devices,
+        "duration": 0.1,
+        "requests": 1,
+        "errors": {},
+        "config_id": "abc1234",
+        **extra,
+    }
 
 
 def config_file(tmp_path, interval=10):
-    return write_json(tmp_path / "config.json", {
-        "devices": {
-            "a": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "va"},
-            "inv": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "vi", "address": {"host": "127.0.0.1", "port": 1502}},
+    return write_json(
+        tmp_path / "config.json",
+        {
+            "devices": {
+                "a": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "va"},
+                "inv": {
+                    "driver": "sma_stp25000",
+                    "reading_type": "modbustcp",
+                    "vendor_id": "vi",
+                    "address": {"host": "127.0.0.1", "port": 1502},
+                },
+            },
+            "readings": {"1": {"device": "a", "var": "cpu_load"}, "2": {"device": "inv", "var": "P_total"}},
+            "output": [{"field": "P2", "source": 'inv[var="P_total"].value * 2', "typecast": "float"}],
+            "read_interval": interval,
+            "calc_vendor_id": "calc",
         },
-        "readings": {"1": {"device": "a", "var": "cpu_load"}, "2": {"device": "inv", "var": "P_total"}},
-        "output": [{"field": "P2", "source": "inv[var=\"P_total\"].value * 2", "typecast": "float"}],
-        "read_interval": interval, "calc_vendor_id": "calc"})
+    )
 
 
 def run_publisher(pub, seconds):
@@ -108,7 +127,8 @@ def test_joins_buses_of_a_cycle_applies_outputs_and_empties_the_outbox(tmp_path,
     assert {r["_d"]: r for r in m["r"]} == {
         "a": {"_d": "a", "_vid": "va", "cpu_load": 0.5},
         "inv": {"_d": "inv", "_vid": "vi", "P_total": 100.0},
-        "_calc": {"_d": "_calc", "_vid": "calc", "P2": 200.0}}
+        "_calc": {"_d": "_calc", "_vid": "calc", "P2": 200.0},
+    }
     assert box.count() == 0, "confirmed messages leave the outbox"
     assert cache.get("last_readings_ts") == t and len(cache.get("last_readings")) == 3
     rec.close()
@@ -139,15 +159,28 @@ def test_status_info_is_sent_only_when_it_changes(tmp_path, local_broker, isolat
     box = Outbox(data / "outbox")
     now = int(time.time())
     for i, level in enumerate([3, 3, 0, 0, 3]):
-        box.put(readout(now - 50 + i * 10, "sys", [{"_d": "a", "_vid": "va", "_s": [{"c": "Relay", "l": level}, {"c": "Temp", "l": 0}]}]))
+        box.put(
+            readout(
+                now - 50 + i * 10,
+                "sys",
+                [{"_d": "a", "_vid": "va", "_s": [{"c": "Relay", "l": level}, {"c": "Temp", "l": 0}]}],
+            )
+        )
     rec = Recorder(local_broker)
     cache = KVStore(temp / "c.db")
     pub = Publisher(box, ConfigSource(config_file(tmp_path)), [], cache=cache)
     run_publisher(pub, 1.5)
     msgs = rec.wait(5)
     assert [m["r"][0].get("_s") for m in sorted(msgs, key=lambda m: m["t"])] == [
-        [{"c": "Relay", "l": 3}, {"c": "Temp", "l": 0}], None, [{"c": "Relay", "l": 0}], None, [{"c": "Relay", "l": 3}]]
-    assert cache.get("last_readings")[0]["_s"] == [{"c": "Relay", "l": 3}, {"c": "Temp", "l": 0}], "the UI sees every status"
+        [{"c": "Relay", "l": 3}, {"c": "Temp", "l": 0}],
+        None,
+        [{"c": "Relay", "l": 0}],
+        None,
+        [{"c": "Relay", "l": 3}],
+    ]
+    assert cache.get("last_readings")[0]["_s"] == [{"c": "Relay", "l": 3}, {"c": "Temp", "l": 0}], (
+        "the UI sees every status"
+    )
 
 
 def test_nothing_is_lost_when_the_local_broker_is_down(tmp_path, isolated_dirs, monkeypatch):

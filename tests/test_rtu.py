@@ -16,22 +16,40 @@ import time
 
 import pytest
 
-from ammp_edge import config as cfg
-from ammp_edge.bus import BusPoller
+from ammp_edge.bus.poller import BusPoller
+from ammp_edge.core import config as cfg
 from ammp_edge.readers.modbus import DeviceSilent, LinkError, ModbusException
 from ammp_edge.readers.modbus_rtu import RtuTransport
 from ammp_edge.simulate import Simulator
-
-from conftest import AMMP_EDGE, REPO, child_env, write_json
-from serial_helpers import FakeSlave, crc16, exception_response, pty_pair, read_response, write_raw
+from helpers.common import AMMP_EDGE, REPO, child_env, write_json
+from helpers.serial_lines import FakeSlave, crc16, exception_response, pty_pair, read_response, write_raw
 
 # float32-exact values, so decoded values compare equal
 SDM_VALUES = {
-    "V_L1": 230.5, "V_L2": 231.25, "V_L3": 229.75, "I_L1": 10.5, "I_L2": 11.25, "I_L3": 12.0, "I_total": 33.75,
-    "P_L1": 2400.0, "P_L2": 2500.5, "P_L3": 2600.25, "P_total": 7500.75, "freq": 50.0,
-    "E_imported": 125500.0, "E_exported": 2250.0, "E_total": 127750.0,  # kWh in the registers: 125.5 ...
-    "S_L1": 2500.0, "S_L2": 2600.0, "S_L3": 2700.0, "Q_L1": -100.5, "Q_L2": 0.0, "Q_L3": 100.25,
-    "pf_L1": 0.5, "pf_L2": 0.75, "pf_L3": -0.875,
+    "V_L1": 230.5,
+    "V_L2": 231.25,
+    "V_L3": 229.75,
+    "I_L1": 10.5,
+    "I_L2": 11.25,
+    "I_L3": 12.0,
+    "I_total": 33.75,
+    "P_L1": 2400.0,
+    "P_L2": 2500.5,
+    "P_L3": 2600.25,
+    "P_total": 7500.75,
+    "freq": 50.0,
+    "E_imported": 125500.0,
+    "E_exported": 2250.0,
+    "E_total": 127750.0,  # kWh in the registers: 125.5 ...
+    "S_L1": 2500.0,
+    "S_L2": 2600.0,
+    "S_L3": 2700.0,
+    "Q_L1": -100.5,
+    "Q_L2": 0.0,
+    "Q_L3": 100.25,
+    "pf_L1": 0.5,
+    "pf_L2": 0.75,
+    "pf_L3": -0.875,
 }
 T0 = 1_700_000_000
 
@@ -60,9 +78,16 @@ def rtu_sim(line):
 
 def meter_config(port: str, slaves=(1,), timeout: float = 1.0, vars_=None, **addr) -> dict:
     vars_ = vars_ or list(SDM_VALUES)
-    devices = {f"meter{s}": {"driver": "eastron_sdm530", "reading_type": "modbusrtu", "vendor_id": f"m{s}",
-                             "timeout": timeout, "address": {"device": port, "slaveaddr": s, **addr}}
-               for s in slaves}
+    devices = {
+        f"meter{s}": {
+            "driver": "eastron_sdm530",
+            "reading_type": "modbusrtu",
+            "vendor_id": f"m{s}",
+            "timeout": timeout,
+            "address": {"device": port, "slaveaddr": s, **addr},
+        }
+        for s in slaves
+    }
     readings = {f"{d}_{v}": {"device": d, "var": v} for d in devices for v in vars_}
     return {"devices": devices, "readings": readings, "read_interval": 10}
 
@@ -70,7 +95,7 @@ def meter_config(port: str, slaves=(1,), timeout: float = 1.0, vars_=None, **add
 def make_poller(raw: dict, drivers: dict) -> BusPoller:
     config = cfg.load(raw, drivers)
     assert not config.errors, config.errors
-    (bus_id, devices), = config.buses().items()
+    ((bus_id, devices),) = config.buses().items()
     return BusPoller(bus_id, devices, config.read_interval)
 
 
@@ -87,6 +112,7 @@ def answer_from(image: dict[int, int]):
     def regs(req):
         unit, fncode, address, count = req
         return read_response(unit, fncode, [image.get(a, 0) for a in range(address, address + count)])
+
     return regs
 
 
@@ -111,8 +137,9 @@ def test_sdm530_values_over_rtu(line, rtu_sim, builtin_drivers):
 def test_two_slaves_one_silent(line, rtu_sim, builtin_drivers):
     sim = rtu_sim({1: builtin_drivers["eastron_sdm530"]}, values={1: SDM_VALUES})
     # the silent slave first: its timeout (and the late-answer window after it) must not hurt slave 1
-    poller = make_poller(meter_config(line[0], slaves=(7, 1), timeout=0.4, vars_=["V_L1", "P_total", "E_total"]),
-                         builtin_drivers)
+    poller = make_poller(
+        meter_config(line[0], slaves=(7, 1), timeout=0.4, vars_=["V_L1", "P_total", "E_total"]), builtin_drivers
+    )
     try:
         started = time.monotonic()
         readout = poller.poll(T0)
@@ -136,8 +163,10 @@ def test_two_slaves_one_silent(line, rtu_sim, builtin_drivers):
 
 
 def test_served_unit_switched_off_then_back(line, rtu_sim, builtin_drivers):
-    sim = rtu_sim({1: builtin_drivers["eastron_sdm530"], 2: builtin_drivers["eastron_sdm530"]},
-                  values={1: SDM_VALUES, 2: {**SDM_VALUES, "V_L1": 100.0}})
+    sim = rtu_sim(
+        {1: builtin_drivers["eastron_sdm530"], 2: builtin_drivers["eastron_sdm530"]},
+        values={1: SDM_VALUES, 2: {**SDM_VALUES, "V_L1": 100.0}},
+    )
     sim.silent_units.add(2)
     poller = make_poller(meter_config(line[0], slaves=(1, 2), timeout=0.3, vars_=["V_L1"]), builtin_drivers)
     try:
@@ -191,12 +220,15 @@ def test_exception_answer_does_not_cost_the_timeout(line, rtu_sim, builtin_drive
         tr.close()
 
 
-@pytest.mark.parametrize("name, garbage", [
-    ("bad crc", lambda good: good[:-2] + bytes([good[-2] ^ 0xFF, good[-1]])),
-    ("random bytes", lambda good: bytes(random.Random(7).randrange(256) for _ in range(len(good)))),
-    ("short frame", lambda good: good[:5]),
-    ("noise then the answer", lambda good: b"\x00\xff\x13" + good),
-])
+@pytest.mark.parametrize(
+    "name, garbage",
+    [
+        ("bad crc", lambda good: good[:-2] + bytes([good[-2] ^ 0xFF, good[-1]])),
+        ("random bytes", lambda good: bytes(random.Random(7).randrange(256) for _ in range(len(good)))),
+        ("short frame", lambda good: good[:5]),
+        ("noise then the answer", lambda good: b"\x00\xff\x13" + good),
+    ],
+)
 def test_garbage_is_a_link_error_for_that_block_and_the_next_cycle_works(name, garbage, line, builtin_drivers):
     image = sdm_image(builtin_drivers)
     good = answer_from(image)
@@ -258,10 +290,12 @@ def test_even_parity_two_stop_bits_19200_applied_on_both_ends(line, rtu_sim, bui
     """A pty keeps the baud rate and the stop bits but clears parity and the data size (Linux pty
     driver), so parity is checked as configured on the port objects; the read must work with it
     (re-applying settings a pty refused fails with EINVAL: the transport must not do that per read)."""
-    sim = rtu_sim({1: builtin_drivers["eastron_sdm530"]}, values={1: SDM_VALUES}, baudrate=19200, parity="even",
-                  stopbits=2)
-    poller = make_poller(meter_config(line[0], baudrate=19200, parity="even", stopbits=2, vars_=["V_L1", "E_total"]),
-                         builtin_drivers)
+    sim = rtu_sim(
+        {1: builtin_drivers["eastron_sdm530"]}, values={1: SDM_VALUES}, baudrate=19200, parity="even", stopbits=2
+    )
+    poller = make_poller(
+        meter_config(line[0], baudrate=19200, parity="even", stopbits=2, vars_=["V_L1", "E_total"]), builtin_drivers
+    )
     try:
         for t in (T0, T0 + 10):
             readout = poller.poll(t)
@@ -311,8 +345,9 @@ def test_simulator_on_a_missing_serial_port_fails_to_start(tmp_path, builtin_dri
 
 
 def test_simulator_emulates_airtime_and_latency(line, rtu_sim, builtin_drivers):
-    sim = rtu_sim({1: builtin_drivers["eastron_sdm530"]}, values={1: SDM_VALUES}, baudrate=9600, delay=0.02,
-                  emulate_airtime=True)
+    sim = rtu_sim(
+        {1: builtin_drivers["eastron_sdm530"]}, values={1: SDM_VALUES}, baudrate=9600, delay=0.02, emulate_airtime=True
+    )
     assert sim.airtime(8 + 77) == pytest.approx(85 * 10 / 9600)
     tr = RtuTransport(line[0])
     try:
@@ -342,11 +377,14 @@ def test_a_second_master_on_the_same_port_is_refused(line, rtu_sim, builtin_driv
 # timing on the line: inter-frame silence, late answers
 
 
-@pytest.mark.parametrize("baudrate, frame_gap, minimum", [
-    (9600, 0.0, 3.5 * 11 / 9600),  # 3.5 characters of 11 bits: 4.0 ms
-    (115200, 0.0, 0.00175),  # above 19200 baud: the fixed 1.75 ms of the Modbus spec
-    (9600, 0.03, 0.03),  # a configured frame_gap on top
-])
+@pytest.mark.parametrize(
+    "baudrate, frame_gap, minimum",
+    [
+        (9600, 0.0, 3.5 * 11 / 9600),  # 3.5 characters of 11 bits: 4.0 ms
+        (115200, 0.0, 0.00175),  # above 19200 baud: the fixed 1.75 ms of the Modbus spec
+        (9600, 0.03, 0.03),  # a configured frame_gap on top
+    ],
+)
 def test_inter_frame_silence_before_each_request(baudrate, frame_gap, minimum, line, builtin_drivers):
     good = answer_from(sdm_image(builtin_drivers))
     tr = RtuTransport(line[0], baudrate=baudrate, frame_gap=frame_gap)
@@ -364,11 +402,13 @@ def test_inter_frame_silence_before_each_request(baudrate, frame_gap, minimum, l
 
 def late_then_prompt(late: float):
     """Slave 1 answers its first request `late` seconds late with [1, 2], later ones at once with [3, 4]."""
+
     def script(req, i):
         unit, fncode, _, count = req
         if i == 0:
             return late, read_response(unit, fncode, [1, 2][:count])
         return read_response(unit, fncode, [3, 4][:count])
+
     return script
 
 
@@ -415,8 +455,7 @@ def test_a_late_answer_is_not_blamed_on_the_next_slave(line, builtin_drivers):
         return good(req)
 
     with FakeSlave(line[1], script):
-        poller = make_poller(meter_config(line[0], slaves=(5, 1), timeout=0.3, vars_=["V_L1", "freq"]),
-                             builtin_drivers)
+        poller = make_poller(meter_config(line[0], slaves=(5, 1), timeout=0.3, vars_=["V_L1", "freq"]), builtin_drivers)
         try:
             readout = poller.poll(T0)
             assert list(readout["errors"]) == ["meter5"]
@@ -427,8 +466,13 @@ def test_a_late_answer_is_not_blamed_on_the_next_slave(line, builtin_drivers):
 
 
 def test_transport_errors_map_to_reader_exceptions(line):
-    answers = [exception_response(1, 3, 2), exception_response(1, 3, 6), exception_response(1, 3, 11),
-               read_response(2, 3, [1]), b"\x01\x03\x02\x00\x01" + crc16(b"junk")]
+    answers = [
+        exception_response(1, 3, 2),
+        exception_response(1, 3, 6),
+        exception_response(1, 3, 11),
+        read_response(2, 3, [1]),
+        b"\x01\x03\x02\x00\x01" + crc16(b"junk"),
+    ]
     tr = RtuTransport(line[0])
     try:
         with FakeSlave(line[1], lambda req, i: answers[i]):
@@ -452,12 +496,18 @@ def test_cli_read_json_over_rtu(tmp_path, line, rtu_sim, builtin_drivers):
     rtu_sim({3: builtin_drivers["eastron_sdm530"]}, values={3: SDM_VALUES}, parity="even")
     raw = meter_config(line[0], slaves=(3,), vars_=["V_L1", "P_total", "E_imported", "pf_L3"], parity="E")
     conf = write_json(tmp_path / "site.json", raw)
-    proc = subprocess.run([*AMMP_EDGE, "read", "--config", str(conf), "--json"], capture_output=True, text=True,
-                          timeout=60, env=child_env(AE_ROOT_DIR=REPO))
+    proc = subprocess.run(
+        [*AMMP_EDGE, "read", "--config", str(conf), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=child_env(AE_ROOT_DIR=REPO),
+    )
     assert proc.returncode == 0, proc.stderr
     message = json.loads(proc.stdout)
     assert set(message) == {"t", "r", "m"}
-    assert message["r"] == [{"_d": "meter3", "_vid": "m3", "V_L1": 230.5, "P_total": 7500.75,
-                             "E_imported": 125500.0, "pf_L3": -0.875}]
+    assert message["r"] == [
+        {"_d": "meter3", "_vid": "m3", "V_L1": 230.5, "P_total": 7500.75, "E_imported": 125500.0, "pf_L3": -0.875}
+    ]
     assert abs(message["t"] - time.time()) < 60
     assert message["m"]["config_id"] == cfg.digest(raw)

@@ -12,13 +12,12 @@ import time
 import psutil
 import pytest
 
-from ammp_edge import scan
-from ammp_edge.kvs import KVStore
-from ammp_edge.scan import macs, modbus, network, sensor_address, serial as serial_probe, speedwire
-from ammp_edge import paths
-
-from conftest import free_port
-from serial_helpers import pty_pair
+from ammp_edge.core import paths
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.node import scan
+from ammp_edge.node.scan import macs, modbus, network, sensor_address, serial as serial_probe, speedwire
+from helpers.common import free_port
+from helpers.serial_lines import pty_pair
 
 # Recorded from a real run here (`nmap -oX - 192.0.2.1 --disable-arp-ping -p 22,80,443,502`, a
 # host on this machine's LAN, so nmap saw its MAC), then a second host added by hand with an OUI
@@ -68,20 +67,33 @@ NMAP_XML = """<?xml version="1.0" encoding="UTF-8"?>
 <runstats><finished time="1795722466" timestr="Thu Nov 26 19:47:46 2026" summary="Nmap done" elapsed="0.09" exit="success"/><hosts up="2" down="1" total="3"/>
 </runstats>
 </nmaprun>
-"""
+"""  # noqa: E501 - nmap's own XML output, kept as it printed it
 
 SUNS = {40000: 0x5375, 40001: 0x6E53}
 
 
 def text_regs(text: str, words: int) -> list[int]:
     raw = text.encode().ljust(2 * words, b"\0")
-    return [int.from_bytes(raw[i:i + 2], "big") for i in range(0, 2 * words, 2)]
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, 2 * words, 2)]
 
 
-def sunspec_registers(base: int, manufacturer="Fronius", model="Symo 10.0-3-M", version="1.2.3",
-                      serial="34119102") -> dict[int, int]:
-    regs = [0x5375, 0x6E53, 1, 65, *text_regs(manufacturer, 16), *text_regs(model, 16), *text_regs("", 8),
-            *text_regs(version, 8), *text_regs(serial, 16), 1, 0xFFFF, 66]
+def sunspec_registers(
+    base: int, manufacturer="Fronius", model="Symo 10.0-3-M", version="1.2.3", serial="34119102"
+) -> dict[int, int]:
+    regs = [
+        0x5375,
+        0x6E53,
+        1,
+        65,
+        *text_regs(manufacturer, 16),
+        *text_regs(model, 16),
+        *text_regs("", 8),
+        *text_regs(version, 8),
+        *text_regs(serial, 16),
+        1,
+        0xFFFF,
+        66,
+    ]
     return {base + i: v for i, v in enumerate(regs)}
 
 
@@ -92,8 +104,13 @@ def test_parse_recorded_nmap_xml():
     hosts = network.parse_nmap_xml(NMAP_XML)
     assert hosts == [
         {"ipv4": "192.0.2.1", "mac": "02:FC:00:00:00:05", "ports": []},
-        {"ipv4": "192.0.2.111", "mac": "00:40:AD:12:34:56", "vendor": "SMA Solar Technology AG",
-         "hostname": "sunny-tripower.lan", "ports": ["80", "502"]},
+        {
+            "ipv4": "192.0.2.111",
+            "mac": "00:40:AD:12:34:56",
+            "vendor": "SMA Solar Technology AG",
+            "hostname": "sunny-tripower.lan",
+            "ports": ["80", "502"],
+        },
     ]
 
 
@@ -111,8 +128,15 @@ def test_hosts_with_a_mac_go_into_the_cache():
     assert cache.keys("env/net/mac/") == ["env/net/mac/00:40:ad:12:34:56", "env/net/mac/02:fc:00:00:00:05"]
 
 
-@pytest.mark.parametrize("ip,bits,net", [("192.168.1.5", 24, "192.168.1.0/24"), ("10.1.2.3", 8, "10.1.0.0/22"),
-                                         ("172.16.5.9", 30, "172.16.5.8/30"), ("192.168.7.9", None, "192.168.7.0/24")])
+@pytest.mark.parametrize(
+    "ip,bits,net",
+    [
+        ("192.168.1.5", 24, "192.168.1.0/24"),
+        ("10.1.2.3", 8, "10.1.0.0/22"),
+        ("172.16.5.9", 30, "172.16.5.8/30"),
+        ("192.168.7.9", None, "192.168.7.0/24"),
+    ],
+)
 def test_network_to_scan_is_never_larger_than_a_slash_22(ip, bits, net):
     assert network.network_of(ip, bits) == net
 
@@ -133,15 +157,23 @@ def test_network_scan_on_loopback_finds_open_ports_and_sunspec(simulator):
     sim = simulator({1: {"fields": {}}}, registers={1: {3: sunspec_registers(40000)}})
     closed = free_port()
     seen = []
-    hosts = scan.network_scan(["127.0.0.1"], ports=(sim.port, closed), progress=lambda f, t: seen.append(f),
-                              modbus_ports=(sim.port,))
+    hosts = scan.network_scan(
+        ["127.0.0.1"], ports=(sim.port, closed), progress=lambda f, t: seen.append(f), modbus_ports=(sim.port,)
+    )
     assert len(hosts) == 1
     host = hosts[0]
     assert host["ipv4"] == "127.0.0.1" and host["ports"] == [str(sim.port)]
     assert "mac" not in host  # no MAC on loopback
-    assert host["modbustcp"] == [{"unit_id": 1, "sunspec_base": 40000, "sunspec_manufacturer": "Fronius",
-                                  "sunspec_model": "Symo 10.0-3-M", "sunspec_version": "1.2.3",
-                                  "sunspec_serial": "34119102"}]
+    assert host["modbustcp"] == [
+        {
+            "unit_id": 1,
+            "sunspec_base": 40000,
+            "sunspec_manufacturer": "Fronius",
+            "sunspec_model": "Symo 10.0-3-M",
+            "sunspec_version": "1.2.3",
+            "sunspec_serial": "34119102",
+        }
+    ]
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
 
 
@@ -150,21 +182,22 @@ def test_sma_identified_by_vendor(simulator):
     sim = simulator({3: {"fields": {}}}, registers={3: {3: regs}})
     host = {"ipv4": "127.0.0.1", "vendor": "SMA Solar Technology AG", "ports": [str(sim.port)]}
     modbus.probe_hosts([host], modbus_ports=(sim.port,), timeout=0.5)
-    assert host["modbustcp"] == [{"unit_id": 3, "sma_device_class": 8001, "sma_device_type": 9338,
-                                  "sma_inverter_serial": 0x7D2B4E20}]
+    assert host["modbustcp"] == [
+        {"unit_id": 3, "sma_device_class": 8001, "sma_device_type": 9338, "sma_inverter_serial": 0x7D2B4E20}
+    ]
 
 
 def test_deep_sea_identified_by_vendor(simulator):
     sim = simulator({1: {"fields": {}}}, registers={1: {3: {769: 7420, 770: 0x0001, 771: 0x86A0, 772: 2}}})
     host = {"ipv4": "127.0.0.1", "vendor": "Deep Sea Electronics", "ports": [str(sim.port)]}
     modbus.probe_host(host, sim.port, timeout=0.5)
-    assert host["modbustcp"][0] == {"unit_id": 1, "dse_model_number": 7420, "dse_control_mode": 2,
-                                    "dse_serial": 100000}
+    assert host["modbustcp"][0] == {"unit_id": 1, "dse_model_number": 7420, "dse_control_mode": 2, "dse_serial": 100000}
 
 
 def test_sunspec_found_at_base_0_on_unit_126(simulator):
-    sim = simulator({126: {"fields": {}}}, registers={126: {3: sunspec_registers(0, "SMA", "STP 25000TL-30")}},
-                    strict=True)
+    sim = simulator(
+        {126: {"fields": {}}}, registers={126: {3: sunspec_registers(0, "SMA", "STP 25000TL-30")}}, strict=True
+    )
     host = {"ipv4": "127.0.0.1", "ports": [str(sim.port)]}
     modbus.probe_host(host, sim.port, timeout=0.5)
     (entry,) = host["modbustcp"]
@@ -196,16 +229,23 @@ def test_cancel_kills_nmap():
 def test_env_scan_shape_on_loopback(simulator, tmp_path):
     sim = simulator({1: {"fields": {}}}, registers={1: {3: sunspec_registers(40000)}})
     seen = []
-    result = scan.env_scan(lambda f, t: seen.append((f, t)), targets=["127.0.0.1"], ports=(sim.port,),
-                           modbus_ports=(sim.port,), serial_port=str(tmp_path / "ttyNONE"),
-                           speedwire_timeout=0.3, speedwire_port=free_port())
+    result = scan.env_scan(
+        lambda f, t: seen.append((f, t)),
+        targets=["127.0.0.1"],
+        ports=(sim.port,),
+        modbus_ports=(sim.port,),
+        serial_port=str(tmp_path / "ttyNONE"),
+        speedwire_timeout=0.3,
+        speedwire_port=free_port(),
+    )
     assert set(result) == {"time", "network_scan", "serial_scan", "speedwire_serials"}
     assert result["time"].endswith("Z") and len(result["time"]) == 20
     (net,) = result["network_scan"]
     assert set(net) >= {"ifname", "ipv4", "netmask", "hosts"}
     assert net["hosts"][0]["modbustcp"][0]["sunspec_manufacturer"] == "Fronius"
-    assert result["serial_scan"] == [[f"Serial port {tmp_path / 'ttyNONE'}",
-                                      "not present on this machine; serial scan skipped"]]
+    assert result["serial_scan"] == [
+        [f"Serial port {tmp_path / 'ttyNONE'}", "not present on this machine; serial scan skipped"]
+    ]
     assert result["speedwire_serials"] == []
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -239,19 +279,31 @@ def test_serial_probe_signatures(line):
     registers = {1: {3: dict(zip((1, 2), _words(1.25)))}, 2: {4: {0: 850}}, 7: {3: {2: 20000}}}
     sim = Simulator(units, serial_port=line[1], registers=registers).start()
     try:
-        sigs = [s for s in serial_probe.SIGNATURES
-                if (s.name, s.slave_id) in {("Gamicos ultrasonic sensor", 1), ("IMT irradiation sensor", 2),
-                                            ("Holykell HPT604", 7), ("APM303 genset controller", 5)}]
+        sigs = [
+            s
+            for s in serial_probe.SIGNATURES
+            if (s.name, s.slave_id)
+            in {
+                ("Gamicos ultrasonic sensor", 1),
+                ("IMT irradiation sensor", 2),
+                ("Holykell HPT604", 7),
+                ("APM303 genset controller", 5),
+            }
+        ]
         progress = []
-        result = serial_probe.serial_scan(line[0], progress=lambda f, t: progress.append(f), signatures=sigs,
-                                          timeout=0.5)
+        result = serial_probe.serial_scan(
+            line[0], progress=lambda f, t: progress.append(f), signatures=sigs, timeout=0.5
+        )
     finally:
         sim.stop()
     by_test = dict((test, text) for test, text in result)
     assert len(result) == 4
     gamicos = by_test["Testing slave ID 1 for Gamicos ultrasonic sensor at baud rate 9600"]
     assert "= 1.25 ==> SUCCESS: Device Gamicos ultrasonic sensor present as ID 1" in gamicos
-    assert "irradiance (W/m2) = 850 ==> SUCCESS" in by_test["Testing slave ID 2 for IMT irradiation sensor at baud rate 9600"]
+    assert (
+        "irradiance (W/m2) = 850 ==> SUCCESS"
+        in by_test["Testing slave ID 2 for IMT irradiation sensor at baud rate 9600"]
+    )
     holykell = by_test["Testing slave ID 7 for Holykell HPT604 at baud rate 9600"]
     assert holykell.startswith("Error: implausible value 20000") and "SUCCESS" not in holykell
     apm = by_test["Testing slave ID 5 for APM303 genset controller at baud rate 9600"]
@@ -287,8 +339,9 @@ def datagram(serial: int) -> bytes:
     return head + struct.pack(">H", 0x0174) + struct.pack(">I", serial) + struct.pack(">I", 12345) + bytes(32)
 
 
-@pytest.mark.parametrize("data,expected", [(datagram(3004123456), 3004123456), (datagram(1), 1),
-                                           (b"SMA\x00" + bytes(10), None), (b"", None)])
+@pytest.mark.parametrize(
+    "data,expected", [(datagram(3004123456), 3004123456), (datagram(1), 1), (b"SMA\x00" + bytes(10), None), (b"", None)]
+)
 def test_speedwire_serial_parser(data, expected):
     assert speedwire.serial_of(data) == expected
 
@@ -335,7 +388,7 @@ def test_resolve_mac_from_arp_then_cache_then_one_sweep(tmp_path):
     arp.write_text(ARP)
     cache = KVStore(paths.kvcache_path())
     sweeps = []
-    resolve = lambda mac: macs.resolve_mac(mac, arp_path=arp, cache=cache, trigger=sweeps.append)  # noqa: E731
+    resolve = lambda mac: macs.resolve_mac(mac, arp_path=arp, cache=cache, trigger=sweeps.append)
     assert resolve("00:40:ad:12:34:56") == "192.168.1.20"  # lowercase lookup of an uppercase entry
     assert resolve("02:FC:00:00:00:05") == "192.168.1.1"
     assert resolve("00:00:00:00:00:00") is None  # incomplete entries are ignored
@@ -362,9 +415,11 @@ def test_ping_sweep_refreshes_hosts_without_a_port_scan():
 
 
 def test_no_shell_anywhere_in_commands_and_scans():
-    from ammp_edge import commands
+    from ammp_edge.node import commands
 
-    sources = [commands.__file__] + [m.__file__ for m in (scan, macs, modbus, network, serial_probe, speedwire, sensor_address)]
+    sources = [commands.__file__] + [
+        m.__file__ for m in (scan, macs, modbus, network, serial_probe, speedwire, sensor_address)
+    ]
     for path in sources:
         text = open(path).read()
         assert "shell=True" not in text and "os.system" not in text and "os.popen" not in text, path

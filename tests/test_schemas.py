@@ -11,16 +11,14 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from ammp_edge import config, drivers, paths
-from ammp_edge.problems import ConfigUnusable
-from conftest import REPO, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
+from ammp_edge.core import config, drivers, paths
+from ammp_edge.core.problems import ConfigUnusable
+from helpers.common import REPO, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 
 SCHEMAS = paths.schemas_dir()
 CONFIG_SCHEMA = json.loads((SCHEMAS / "config.schema.json").read_text())
 DRIVER_SCHEMA = json.loads((SCHEMAS / "driver.schema.json").read_text())
-REGISTRY = Registry().with_resources(
-    [(s["$id"], Resource.from_contents(s)) for s in (CONFIG_SCHEMA, DRIVER_SCHEMA)]
-)
+REGISTRY = Registry().with_resources([(s["$id"], Resource.from_contents(s)) for s in (CONFIG_SCHEMA, DRIVER_SCHEMA)])
 CONFIG_VALIDATOR = Draft202012Validator(CONFIG_SCHEMA, registry=REGISTRY)
 DRIVER_VALIDATOR = Draft202012Validator(DRIVER_SCHEMA, registry=REGISTRY)
 
@@ -76,8 +74,13 @@ def test_upstream_configs_present():
 
 EMS = {
     "common": {"order": "lsr", "words": 2, "fncode": 3, "datatype": "float"},
-    "status_info_common": {"fncode": 3, "words": 1, "bit_order": "lsb", "length_bits": 1,
-                           "status_level_value_map": [[0, 0], [1, 3]]},
+    "status_info_common": {
+        "fncode": 3,
+        "words": 1,
+        "bit_order": "lsb",
+        "length_bits": 1,
+        "status_level_value_map": [[0, 0], [1, 3]],
+    },
     "fields": {
         "P_L1": {"unit": "W", "register": 122},
         "relay_status": {"words": 1, "register": 200, "start_bit": 2},
@@ -90,13 +93,32 @@ GOOD_CONFIG = {
     "name": "test site",
     "devices": {
         "logger": {"driver": "sys_generic", "reading_type": "sys", "vendor_id": "strato-1"},
-        "inv": {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": "3010482707",
-                "address": {"host": "192.168.1.111", "port": 502, "unit_id": 3}, "timeout": 5},
-        "meter": {"driver": "eastron_sdm", "reading_type": "modbusrtu", "vendor_id": "sdm-1",
-                  "address": {"device": "/dev/ttyUSB0", "slaveaddr": 2, "baudrate": 19200,
-                              "parity": "even", "stopbits": 1, "bytesize": 8}},
-        "ems": {"driver": "ems", "reading_type": "modbustcp", "vendor_id": "ems-1",
-                "address": {"host": "10.0.0.5", "unit_id": 1}},
+        "inv": {
+            "driver": "sma_stp25000",
+            "reading_type": "modbustcp",
+            "vendor_id": "3010482707",
+            "address": {"host": "192.168.1.111", "port": 502, "unit_id": 3},
+            "timeout": 5,
+        },
+        "meter": {
+            "driver": "eastron_sdm",
+            "reading_type": "modbusrtu",
+            "vendor_id": "sdm-1",
+            "address": {
+                "device": "/dev/ttyUSB0",
+                "slaveaddr": 2,
+                "baudrate": 19200,
+                "parity": "even",
+                "stopbits": 1,
+                "bytesize": 8,
+            },
+        },
+        "ems": {
+            "driver": "ems",
+            "reading_type": "modbustcp",
+            "vendor_id": "ems-1",
+            "address": {"host": "10.0.0.5", "unit_id": 1},
+        },
     },
     "readings": {
         "cpu": {"device": "logger", "var": "cpu_load"},
@@ -107,7 +129,7 @@ GOOD_CONFIG = {
     },
     "drivers": {"ems": EMS},
     "status_readings": [{"d": "ems", "r": "relay_fault"}],
-    "output": [{"field": "P_double", "source": "inv[var = \"P_total\"].value * 2", "typecast": "float"}],
+    "output": [{"field": "P_double", "source": 'inv[var = "P_total"].value * 2', "typecast": "float"}],
     "read_interval": 60,
     "read_roundtime": True,
     "calc_vendor_id": "calc-1",
@@ -203,8 +225,11 @@ GOOD_DRIVER = {
     "status_info": {"fault": {"register": 200, "start_bit": 3, "content": "Fault"}},
 }
 
-SYS_DRIVER = {"type": "sys", "common": {"module": "psutil", "args": {}},
-              "fields": {"mem": {"method": "virtual_memory", "keypath": [2]}}}
+SYS_DRIVER = {
+    "type": "sys",
+    "common": {"module": "psutil", "args": {}},
+    "fields": {"mem": {"method": "virtual_memory", "keypath": [2]}},
+}
 
 BAD_DRIVERS = [
     ("not an object", None, [], None),

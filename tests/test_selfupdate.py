@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge import selfupdate
-from conftest import REPO
+from ammp_edge.device import selfupdate
+from helpers.common import REPO
 
 ENTRYPOINT = REPO / "image/rootfs/usr/lib/ammp-edge/entrypoint"
 
@@ -35,8 +35,15 @@ def _bundle(www: Path, tmp_path: Path, *, plat: str | None = None, python: str |
     wheels = tmp_path / "wheels"
     wheels.mkdir(exist_ok=True)
     (wheels / "ammp_edge-9.9.9-py3-none-any.whl").write_bytes(b"not really a wheel")
-    return selfupdate.make_bundle(wheels, REPO / "drivers", REPO / "conf", www / "app.tar", "9.9.9",
-                                  plat or platform.machine(), python or "%d.%d" % sys.version_info[:2])
+    return selfupdate.make_bundle(
+        wheels,
+        REPO / "drivers",
+        REPO / "conf",
+        www / "app.tar",
+        "9.9.9",
+        plat or platform.machine(),
+        python or "{}.{}".format(*sys.version_info[:2]),
+    )
 
 
 def test_a_bundle_lists_every_wheel_with_its_digest(tmp_path, served):
@@ -52,20 +59,24 @@ def test_a_bundle_lists_every_wheel_with_its_digest(tmp_path, served):
     assert Path(f"{out}.sha256").read_text().split()[0] == hashlib.sha256(out.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("damage, expected", [
-    ("digest", "the bundle's sha256 is"),
-    ("platform", "the bundle is for sparc64"),
-    ("python", "the bundle is for Python 2.7"),
-    ("wheel", "does not match the manifest"),
-    ("traversal", "is not a plain file inside the bundle"),
-    ("not-a-tar", "not an update bundle"),
-    ("missing", "HTTP Error 404"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        ("digest", "the bundle's sha256 is"),
+        ("platform", "the bundle is for sparc64"),
+        ("python", "the bundle is for Python 2.7"),
+        ("wheel", "does not match the manifest"),
+        ("traversal", "is not a plain file inside the bundle"),
+        ("not-a-tar", "not an update bundle"),
+        ("missing", "HTTP Error 404"),
+    ],
+)
 def test_bad_bundles_are_refused_and_nothing_changes(tmp_path, served, damage, expected):
     www, base = served
     app = tmp_path / "app"
-    out = _bundle(www, tmp_path, plat="sparc64" if damage == "platform" else None,
-                  python="2.7" if damage == "python" else None)
+    out = _bundle(
+        www, tmp_path, plat="sparc64" if damage == "platform" else None, python="2.7" if damage == "python" else None
+    )
     if damage == "digest":
         Path(f"{out}.sha256").write_text("0" * 64 + "  app.tar\n")
     elif damage in ("wheel", "traversal", "not-a-tar"):
@@ -96,8 +107,12 @@ def test_bad_bundles_are_refused_and_nothing_changes(tmp_path, served, damage, e
 
 def test_self_update_without_a_url_says_where_to_set_one(tmp_path):
     env = {**os.environ, "AE_DATA_DIR": str(tmp_path / "data")}
-    out = subprocess.run([sys.executable, "-m", "ammp_edge", "self-update", "--app-dir", str(tmp_path / "app")],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, "-m", "ammp_edge", "self-update", "--app-dir", str(tmp_path / "app")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 2 and "image_update_url" in out.stderr and "UPDATE_URL" in out.stderr
 
 
@@ -109,9 +124,14 @@ def _fake_version(app: Path, name: str) -> None:
 
 
 def _start(app: Path, tmp_path: Path, *args: str) -> str:
-    env = {"PATH": os.environ["PATH"], "AE_APP_UPDATES": "1", "AE_APP_DIR": str(app),
-           "AE_DEFAULTS_FILE": str(tmp_path / "no-defaults"), "AE_DATA_DIR": str(tmp_path / "data"),
-           "AE_TEMP_DIR": str(tmp_path / "run")}
+    env = {
+        "PATH": os.environ["PATH"],
+        "AE_APP_UPDATES": "1",
+        "AE_APP_DIR": str(app),
+        "AE_DEFAULTS_FILE": str(tmp_path / "no-defaults"),
+        "AE_DATA_DIR": str(tmp_path / "data"),
+        "AE_TEMP_DIR": str(tmp_path / "run"),
+    }
     out = subprocess.run(["sh", str(ENTRYPOINT), *args], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     return out.stdout + out.stderr
@@ -152,5 +172,6 @@ def test_commit_when_healthy_keeps_the_update_after_every_program_ran(tmp_path, 
     class FastStop:
         def wait(self, _):
             return stop.is_set()
+
     selfupdate.commit_when_healthy(FastStop(), app, programs=lambda: next(states))
     assert not (app / "pending").exists() and not (app / "pending-tries").exists()

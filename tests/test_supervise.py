@@ -17,16 +17,24 @@ import psutil
 import pytest
 from supervisor.options import ServerOptions
 
-from ammp_edge import bus, config as cfg, supervise, watchdog
-from ammp_edge.kvs import KVStore
-from ammp_edge.outbox import Outbox
-from conftest import AMMP_EDGE, child_env, free_port, write_json
-
+from ammp_edge.bus import program as bus
+from ammp_edge.core import config as cfg, paths, supervisor, supervisor_conf, watchdog
+from ammp_edge.core.configsource import ConfigSource
+from ammp_edge.core.kvs import KVStore
+from ammp_edge.delivery.outbox import Outbox
+from ammp_edge.device import supervise
+from helpers.common import AMMP_EDGE, child_env, free_port, write_json
 
 
 def sma_device(port, unit=3, **extra):
-    return {"driver": "sma_stp25000", "reading_type": "modbustcp", "vendor_id": f"inv-{port}", "timeout": 1,
-            "address": {"host": "127.0.0.1", "port": port, "unit_id": unit}, **extra}
+    return {
+        "driver": "sma_stp25000",
+        "reading_type": "modbustcp",
+        "vendor_id": f"inv-{port}",
+        "timeout": 1,
+        "address": {"host": "127.0.0.1", "port": port, "unit_id": unit},
+        **extra,
+    }
 
 
 def site_config(*ports, read_interval=2, **device_extra) -> dict:
@@ -52,16 +60,17 @@ def parse(conf: Path):
 
 # -- rendering --------------------------------------------------------------------------------
 
+
 def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     temp = tmp_path / "temp"
     env = {"AE_DATA_DIR": "/data/100%,x y", "MQTT_BRIDGE_PORT": "18830", "HOME": "/root", "AE_ODD": 'a"b'}
-    demo = cfg.load(json.loads(Path(supervise.paths.PACKAGE_DIR, "defaults", "demo-config.json").read_text()), builtin_drivers)
+    demo = cfg.load(json.loads(Path(paths.PACKAGE_DIR, "defaults", "demo-config.json").read_text()), builtin_drivers)
     (temp / "supervisor.d").mkdir(parents=True)
     (temp / "logs").mkdir()
     (temp / "supervisord.conf").write_text(supervise.render_main(supervise.fixed_programs(demo), temp, env))
     for bus_id in ("sys", "tcp_10.0.0.7_502"):
-        prog = supervise.bus_program(bus_id)
-        (temp / "supervisor.d" / f"{prog.name}.conf").write_text(supervise.render_program(prog, temp, env))
+        prog = supervisor_conf.bus_program(bus_id)
+        (temp / "supervisor.d" / f"{prog.name}.conf").write_text(supervisor_conf.render_program(prog, temp, env))
 
     opts = parse(temp / "supervisord.conf")
     assert (opts.nodaemon, opts.identifier) == (True, "ammp-edge")
@@ -70,11 +79,23 @@ def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     (server,) = opts.server_configs  # the unix socket only: no inet listener
     assert server["file"] == str(temp / "supervisor.sock") and server["chmod"] == 0o700
     groups = {g.name: g for g in opts.process_group_configs}
-    assert set(groups) == {"mosquitto", "bridge-config", "publisher", "node", "webui", "sim-inverter", "sim-meter",
-                           "bus-sys", "bus-tcp_10.0.0.7_502"}
+    assert set(groups) == {
+        "mosquitto",
+        "bridge-config",
+        "publisher",
+        "node",
+        "webui",
+        "sim-inverter",
+        "sim-meter",
+        "bus-sys",
+        "bus-tcp_10.0.0.7_502",
+    }
     # supervisord stops the group with the highest priority first (supervisord.runforever)
     stop_order = [g.name for g in sorted(groups.values(), reverse=True)]
-    assert stop_order[:2] == ["bus-sys", "bus-tcp_10.0.0.7_502"] or stop_order[:2] == ["bus-tcp_10.0.0.7_502", "bus-sys"]
+    assert stop_order[:2] == ["bus-sys", "bus-tcp_10.0.0.7_502"] or stop_order[:2] == [
+        "bus-tcp_10.0.0.7_502",
+        "bus-sys",
+    ]
     assert stop_order[2:7] == ["webui", "node", "publisher", "bridge-config", "mosquitto"]
     assert set(stop_order[7:]) == {"sim-inverter", "sim-meter"}
 
@@ -89,13 +110,16 @@ def test_rendered_config_is_what_supervisord_reads(tmp_path, builtin_drivers):
     bus_cmd = groups["bus-tcp_10.0.0.7_502"].process_configs[0].command
     assert bus_cmd == f"{sys.executable} -m ammp_edge bus tcp_10.0.0.7_502"
     assert groups["mosquitto"].process_configs[0].command == f"{sys.executable} -m ammp_edge broker"
-    assert groups["sim-inverter"].process_configs[0].command.endswith(
-        "simulate --driver sma_stp25000 --host 127.0.0.1 --port 15020 --unit 3")
+    assert (
+        groups["sim-inverter"]
+        .process_configs[0]
+        .command.endswith("simulate --driver sma_stp25000 --host 127.0.0.1 --port 15020 --unit 3")
+    )
 
 
 def test_program_names_are_safe_for_supervisord():
-    assert supervise.bus_program("serial_ttyUSB0").name == "bus-serial_ttyUSB0"
-    assert supervise.program_name("sim-", "my inverter:1/a%") == "sim-my_inverter_1_a_"
+    assert supervisor_conf.bus_program("serial_ttyUSB0").name == "bus-serial_ttyUSB0"
+    assert supervisor.program_name("sim-", "my inverter:1/a%") == "sim-my_inverter_1_a_"
 
 
 def test_every_program_is_a_subcommand_that_exists():
@@ -130,7 +154,7 @@ def test_a_hung_supervisord_does_not_hang_the_client(tmp_path):
         silent.listen()
         started = time.monotonic()
         with pytest.raises(OSError):
-            supervise.connect(tmp_path / "s.sock", timeout=0.5).supervisor.getState()
+            supervisor.connect(tmp_path / "s.sock", timeout=0.5).supervisor.getState()
         assert time.monotonic() - started < 3
 
 
@@ -138,7 +162,7 @@ def test_a_hung_supervisord_does_not_hang_the_client(tmp_path):
 
 HUNG_LOOP = textwrap.dedent("""
     import time
-    from ammp_edge import watchdog
+    from ammp_edge.core import watchdog
     wd = watchdog.Watchdog("test loop", 1.0).start()
     for _ in range(8):          # 2.4 s of a healthy loop: longer than the limit, ticked in time
         wd.tick()
@@ -162,7 +186,7 @@ def test_watchdog_ends_a_hung_loop_with_70_and_a_stack_dump():
 
 HEARTBEAT = textwrap.dedent("""
     import time
-    from ammp_edge import watchdog
+    from ammp_edge.core import watchdog
     watchdog.heartbeat("bus x", 1.0)
     time.sleep(3)
 """)
@@ -194,7 +218,7 @@ def test_bus_loop_beats_before_sleeping_and_before_polling(builtin_drivers, monk
     beats = []
     monkeypatch.setattr(watchdog, "heartbeat", lambda name, limit: beats.append((name, limit)))
     conf = site_config(read_interval=30)
-    source = bus.ConfigSource()
+    source = ConfigSource()
     source.config = cfg.load(conf, builtin_drivers)
     monkeypatch.setattr(source, "current", lambda: source.config)
     bus.run_bus("sys", source, lambda readout: None, threading.Event(), once=True)
@@ -203,6 +227,7 @@ def test_bus_loop_beats_before_sleeping_and_before_polling(builtin_drivers, monk
 
 # -- the appliance under a real supervisord ---------------------------------------------------
 
+
 class Appliance:
     """`ammp-edge up` as a subprocess in the test's own AE_DATA_DIR / AE_TEMP_DIR."""
 
@@ -210,12 +235,17 @@ class Appliance:
         self.temp = Path(os.environ["AE_TEMP_DIR"])
         self.config_file = write_json(tmp_path / "site.json", config)
         self.env = child_env(MQTT_BRIDGE_PORT=free_port(), LOGGING_LEVEL="info")
-        self.proc = subprocess.Popen([*AMMP_EDGE, "up", "--config", str(self.config_file)], env=self.env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            [*AMMP_EDGE, "up", "--config", str(self.config_file)],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.seen_pids: set[int] = {self.proc.pid}
 
     def rpc(self):
-        return supervise.connect(self.temp / "supervisor.sock")
+        return supervisor.connect(self.temp / "supervisor.sock")
 
     def info(self) -> dict[str, dict]:
         infos = {i["name"]: i for i in self.rpc().supervisor.getAllProcessInfo()}
@@ -238,8 +268,11 @@ class Appliance:
         raise AssertionError(f"timed out waiting for {what}: {last}")
 
     def wait_running(self, names, timeout=20.0) -> dict[str, dict]:
-        return self.wait_for(lambda i: all(i.get(n, {}).get("statename") == "RUNNING" for n in names), timeout,
-                             f"RUNNING {sorted(names)}")
+        return self.wait_for(
+            lambda i: all(i.get(n, {}).get("statename") == "RUNNING" for n in names),
+            timeout,
+            f"RUNNING {sorted(names)}",
+        )
 
     def log(self, name: str) -> str:
         path = self.temp / ("supervisord.log" if name == "supervisord" else f"logs/{name}.log")
@@ -299,7 +332,10 @@ def leftovers(temp: Path, pids: set[int]) -> list[str]:
 @pytest.fixture
 def sma_sims(simulator, builtin_drivers):
     def make(n, **kw):
-        return [simulator({3: builtin_drivers["sma_stp25000"]}, values={3: {"P_total": 1000.0 + i}}, **kw) for i in range(n)]
+        return [
+            simulator({3: builtin_drivers["sma_stp25000"]}, values={3: {"P_total": 1000.0 + i}}, **kw) for i in range(n)
+        ]
+
     return make
 
 
@@ -355,8 +391,11 @@ def test_killed_bus_is_restarted_and_sigterm_stops_everything_in_order(tmp_path,
         victim = bus_name(fast.port)
         old = info[victim]["pid"]
         os.kill(old, signal.SIGKILL)
-        info = app.wait_for(lambda i: i[victim]["statename"] == "RUNNING" and i[victim]["pid"] not in (0, old),
-                            timeout=10, what=f"{victim} restarted")
+        info = app.wait_for(
+            lambda i: i[victim]["statename"] == "RUNNING" and i[victim]["pid"] not in (0, old),
+            timeout=10,
+            what=f"{victim} restarted",
+        )
         assert info["bus-sys"]["statename"] == "RUNNING"
         if "publisher" in info:  # keep what the buses commit from now on in the outbox, to look at
             app.rpc().supervisor.stopProcess("publisher")

@@ -6,10 +6,12 @@ import filecmp
 
 import pytest
 
-from conftest import REFERENCE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
+from helpers.common import REFERENCE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS
 
 
-@pytest.mark.parametrize("ours, theirs", [(UPSTREAM_DRIVERS, "upstream-drivers"), (UPSTREAM_CONFIGS, "upstream-configs")])
+@pytest.mark.parametrize(
+    "ours, theirs", [(UPSTREAM_DRIVERS, "upstream-drivers"), (UPSTREAM_CONFIGS, "upstream-configs")]
+)
 def test_the_copy_matches_the_shared_reference(ours, theirs):
     reference = REFERENCE / theirs
     if not reference.is_dir():

@@ -13,9 +13,10 @@ import time
 import pytest
 import requests
 
-from ammp_edge.kvs import KVStore, cache as kv_cache
+from ammp_edge.core import credentials, keys, paths
+from ammp_edge.core.kvs import KVStore, cache as kv_cache
 from ammp_edge.webui import auth, jobs as jobs_mod
-from conftest import free_port
+from helpers.common import free_port
 
 
 def wait_for(fn, timeout=10.0, step=0.05):
@@ -52,7 +53,7 @@ def webui(monkeypatch):
 
 
 def password() -> str:
-    return auth.initial_password_path().read_text().strip()
+    return paths.webui_initial_password_path().read_text().strip()
 
 
 def login(base: str, pw: str | None = None) -> requests.Session:
@@ -69,36 +70,58 @@ def csrf_of(s: requests.Session, base: str, path: str = "/") -> str:
 
 
 def config_doc(sim_port: int, unit: int = 3) -> dict:
-    return {"devices": {"inv": {"name": "Inverter", "driver": "sma_stp25000", "reading_type": "modbustcp",
-                                "vendor_id": "inv-1", "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": unit},
-                                "timeout": 1}},
-            "readings": {"p": {"device": "inv", "var": "P_total"}, "f": {"device": "inv", "var": "freq"}},
-            "read_interval": 10}
+    return {
+        "devices": {
+            "inv": {
+                "name": "Inverter",
+                "driver": "sma_stp25000",
+                "reading_type": "modbustcp",
+                "vendor_id": "inv-1",
+                "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": unit},
+                "timeout": 1,
+            }
+        },
+        "readings": {"p": {"device": "inv", "var": "P_total"}, "f": {"device": "inv", "var": "freq"}},
+        "read_interval": 10,
+    }
 
 
 # -- security ---------------------------------------------------------------------------------------
 
 
 def test_initial_password_is_random_private_and_only_hashed_in_the_store(webui):
-    path = auth.initial_password_path()
+    path = paths.webui_initial_password_path()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     pw = password()
     assert len(pw) >= 12
-    stored = KVStore().get(auth.PASSWORD_KEY)
+    stored = KVStore().get(keys.WEBUI_PASSWORD)
     assert stored["scheme"] == "scrypt" and pw not in json.dumps(stored)
-    assert auth.verify_password(pw, stored) and not auth.verify_password(pw + "x", stored)
+    assert credentials.verify_password(pw, stored) and not credentials.verify_password(pw + "x", stored)
 
 
 def test_an_initial_password_file_given_before_the_first_start_is_used(tmp_path):
-    auth.initial_password_path().parent.mkdir(parents=True, exist_ok=True)
-    auth.initial_password_path().write_text("from-the-image-42\n")
+    paths.webui_initial_password_path().parent.mkdir(parents=True, exist_ok=True)
+    paths.webui_initial_password_path().write_text("from-the-image-42\n")
     store = KVStore()
-    assert auth.ensure_password(store) == "from-the-image-42"
-    assert auth.verify_password("from-the-image-42", store.get(auth.PASSWORD_KEY))
+    assert credentials.ensure_password(store) == "from-the-image-42"
+    assert credentials.verify_password("from-the-image-42", store.get(keys.WEBUI_PASSWORD))
 
 
-@pytest.mark.parametrize("path", ["/", "/live", "/config", "/config/download", "/test", "/scans", "/logs", "/settings",
-                                  "/config/device/inv", "/config/add"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/",
+        "/live",
+        "/config",
+        "/config/download",
+        "/test",
+        "/scans",
+        "/logs",
+        "/settings",
+        "/config/device/inv",
+        "/config/add",
+    ],
+)
 def test_every_page_but_health_needs_a_login(webui, path):
     r = requests.get(webui + path, allow_redirects=False)
     assert r.status_code == 303 and r.headers["Location"].startswith("/login?next=")
@@ -141,8 +164,11 @@ def test_post_without_or_with_a_wrong_csrf_token_is_refused(webui):
     assert KVStore().get_raw("config") == before
     other = requests.post(webui + "/login", data={"password": password()}, allow_redirects=False)
     assert other.status_code == 403  # the login form has its own token
-    r = s.post(webui + "/settings/loglevel", data={"csrf": csrf_of(s, webui), "log_level": "debug"},
-               headers={"Origin": "http://evil.example"})
+    r = s.post(
+        webui + "/settings/loglevel",
+        data={"csrf": csrf_of(s, webui), "log_level": "debug"},
+        headers={"Origin": "http://evil.example"},
+    )
     assert r.status_code == 403
 
 
@@ -157,12 +183,17 @@ def test_login_attempts_are_rate_limited(webui):
 def test_password_change_ends_sessions_and_removes_the_initial_file(webui):
     s = login(webui)
     token = csrf_of(s, webui, "/settings")
-    r = s.post(webui + "/settings/password", data={"csrf": token, "current": password(), "new": "short", "repeat": "short"})
+    r = s.post(
+        webui + "/settings/password", data={"csrf": token, "current": password(), "new": "short", "repeat": "short"}
+    )
     assert r.status_code == 400 and "at least" in r.text
-    r = s.post(webui + "/settings/password", data={"csrf": token, "current": password(), "new": "a-new-long-pass",
-                                                   "repeat": "a-new-long-pass"}, allow_redirects=False)
+    r = s.post(
+        webui + "/settings/password",
+        data={"csrf": token, "current": password(), "new": "a-new-long-pass", "repeat": "a-new-long-pass"},
+        allow_redirects=False,
+    )
     assert r.status_code == 303
-    assert not auth.initial_password_path().exists()
+    assert not paths.webui_initial_password_path().exists()
     assert s.get(webui + "/", allow_redirects=False).status_code == 303
     assert login(webui, "a-new-long-pass").get(webui + "/").status_code == 200
 
@@ -172,7 +203,7 @@ def test_reset_password_command(capsys):
 
     assert main(["webui", "--reset-password"]) == 0
     pw = re.search(r"new web UI password: (\S+)", capsys.readouterr().out).group(1)
-    assert auth.verify_password(pw, KVStore().get(auth.PASSWORD_KEY)) and password() == pw
+    assert credentials.verify_password(pw, KVStore().get(keys.WEBUI_PASSWORD)) and password() == pw
 
 
 def test_user_text_is_escaped(webui):
@@ -199,17 +230,27 @@ def test_status_page_and_api(webui):
 
 
 def test_live_readings_from_the_cache_and_the_outbox(webui):
-    from ammp_edge.outbox import Outbox
+    from ammp_edge.delivery.outbox import Outbox
 
     KVStore().set("config", config_doc(1))
     now = int(time.time())
     c = kv_cache()
-    c.set("last_readings", [{"_d": "inv", "_vid": "inv-1", "P_total": 1200.5, "freq": None,
-                             "_s": [{"c": "grid fault", "l": 3}]}])
+    c.set(
+        "last_readings",
+        [{"_d": "inv", "_vid": "inv-1", "P_total": 1200.5, "freq": None, "_s": [{"c": "grid fault", "l": 3}]}],
+    )
     c.set("last_readings_ts", now - 10)
     box = Outbox()
-    box.put({"t": now, "bus": "tcp_127.0.0.1_1", "devices": [{"_d": "inv", "_vid": "inv-1", "P_total": 1300.0, "freq": None}],
-             "duration": 0.05, "requests": 2, "errors": {"inv": ["registers 1..2: timeout"]}})
+    box.put(
+        {
+            "t": now,
+            "bus": "tcp_127.0.0.1_1",
+            "devices": [{"_d": "inv", "_vid": "inv-1", "P_total": 1300.0, "freq": None}],
+            "duration": 0.05,
+            "requests": 2,
+            "errors": {"inv": ["registers 1..2: timeout"]},
+        }
+    )
     box.close()
     s = login(webui)
 
@@ -262,16 +303,33 @@ def test_edit_and_add_a_device(webui):
     form = s.get(webui + "/config/device/inv").text
     assert 'name="unit_id"' in form and 'value="3"' in form
     token = csrf_of(s, webui, "/config")
-    data = {"csrf": token, "driver": "sma_stp25000", "enabled": "on", "host": "127.0.0.1", "port": "1502",
-            "unit_id": "300", "reading_type": "modbustcp"}
+    data = {
+        "csrf": token,
+        "driver": "sma_stp25000",
+        "enabled": "on",
+        "host": "127.0.0.1",
+        "port": "1502",
+        "unit_id": "300",
+        "reading_type": "modbustcp",
+    }
     r = s.post(webui + "/config/device/inv", data=data)
     assert r.status_code == 400 and "unit_id" in r.text
     r = s.post(webui + "/config/device/inv", data={**data, "unit_id": "7"}, allow_redirects=False)
     assert r.status_code == 303
     assert json.loads(KVStore().get_raw("config"))["devices"]["inv"]["address"]["unit_id"] == 7
-    r = s.post(webui + "/config/add", data={"csrf": token, "key": "meter", "reading_type": "modbustcp",
-                                             "driver": "eastron_sdm530", "host": "10.0.0.9", "port": "502", "unit_id": "1"},
-               allow_redirects=False)
+    r = s.post(
+        webui + "/config/add",
+        data={
+            "csrf": token,
+            "key": "meter",
+            "reading_type": "modbustcp",
+            "driver": "eastron_sdm530",
+            "host": "10.0.0.9",
+            "port": "502",
+            "unit_id": "1",
+        },
+        allow_redirects=False,
+    )
     assert r.status_code == 303
     doc = json.loads(KVStore().get_raw("config"))
     assert doc["devices"]["meter"]["address"] == {"host": "10.0.0.9", "port": 502, "unit_id": 1}
@@ -289,12 +347,21 @@ def test_read_a_device_once_with_raw_registers_and_all_orders(webui, simulator, 
     r = s.post(webui + "/api/test/read", json={"device": "inv"}, headers={"X-CSRF-Token": token}).json()
     rows = {f["name"]: f for f in r["fields"]}
     assert rows["P_total"]["value"] == 4321.0 and len(rows["P_total"]["raw"]) == 2 and rows["P_total"]["error"] is None
-    manual = {"driver": "sma_stp25000", "reading_type": "modbustcp", "host": "127.0.0.1", "port": str(sim.port), "unit_id": "3"}
+    manual = {
+        "driver": "sma_stp25000",
+        "reading_type": "modbustcp",
+        "host": "127.0.0.1",
+        "port": str(sim.port),
+        "unit_id": "3",
+    }
     r = s.post(webui + "/api/test/read", json=manual, headers={"X-CSRF-Token": token}).json()
     assert {f["name"]: f["value"] for f in r["fields"]}["P_total"] == 4321.0
     reg = rows["P_total"]["register"]
-    r = s.post(webui + "/api/test/register", json={"device": "inv", "register": reg, "fncode": 3},
-               headers={"X-CSRF-Token": token}).json()
+    r = s.post(
+        webui + "/api/test/register",
+        json={"device": "inv", "register": reg, "fncode": 3},
+        headers={"X-CSRF-Token": token},
+    ).json()
     at = next(x for x in r["starts"] if x["register"] == reg)
     orders = {o["order"]: o for o in at["orders"]}
     assert set(orders) == {"ABCD", "CDAB", "BADC", "DCBA"} and orders["ABCD"]["int32"] == 4321
@@ -336,10 +403,17 @@ def test_job_runner_progress_result_and_cancel():
 def test_scan_input_is_validated(webui):
     from ammp_edge.webui.settings import scan_args
 
-    assert scan_args({"kind": "network", "targets": "127.0.0.1", "ports": "502, 80"}) == \
-        ("network", {"targets": ["127.0.0.1"], "ports": (502, 80)})
-    for body in ({"kind": "network", "targets": "10.0.0.0/8"}, {"kind": "network", "targets": "x; reboot"},
-                 {"kind": "serial", "port": "/dev/../etc/passwd"}, {"kind": "serial", "baudrate": "12"}, {"kind": "rm"}):
+    assert scan_args({"kind": "network", "targets": "127.0.0.1", "ports": "502, 80"}) == (
+        "network",
+        {"targets": ["127.0.0.1"], "ports": (502, 80)},
+    )
+    for body in (
+        {"kind": "network", "targets": "10.0.0.0/8"},
+        {"kind": "network", "targets": "x; reboot"},
+        {"kind": "serial", "port": "/dev/../etc/passwd"},
+        {"kind": "serial", "baudrate": "12"},
+        {"kind": "rm"},
+    ):
         with pytest.raises(ValueError):
             scan_args(body)
 
@@ -350,20 +424,42 @@ def test_scan_input_is_validated(webui):
 def test_settings_are_validated_and_the_custom_broker_password_kept(webui):
     s = login(webui)
     token = csrf_of(s, webui, "/settings")
-    r = s.post(webui + "/settings/custom", data={"csrf": token, "host": "broker.example.com", "port": "70000", "tls": "on"})
+    r = s.post(
+        webui + "/settings/custom", data={"csrf": token, "host": "broker.example.com", "port": "70000", "tls": "on"}
+    )
     assert r.status_code == 400 and "70000" in r.text
     assert KVStore().get("mqtt_bridge_custom") is None
-    r = s.post(webui + "/settings/custom", data={"csrf": token, "host": "broker.example.com", "port": "8883", "tls": "on",
-                                                 "username": "site7", "password": "s3cret"})
+    r = s.post(
+        webui + "/settings/custom",
+        data={
+            "csrf": token,
+            "host": "broker.example.com",
+            "port": "8883",
+            "tls": "on",
+            "username": "site7",
+            "password": "s3cret",
+        },
+    )
     assert r.status_code == 200
-    r = s.post(webui + "/settings/custom", data={"csrf": token, "host": "broker2.example.com", "tls": "on", "username": "site7"})
+    r = s.post(
+        webui + "/settings/custom",
+        data={"csrf": token, "host": "broker2.example.com", "tls": "on", "username": "site7"},
+    )
     assert r.status_code == 200 and "s3cret" not in s.get(webui + "/settings").text
     assert KVStore().get("mqtt_bridge_custom")["password"] == "s3cret"
     assert KVStore().get("mqtt_bridge_custom")["host"] == "broker2.example.com"
     s.post(webui + "/settings/bridges", data={"csrf": token, "stage": "on"})
     assert KVStore().get("mqtt_bridge_prod") is False and KVStore().get("mqtt_bridge_stage") is True
-    assert s.post(webui + "/settings/api", data={"csrf": token, "http_api_base_url": "javascript:alert(1)"}).status_code == 400
-    assert s.post(webui + "/settings/api", data={"csrf": token, "http_api_base_url": "https://edge.example/api/v0"}).status_code == 200
+    assert (
+        s.post(webui + "/settings/api", data={"csrf": token, "http_api_base_url": "javascript:alert(1)"}).status_code
+        == 400
+    )
+    assert (
+        s.post(
+            webui + "/settings/api", data={"csrf": token, "http_api_base_url": "https://edge.example/api/v0"}
+        ).status_code
+        == 200
+    )
     assert KVStore().get("http_api_base_url") == "https://edge.example/api/v0"
     assert s.post(webui + "/settings/loglevel", data={"csrf": token, "log_level": "loud"}).status_code == 400
 
@@ -391,9 +487,11 @@ def test_config_generation_request_as_upstream():
 
 
 def test_sensor_addressing_actions_run_as_jobs(monkeypatch):
-    from ammp_edge.scan import sensor_address
+    from ammp_edge.node.scan import sensor_address
 
-    monkeypatch.setattr(sensor_address, "holykell_sensor_address", lambda port, target: {"port": port, "new address": target})
+    monkeypatch.setattr(
+        sensor_address, "holykell_sensor_address", lambda port, target: {"port": port, "new address": target}
+    )
     runner = jobs_mod.Jobs()
     assert runner.available()["holykell_sensor_address_8"]
     job = runner.start("holykell_sensor_address_8", {"port": "/dev/ttyNOPE0"})

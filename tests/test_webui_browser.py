@@ -12,27 +12,38 @@ from pathlib import Path
 import pytest
 import requests
 
-from appliance_harness import Appliance
-from brokers import wait_until
-from conftest import REPO, free_port
+from helpers.appliance import Appliance
+from helpers.brokers import wait_until
+from helpers.common import REPO, free_port
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SHOTS = REPO / "test-artifacts" / "screenshots"
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/setup --test)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (scripts/setup --test)"),
+]
 
 
 @pytest.fixture
 def browser(tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS,
-                                                  headless=True, viewport=DESKTOP)
+        b = pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, args=ARGS, headless=True, viewport=DESKTOP
+        )
         yield b
         b.close()
 
@@ -47,22 +58,40 @@ def shot(page, name: str) -> None:
 
 
 def config(sim_port: int, unit: int) -> dict:
-    return {"devices": {
-        "logger": {"name": "This logger", "driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"},
-        "inverter": {"name": "SMA inverter (simulated)", "driver": "sma_stp25000", "reading_type": "modbustcp",
-                     "vendor_id": "inv-1", "timeout": 1,
-                     "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": unit}}},
-        "readings": {"cpu": {"device": "logger", "var": "cpu_load"},
-                     "p": {"device": "inverter", "var": "P_total"}, "f": {"device": "inverter", "var": "freq"},
-                     "e": {"device": "inverter", "var": "total_yield"}, "st": {"device": "inverter", "var": "status"}},
-        "read_interval": 2}
+    return {
+        "devices": {
+            "logger": {"name": "This logger", "driver": "sys_generic", "reading_type": "sys", "vendor_id": "lg"},
+            "inverter": {
+                "name": "SMA inverter (simulated)",
+                "driver": "sma_stp25000",
+                "reading_type": "modbustcp",
+                "vendor_id": "inv-1",
+                "timeout": 1,
+                "address": {"host": "127.0.0.1", "port": sim_port, "unit_id": unit},
+            },
+        },
+        "readings": {
+            "cpu": {"device": "logger", "var": "cpu_load"},
+            "p": {"device": "inverter", "var": "P_total"},
+            "f": {"device": "inverter", "var": "freq"},
+            "e": {"device": "inverter", "var": "total_yield"},
+            "st": {"device": "inverter", "var": "status"},
+        },
+        "read_interval": 2,
+    }
 
 
 def test_commissioning_in_a_browser(tmp_path, simulator, builtin_drivers, browser):
     sim = simulator({3: builtin_drivers["sma_stp25000"]})
     web_port = free_port()
-    app = Appliance(tmp_path / "a", config(sim.port, unit=4), None, AE_WEBUI_PORT=web_port,
-                    AE_WEBUI_HOST="127.0.0.1", LOGGING_LEVEL="info")
+    app = Appliance(
+        tmp_path / "a",
+        config(sim.port, unit=4),
+        None,
+        AE_WEBUI_PORT=web_port,
+        AE_WEBUI_HOST="127.0.0.1",
+        LOGGING_LEVEL="info",
+    )
     app.start()
     base = f"http://127.0.0.1:{web_port}"
     try:
@@ -71,7 +100,12 @@ def test_commissioning_in_a_browser(tmp_path, simulator, builtin_drivers, browse
         page = browser.new_page()
         js_errors: list[str] = []  # script errors and CSP violations
         page.on("pageerror", lambda e: js_errors.append(str(e)))
-        page.on("console", lambda m: js_errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None)
+        page.on(
+            "console",
+            lambda m: (
+                js_errors.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None
+            ),
+        )
 
         # -- without login, everything but /health leads to the login page; a forged POST is refused
         page.goto(base + "/live")
@@ -97,7 +131,9 @@ def test_commissioning_in_a_browser(tmp_path, simulator, builtin_drivers, browse
 
         # -- live readings: the wrong unit id answers nothing; the sys device's values arrive
         page.goto(base + "/live")
-        page.wait_for_selector('[data-device="logger"] tr[data-field="cpu_load"] td.value:not(:text("–"))', timeout=30000)
+        page.wait_for_selector(
+            '[data-device="logger"] tr[data-field="cpu_load"] td.value:not(:text("–"))', timeout=30000
+        )
         page.wait_for_selector('[data-device="inverter"] .bad:text("no answer")', timeout=30000)
 
         # -- an invalid config is refused with its paths; the old one keeps running
@@ -122,10 +158,14 @@ def test_commissioning_in_a_browser(tmp_path, simulator, builtin_drivers, browse
         shot(page, "config")
         page.goto(base + "/live")
         cell = '[data-device="inverter"] tr[data-field="P_total"] td.value'
-        page.wait_for_function(f"() => {{ const c = document.querySelector('{cell}'); return c && /\\d/.test(c.textContent); }}",
-                               timeout=60000)
+        page.wait_for_function(
+            f"() => {{ const c = document.querySelector('{cell}'); return c && /\\d/.test(c.textContent); }}",
+            timeout=60000,
+        )
         first = page.inner_text(cell)
-        page.wait_for_function(f"() => document.querySelector('{cell}').textContent !== {json.dumps(first)}", timeout=30000)
+        page.wait_for_function(
+            f"() => document.querySelector('{cell}').textContent !== {json.dumps(first)}", timeout=30000
+        )
         # -- a chart of the field's history
         page.click('[data-device="inverter"] tr[data-field="P_total"] .field-link')
         page.wait_for_selector("#chart svg path.line", timeout=15000)
@@ -139,7 +179,9 @@ def test_commissioning_in_a_browser(tmp_path, simulator, builtin_drivers, browse
         page.click("#inspect-read")
         page.wait_for_selector("#inspect-table, #inspect-result .error", timeout=20000)
         assert page.is_visible("#inspect-table"), page.inner_text("#inspect-result")
-        assert all(o in page.inner_text("#inspect-table") for o in ("ABCD", "CDAB", "BADC", "DCBA")), page.inner_text("#inspect-table")
+        assert all(o in page.inner_text("#inspect-table") for o in ("ABCD", "CDAB", "BADC", "DCBA")), page.inner_text(
+            "#inspect-table"
+        )
         shot(page, "test-device")
 
         # -- a network scan of loopback, in the background
@@ -166,7 +208,9 @@ def test_commissioning_in_a_browser(tmp_path, simulator, builtin_drivers, browse
 
         # -- logs and settings
         page.goto(base + "/logs?program=webui")
-        page.wait_for_function("() => document.querySelector('#log-text').textContent.includes('web UI on')", timeout=15000)
+        page.wait_for_function(
+            "() => document.querySelector('#log-text').textContent.includes('web UI on')", timeout=15000
+        )
         shot(page, "logs")
         page.goto(base + "/settings")
         shot(page, "settings")
@@ -186,4 +230,3 @@ def _health(base: str) -> bool:
         return requests.get(base + "/health", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
-

@@ -31,8 +31,8 @@ from pymodbus.simulator.simdata import SimData
 from pymodbus.simulator.simdevice import SimDevice
 from pymodbus.simulator.simutils import DataType
 
-from . import codec, drivers
-from .problems import InvalidInput
+from .core import codec, drivers, serialline
+from .core.problems import InvalidInput
 
 log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -74,7 +74,6 @@ def plausible(name: str, fld: drivers.ModbusField, t: float) -> Any:
 
 
 SEEN_MAX = 100_000  # requests kept in Simulator.seen (the oldest half goes when full)
-SERIAL_PARITY = {"none": "N", "n": "N", "even": "E", "e": "E", "odd": "O", "o": "O", "mark": "M", "space": "S"}
 
 
 class Simulator:
@@ -86,17 +85,30 @@ class Simulator:
     (the last SEEN_MAX or more).
     """
 
-    def __init__(self, units: dict[int, dict], port: int | None = None, host: str = "127.0.0.1",
-                 values: dict[int, dict] | None = None, delay: float = 0.0, strict: bool = False, *,
-                 serial_port: str | None = None, baudrate: int = 9600, bytesize: int = 8,
-                 parity: str = "none", stopbits: int = 1, emulate_airtime: bool = False,
-                 registers: dict[int, dict[int, dict[int, int]]] | None = None):
+    def __init__(
+        self,
+        units: dict[int, dict],
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        values: dict[int, dict] | None = None,
+        delay: float = 0.0,
+        strict: bool = False,
+        *,
+        serial_port: str | None = None,
+        baudrate: int = 9600,
+        bytesize: int = 8,
+        parity: str = "none",
+        stopbits: int = 1,
+        emulate_airtime: bool = False,
+        registers: dict[int, dict[int, dict[int, int]]] | None = None,
+    ):
         if port is None and serial_port is None:
             raise ValueError("Simulator needs a TCP port or a serial_port")
         self.host, self.port, self.delay, self.strict = host, port, delay, strict
         self.serial_port = serial_port
-        self.serial_settings = dict(baudrate=int(baudrate), bytesize=int(bytesize), stopbits=stopbits,
-                                    parity=SERIAL_PARITY[str(parity).lower()])
+        self.serial_settings: dict[str, Any] = dict(
+            baudrate=int(baudrate), bytesize=int(bytesize), stopbits=stopbits, parity=serialline.parity_letter(parity)
+        )
         self.emulate_airtime = emulate_airtime
         self.seen: list[tuple[int, int, int, int]] = []
         self._request_bytes = 8
@@ -106,7 +118,9 @@ class Simulator:
         self.requests = 0
         self.silent_units: set[int] = set()
         # raw register values laid over the driver's: {unit: {fncode: {address: value}}}
-        self.raw_registers = {u: {fc: dict(regs) for fc, regs in by_fc.items()} for u, by_fc in (registers or {}).items()}
+        self.raw_registers = {
+            u: {fc: dict(regs) for fc, regs in by_fc.items()} for u, by_fc in (registers or {}).items()
+        }
         self.refuse_larger_than: int | None = None
         for unit, driver in units.items():
             self.fields[unit] = {}
@@ -161,8 +175,9 @@ class Simulator:
             if a is not None and (a == prev + 1 or not self.strict):
                 prev = a
                 continue
-            blocks.append(SimData(start, values=[regs.get(i, 0) for i in range(start, prev + 1)],
-                                  datatype=DataType.REGISTERS))
+            blocks.append(
+                SimData(start, values=[regs.get(i, 0) for i in range(start, prev + 1)], datatype=DataType.REGISTERS)
+            )
             if a is not None:
                 start = prev = a
         return blocks
@@ -170,8 +185,11 @@ class Simulator:
     def _device(self, unit: int) -> SimDevice:
         image = self.registers(unit)
         bits = [SimData(0, values=False, datatype=DataType.BITS)]
-        return SimDevice(unit, simdata=(bits, list(bits), self._blocks(image[3]), self._blocks(image[4])),
-                         action=self._make_action(unit))
+        return SimDevice(
+            unit,
+            simdata=(bits, list(bits), self._blocks(image[3]), self._blocks(image[4])),
+            action=self._make_action(unit),
+        )
 
     async def _silent(self, *args):
         self.requests += 1
@@ -208,8 +226,7 @@ class Simulator:
     def airtime(self, nbytes: int) -> float:
         """Seconds nbytes take on the line: a start bit, data bits, a parity bit and stop bits each."""
         s = self.serial_settings
-        bits = 1 + s["bytesize"] + (s["parity"] != "N") + s["stopbits"]
-        return nbytes * bits / s["baudrate"]
+        return nbytes * serialline.character_time(s["baudrate"], s["bytesize"], s["parity"], s["stopbits"])
 
     def _trace_pdu(self, sending: bool, pdu):
         if not sending:
@@ -234,7 +251,7 @@ class Simulator:
     def where(self) -> str:
         return self.serial_port if self.serial_port is not None else f"{self.host}:{self.port}"
 
-    def start(self) -> "Simulator":
+    def start(self) -> Simulator:
         self._thread = threading.Thread(target=self._run, name=f"sim:{self.where}", daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
@@ -250,15 +267,25 @@ class Simulator:
             self._loop = asyncio.get_running_loop()
             devices = [self._device(u) for u in self.fields]
             # id 0 answers for every other unit id: it never answers, like an absent device behind a gateway
-            devices.append(SimDevice(0, simdata=[SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)],
-                                     action=self._silent))
+            devices.append(
+                SimDevice(
+                    0, simdata=[SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)], action=self._silent
+                )
+            )
             if self.serial_port is None:
-                self._server = ModbusTcpServer(devices, address=(self.host, self.port), ignore_missing_devices=True,
-                                               trace_pdu=self._trace_pdu)
+                self._server = ModbusTcpServer(
+                    devices, address=(self.host, self.port), ignore_missing_devices=True, trace_pdu=self._trace_pdu
+                )
             else:
-                self._server = ModbusSerialServer(devices, framer=FramerType.RTU, port=self.serial_port,
-                                                  ignore_missing_devices=True, trace_pdu=self._trace_pdu,
-                                                  trace_packet=self._trace_packet, **self.line_settings())
+                self._server = ModbusSerialServer(
+                    devices,
+                    framer=FramerType.RTU,
+                    port=self.serial_port,
+                    ignore_missing_devices=True,
+                    trace_pdu=self._trace_pdu,
+                    trace_packet=self._trace_packet,
+                    **self.line_settings(),
+                )
             try:
                 listening = await self._server.listen()
             except (OSError, termios.error) as exc:  # OSError includes serial.SerialException
@@ -280,6 +307,7 @@ class Simulator:
 
     def stop(self) -> None:
         if self._loop and self._server:
+
             async def shutdown():
                 await self._server.shutdown()
                 for task in asyncio.all_tasks():

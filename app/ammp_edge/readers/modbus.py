@@ -12,9 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .. import codec, planner
-from ..config import Device
-from ..drivers import ModbusField
+from ..core import codec
+from ..core.config import Device
+from ..core.drivers import ModbusField
+from . import planner
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class DeviceResult:
     errors: list[str] = field(default_factory=list)
     requests: int = 0
     failed: bool = False  # nothing could be read: the device is down
+    item_errors: dict[str, str] = field(default_factory=dict)  # field or status key -> why it has no value
+    raw: dict[str, list[int]] | None = None  # field or status key -> its registers, when asked for (device test)
 
 
 class ModbusDevice:
@@ -81,8 +84,9 @@ class ModbusDevice:
         # merge: false gives one request per field (identical requests are still read once)
         self.blocks = planner.plan(items, max_regs, max_gap) if merge else planner.one_per_request(items)
 
-    def read(self, deadline: float) -> DeviceResult:
-        res = DeviceResult()
+    def read(self, deadline: float, keep_raw: bool = False) -> DeviceResult:
+        """One read of every field and status item; with keep_raw also the registers of each."""
+        res = DeviceResult(raw={} if keep_raw else None)
         answered = succeeded = False
         queue = list(self.blocks)
         new_plan: list[planner.Block] = []
@@ -91,6 +95,7 @@ class ModbusDevice:
             left = deadline - time.monotonic()
             if left <= 0:
                 res.errors.append(f"deadline passed before registers {block.address}..{block.end - 1}")
+                res.item_errors.update((i.key, "deadline passed; not read") for b in [block, *queue] for i in b.items)
                 new_plan.append(block)
                 new_plan.extend(queue)
                 break
@@ -102,8 +107,15 @@ class ModbusDevice:
                 answered = True
                 parts = planner.split(block) if exc.code in SPLIT_ON else [block]
                 if len(parts) > 1:
-                    log.info("[%s] fc%d %d..%d refused (%s): splitting into %d requests",
-                             self.device.key, block.fncode, block.address, block.end - 1, exc, len(parts))
+                    log.info(
+                        "[%s] fc%d %d..%d refused (%s): splitting into %d requests",
+                        self.device.key,
+                        block.fncode,
+                        block.address,
+                        block.end - 1,
+                        exc,
+                        len(parts),
+                    )
                     queue[0:0] = parts
                     continue
                 new_plan.append(block)
@@ -149,15 +161,19 @@ class ModbusDevice:
     def _fail_items(self, block: planner.Block, why: str, res: DeviceResult) -> None:
         names = ", ".join(i.key for i in block.items)
         res.errors.append(f"registers {block.address}..{block.end - 1} ({names}): {why}")
+        res.item_errors.update((i.key, why) for i in block.items)
 
     def _decode_block(self, block: planner.Block, regs: list[int], res: DeviceResult) -> None:
         for item in block.items:
             raw = block.registers_for(item, regs)
+            if res.raw is not None:
+                res.raw[item.key] = raw
             if item.key in self.fields:
                 try:
                     res.values[item.key] = codec.decode_registers(raw, self.fields[item.key].spec)
                 except codec.DecodeError as exc:
                     res.errors.append(f"{item.key}: {exc} (raw {raw})")
+                    res.item_errors[item.key] = str(exc)
             else:
                 status = self.status[item.key]
                 try:
@@ -166,8 +182,9 @@ class ModbusDevice:
                     res.errors.append(f"status {status.key}: {exc}")
                     continue
                 if decoded is None:
-                    log.warning("[%s] status %s: value not in status_level_value_map; item dropped",
-                                self.device.key, status.key)
+                    log.warning(
+                        "[%s] status %s: value not in status_level_value_map; item dropped", self.device.key, status.key
+                    )
                 else:
                     res.status.append(decoded)
 

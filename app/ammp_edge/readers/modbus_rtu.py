@@ -31,12 +31,11 @@ import time
 import minimalmodbus
 import serial
 
+from ..core.serialline import character_time, parity_letter
 from .modbus import DeviceSilent, LinkError, ModbusException
 
 log = logging.getLogger(__name__)
 
-PARITY = {"none": serial.PARITY_NONE, "n": serial.PARITY_NONE, "even": serial.PARITY_EVEN, "e": serial.PARITY_EVEN,
-          "odd": serial.PARITY_ODD, "o": serial.PARITY_ODD, "mark": serial.PARITY_MARK, "space": serial.PARITY_SPACE}
 LATE_WINDOW = 0.5  # seconds the line is watched for a late answer after a timeout (at most the timeout)
 SETTLE_LIMIT = 1.0  # never wait longer than this for a chattering line to fall quiet
 EXCEPTION_FRAME = 5  # unit, function code | 0x80, exception code, CRC (2)
@@ -44,17 +43,19 @@ EXCEPTION_FRAME = 5  # unit, function code | 0x80, exception code, CRC (2)
 
 def _exception_code(exc: minimalmodbus.SlaveReportedException) -> int:
     text = str(exc).lower()
-    for phrase, code in (("illegal function", 1), ("illegal data address", 2), ("illegal data value", 3),
-                         ("busy", 6), ("negative acknowledge", 7), ("memory parity", 8),
-                         ("gateway path", 10), ("gateway target", 11)):
+    for phrase, code in (
+        ("illegal function", 1),
+        ("illegal data address", 2),
+        ("illegal data value", 3),
+        ("busy", 6),
+        ("negative acknowledge", 7),
+        ("memory parity", 8),
+        ("gateway path", 10),
+        ("gateway target", 11),
+    ):
         if phrase in text:
             return code
     return 4
-
-
-def character_time(baudrate: int, bytesize: int = 8, parity: str = serial.PARITY_NONE, stopbits: float = 1) -> float:
-    """Seconds one character takes on the line (start bit, data bits, parity bit, stop bits)."""
-    return (1 + bytesize + (parity != serial.PARITY_NONE) + stopbits) / baudrate
 
 
 class RtuLine(serial.Serial):
@@ -93,8 +94,9 @@ class RtuLine(serial.Serial):
             except OSError as exc:
                 raise serial.SerialException(f"read failed: {exc}") from None
             if not chunk:
-                raise serial.SerialException("device reports readiness to read but returned no data "
-                                             "(device disconnected?)")
+                raise serial.SerialException(
+                    "device reports readiness to read but returned no data (device disconnected?)"
+                )
             buf += chunk
         return bytes(buf)
 
@@ -110,19 +112,29 @@ class RtuLine(serial.Serial):
             except BlockingIOError:
                 return dropped
             if not chunk:
-                raise serial.SerialException("device reports readiness to read but returned no data "
-                                             "(device disconnected?)")
+                raise serial.SerialException(
+                    "device reports readiness to read but returned no data (device disconnected?)"
+                )
             dropped += len(chunk)
 
 
 class RtuTransport:
-    def __init__(self, port: str, baudrate: int = 9600, bytesize: int = 8, parity: str = "none",
-                 stopbits: float = 1, frame_gap: float = 0.0, late_window: float = LATE_WINDOW):
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 9600,
+        bytesize: int = 8,
+        parity: str = "none",
+        stopbits: float = 1,
+        frame_gap: float = 0.0,
+        late_window: float = LATE_WINDOW,
+    ):
         self.port = port
-        self.settings = dict(baudrate=baudrate, bytesize=bytesize, parity=PARITY[str(parity).lower()], stopbits=stopbits)
+        letter = parity_letter(parity)
+        self.settings = dict(baudrate=baudrate, bytesize=bytesize, parity=letter, stopbits=stopbits)
         self.frame_gap = frame_gap
         self.late_window = late_window
-        self.char_time = character_time(baudrate, bytesize, self.settings["parity"], stopbits)
+        self.char_time = character_time(baudrate, bytesize, letter, stopbits)
         self.quiet = max(3.5 * self.char_time, 0.00175)  # the RTU inter-frame silence
         self.line: RtuLine | None = None
         self.instruments: dict[int, minimalmodbus.Instrument] = {}
@@ -171,8 +183,12 @@ class RtuTransport:
             if after_failure:  # expected now and then: a slave answering after our timeout
                 log.info("%s: dropped %d byte(s) arriving after a failed request (a late answer)", self.port, dropped)
             else:
-                log.warning("%s: dropped %d stray byte(s) found on the line before a request (noise, another "
-                            "master, or an answer later than the late window)", self.port, dropped)
+                log.warning(
+                    "%s: dropped %d stray byte(s) found on the line before a request (noise, another "
+                    "master, or an answer later than the late window)",
+                    self.port,
+                    dropped,
+                )
 
     def read(self, unit: int, fncode: int, address: int, count: int, timeout: float) -> list[int]:
         inst = self._instrument(unit)

@@ -13,6 +13,7 @@ import time
 from pymodbus.client import ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException as PyModbusException, ModbusIOException
 
+from ..core.macs import MacResolver, lookup
 from .modbus import DeviceSilent, LinkError, ModbusException
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,13 @@ CONNECT_DELAYS = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 
 class TcpTransport:
-    """host:port, or a device known only by its MAC: resolved (ARP, then the scan cache, then a
-    rate-limited background scan) at every connect, so a new DHCP lease is followed."""
+    """host:port, or a device known only by its MAC: resolved by `resolve_mac` at every connect, so a
+    new DHCP lease is followed (the bus program's resolver: ARP, the scan cache, then a rate-limited
+    background scan)."""
 
-    def __init__(self, host: str | None, port: int = 502, mac: str | None = None):
+    def __init__(self, host: str | None, port: int = 502, mac: str | None = None, resolve_mac: MacResolver = lookup):
         self.host, self.port, self.mac = host, port, (None if host else mac)
+        self.resolve_mac = resolve_mac
         self.client = ModbusTcpClient(host or "0.0.0.0", port=port, timeout=3, retries=0)
         self.connects = 0
 
@@ -34,12 +37,9 @@ class TcpTransport:
         if self.client.connected:
             return
         if self.mac:
-            from ..scan import resolve_mac
-
-            ip = resolve_mac(self.mac)
+            ip = self.resolve_mac(self.mac)
             if ip is None:
-                raise DeviceSilent(f"MAC {self.mac}: no IP address known yet (ARP table, scan cache); "
-                                   "a network scan was started")
+                raise DeviceSilent(f"MAC {self.mac}: no IP address known yet (ARP table, scan cache)")
             if ip != self.host:
                 log.info("MAC %s is at %s", self.mac, ip)
             self.host = self.client.comm_params.host = ip

@@ -9,9 +9,9 @@ import importlib
 import logging
 from typing import Any
 
-from .. import codec
-from ..config import Device
-from ..drivers import SysField
+from ..core import codec
+from ..core.config import Device
+from ..core.drivers import SysField
 from .modbus import DeviceResult
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,6 @@
-"""Web UI security: the node's password, signed session cookies, CSRF tokens, login rate limiting.
+"""Web UI security: signed session cookies, CSRF tokens, login rate limiting. The password itself is
+core.credentials.
 
-Password: generated on first start when none is set (12 characters from an unambiguous alphabet),
-stored only as a salted scrypt hash in the KV store (`webui_password`); the clear initial password is
-kept in $AE_DATA_DIR/webui-initial-password (mode 0600) for whoever holds the device, until it is
-changed. A file put there before the first start (by an image builder) becomes the initial password.
 Sessions: `ae_session` = payload.HMAC-SHA256, HttpOnly, SameSite=Strict; the secret (KV
 `webui_secret`) is replaced when the password changes, which ends every session.
 CSRF: a token derived from the session id, required on every POST (form field `csrf` or header
@@ -20,97 +17,15 @@ import logging
 import secrets
 import threading
 import time
-from pathlib import Path
 
-from .. import paths
-from ..fileio import write_atomic
-from ..kvs import KVStore
+from ..core import keys
+from ..core.kvs import KVStore
 
 log = logging.getLogger(__name__)
 
-PASSWORD_KEY = "webui_password"
-SECRET_KEY = "webui_secret"
-ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 SESSION_COOKIE = "ae_session"
 PRE_COOKIE = "ae_pre"
 SESSION_LIFETIME_S = 12 * 3600
-MIN_PASSWORD_LEN = 10
-SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-
-
-def initial_password_path() -> Path:
-    return paths.data_dir() / "webui-initial-password"
-
-
-def generate_password(length: int = 12) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
-
-
-def hash_password(password: str, salt: bytes | None = None, params: dict | None = None) -> dict:
-    salt = salt or secrets.token_bytes(16)
-    params = params or SCRYPT
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=params["n"], r=params["r"], p=params["p"], dklen=32)
-    return {"scheme": "scrypt", **params, "salt": salt.hex(), "hash": digest.hex()}
-
-
-def verify_password(password: str, stored: dict | None) -> bool:
-    if not isinstance(stored, dict) or stored.get("scheme") != "scrypt":
-        return False
-    try:
-        expected = hash_password(password, bytes.fromhex(stored["salt"]),
-                                 {"n": int(stored["n"]), "r": int(stored["r"]), "p": int(stored["p"])})
-    except (KeyError, ValueError, TypeError):
-        return False
-    return hmac.compare_digest(expected["hash"], str(stored["hash"]))
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Mode 0600, replaced atomically and on disk before this returns: a power cut right after must not
-    leave an empty file while the KV store (SQLite, synchronous) already holds the password's hash."""
-    write_atomic(path, text + "\n", 0o600, durable=True)
-
-
-def ensure_password(store: KVStore, path: Path | None = None) -> str | None:
-    """Make sure a password is set. Returns the initial password while it has not been changed.
-    `path`: the clear initial password's file (default $AE_DATA_DIR/webui-initial-password)."""
-    path = path or initial_password_path()
-    initial = None
-    if path.exists():
-        initial = path.read_text().strip() or None
-    if store.get(PASSWORD_KEY) is None:
-        if initial is None:
-            initial = generate_password()
-            _write_private(path, initial)
-        store.set(PASSWORD_KEY, hash_password(initial))
-    elif initial is not None and not verify_password(initial, store.get(PASSWORD_KEY)):
-        path.unlink(missing_ok=True)  # changed elsewhere: the file no longer tells the truth
-        initial = None
-    return initial
-
-
-def reset_password(store: KVStore) -> str:
-    """A new initial password (for `ammp-edge webui --reset-password`, by whoever has a console)."""
-    password = generate_password()
-    _write_private(initial_password_path(), password)
-    store.set(PASSWORD_KEY, hash_password(password))
-    store.set(SECRET_KEY, secrets.token_hex(32))
-    return password
-
-
-def change_password(store: KVStore, new: str) -> None:
-    store.set(PASSWORD_KEY, hash_password(new))
-    store.set(SECRET_KEY, secrets.token_hex(32))  # every session ends
-    initial_password_path().unlink(missing_ok=True)
-
-
-def check_new_password(new: str, repeat: str) -> str | None:
-    if new != repeat:
-        return "the two new passwords differ"
-    if len(new) < MIN_PASSWORD_LEN:
-        return f"the new password needs at least {MIN_PASSWORD_LEN} characters"
-    if len(new) > 256 or any(ord(c) < 32 for c in new):
-        return "the new password must be at most 256 printable characters"
-    return None
 
 
 def _b64(data: bytes) -> str:
@@ -130,17 +45,19 @@ class Sessions:
         self._lock = threading.Lock()
 
     def secret(self) -> bytes:
-        value = self.store.get(SECRET_KEY)
+        value = self.store.get(keys.WEBUI_SECRET)
         if not isinstance(value, str) or len(value) < 32:
             value = secrets.token_hex(32)
-            self.store.set(SECRET_KEY, value)
+            self.store.set(keys.WEBUI_SECRET, value)
         return value.encode()
 
     def _sign(self, text: str, secret: bytes | None = None) -> str:
         return _b64(hmac.new(secret or self.secret(), text.encode(), hashlib.sha256).digest())
 
     def issue(self) -> str:
-        payload = _b64(json.dumps({"sid": secrets.token_hex(16), "exp": int(time.time()) + SESSION_LIFETIME_S}).encode())
+        payload = _b64(
+            json.dumps({"sid": secrets.token_hex(16), "exp": int(time.time()) + SESSION_LIFETIME_S}).encode()
+        )
         return f"{payload}.{self._sign('s:' + payload)}"
 
     def check(self, token: str | None) -> str | None:
@@ -170,7 +87,12 @@ class Sessions:
         return self._sign("c:" + sid)
 
     def csrf_ok(self, sid: str | None, token: str | None) -> bool:
-        return bool(sid and token) and hmac.compare_digest(self.csrf_token(sid), token)
+        return (
+            sid is not None
+            and token is not None
+            and bool(sid and token)
+            and hmac.compare_digest(self.csrf_token(sid), token)
+        )
 
 
 class RateLimiter:
@@ -181,7 +103,7 @@ class RateLimiter:
     MAX_LOCK_S = 900
     GLOBAL_PER_MIN = 30
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._fails: dict[str, tuple[int, float]] = {}  # ip -> (failures, locked until)
         self._recent: list[float] = []
         self._lock = threading.Lock()

@@ -13,10 +13,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .. import config as cfg
-from ..problems import ConfigUnusable, Problem
+from ..core import config as cfg, keys, serialline
+from ..core.problems import ConfigUnusable, Problem
 
-PREVIOUS_KEY = "webui_previous_config"
 DEVICE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
@@ -38,7 +37,7 @@ def check(raw: bytes, builtin: dict) -> Check:
         config = cfg.load(cfg.parse_json(raw), builtin)
     except ConfigUnusable as exc:
         return Check(list(exc.problems))
-    from ..outputs import compile_outputs  # JSONata (~5 MB) only when a config is checked
+    from ..delivery.outputs import compile_outputs
 
     problems = list(config.problems) + compile_outputs(config.outputs)[1]
     return Check(problems, True)
@@ -48,10 +47,10 @@ def apply(store, raw: bytes, builtin: dict, anyway: bool = False) -> tuple[bool,
     result = check(raw, builtin)
     if not result.usable or (result.errors and not anyway):
         return False, result
-    old = store.get_raw("config")
+    old = store.get_raw(keys.CONFIG)
     if old is not None and old != raw:
-        store.set_raw(PREVIOUS_KEY, old)
-    store.set_raw("config", raw)
+        store.set_raw(keys.WEBUI_PREVIOUS_CONFIG, old)
+    store.set_raw(keys.CONFIG, raw)
     return True, result
 
 
@@ -60,7 +59,7 @@ def dumps(doc: dict) -> bytes:
 
 
 def current_doc(store) -> dict:
-    raw = store.get_raw("config")
+    raw = store.get_raw(keys.CONFIG)
     if raw is None:
         return {"devices": {}, "readings": {}, "read_interval": 60}
     try:
@@ -98,14 +97,19 @@ def address_from_form(reading_type: str, form: dict, old: dict | None = None) ->
         if not re.fullmatch(r"/dev/[A-Za-z0-9_./-]{1,64}", dev) or ".." in dev:
             raise ValueError(f"device: {dev!r} is not a serial port path such as /dev/ttyUSB0")
         parity = str(form.get("parity", "none"))
-        if parity not in ("none", "even", "odd"):
+        if parity not in serialline.FORM_PARITIES:
             raise ValueError("parity: must be none, even or odd")
         stopbits = str(form.get("stopbits", "1"))
         if stopbits not in ("1", "2"):
             raise ValueError("stopbits: must be 1 or 2")
         addr.pop("unit_id", None)
-        addr.update(device=dev, slaveaddr=_int(form, "slaveaddr", 0, 247), baudrate=_int(form, "baudrate", 300, 4_000_000),
-                    parity=parity, stopbits=int(stopbits))
+        addr.update(
+            device=dev,
+            slaveaddr=_int(form, "slaveaddr", 0, 247),
+            baudrate=_int(form, "baudrate", serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE),
+            parity=parity,
+            stopbits=int(stopbits),
+        )
     return addr
 
 
@@ -114,7 +118,7 @@ def driver_readings(doc: dict, key: str, driver: dict) -> None:
     readings = doc["readings"]
     for name in [n for n, r in readings.items() if isinstance(r, dict) and r.get("device") == key]:
         del readings[name]
-    for var in (driver.get("fields") or {}):
+    for var in driver.get("fields") or {}:
         readings[f"{key}_{var}"] = {"device": key, "var": var}
 
 
@@ -154,8 +158,13 @@ def add_device(doc: dict, key: str, form: dict, drivers: dict) -> dict:
     if driver not in drivers:
         raise ValueError(f"driver: no driver named {driver!r}")
     vid = str(form.get("vendor_id", "")).strip() or key
-    doc["devices"][key] = {"name": str(form.get("name", "")).strip()[:200] or key, "driver": driver,
-                           "reading_type": rt, "vendor_id": vid[:200], "enabled": True,
-                           "address": address_from_form(rt, form)}
+    doc["devices"][key] = {
+        "name": str(form.get("name", "")).strip()[:200] or key,
+        "driver": driver,
+        "reading_type": rt,
+        "vendor_id": vid[:200],
+        "enabled": True,
+        "address": address_from_form(rt, form),
+    }
     driver_readings(doc, key, drivers[driver])
     return doc

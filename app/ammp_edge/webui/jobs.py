@@ -1,5 +1,5 @@
 """Background jobs (scans): one thread each, with progress, a cancel button and the result kept for a
-while. The scan functions come from `ammp_edge.scan` (network_scan, serial_scan, env_scan), each taking
+while. The scan functions come from `ammp_edge.node.scan` (network_scan, serial_scan, env_scan), each taking
 progress(fraction, text) and cancel (a threading.Event). One job of each kind runs at a time."""
 
 from __future__ import annotations
@@ -9,16 +9,20 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 KEEP_JOBS = 20
 KINDS = {"network": "network_scan", "serial": "serial_scan", "env": "env_scan"}
 # upstream's custom actions (also commands from the cloud): give a factory-fresh sensor its address
-ACTIONS = {"imt_sensor_address": ("imt_sensor_address", ()), "holykell_sensor_address_7": ("holykell_sensor_address", (7,)),
-           "holykell_sensor_address_8": ("holykell_sensor_address", (8,))}
+ACTIONS = {
+    "imt_sensor_address": ("imt_sensor_address", ()),
+    "holykell_sensor_address_7": ("holykell_sensor_address", (7,)),
+    "holykell_sensor_address_8": ("holykell_sensor_address", (8,)),
+}
 
 
 @dataclass
@@ -36,16 +40,25 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def view(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "args": self.args, "state": self.state,
-                "fraction": round(self.fraction, 3), "text": self.text, "started": int(self.started),
-                "finished": int(self.finished) if self.finished else None, "result": self.result, "error": self.error}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "args": self.args,
+            "state": self.state,
+            "fraction": round(self.fraction, 3),
+            "text": self.text,
+            "started": int(self.started),
+            "finished": int(self.finished) if self.finished else None,
+            "result": self.result,
+            "error": self.error,
+        }
 
 
 def scan_function(kind: str) -> Callable | None:
     if kind in ACTIONS:
         return action_function(kind)
     try:
-        module = importlib.import_module("ammp_edge.scan")
+        module = importlib.import_module("ammp_edge.node.scan")
     except ImportError:
         return None
     return getattr(module, KINDS[kind], None)
@@ -54,7 +67,7 @@ def scan_function(kind: str) -> Callable | None:
 def action_function(kind: str) -> Callable | None:
     """A sensor addressing action on `port`, with the bus that owns the port paused meanwhile."""
     try:
-        module = importlib.import_module("ammp_edge.scan.sensor_address")
+        module = importlib.import_module("ammp_edge.node.scan.sensor_address")
     except ImportError:
         return None
     name, extra = ACTIONS[kind]

@@ -1,6 +1,9 @@
-"""Test a device: read it once, show the raw registers beside the decoded values (the one codec), and
+"""Test a device: read it once, show the raw registers beside the decoded values, and
 for one register its value in every word/byte order at the address and one either side (the usual
 off-by-one and word-order mistakes, side by side).
+
+The read is the bus's own: readers' ModbusDevice with the device's planning and splitting (and the one
+codec); the test only keeps the registers of each field to show them.
 
 A serial port belongs to its bus program (exclusive lock), so the bus is paused through supervisord for
 the few seconds of the test and started again after it. One test runs at a time.
@@ -15,11 +18,13 @@ import threading
 import time
 import xmlrpc.client
 from contextlib import contextmanager
+from typing import Any
 
-from .. import codec, config as cfg, planner, supervise
-from ..bus import make_transport
-from ..problems import ConfigUnusable
-from ..readers.modbus import DeviceSilent, LinkError, ModbusException
+from ..core import codec, config as cfg, supervisor as supervisord
+from ..core.problems import ConfigUnusable
+from ..readers.modbus import DeviceSilent, LinkError, ModbusDevice, ModbusException, Transport
+from ..readers.system import SystemDevice
+from ..readers.transports import make_transport
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +43,20 @@ def build_device(dev_doc: dict, drivers_in_config: dict, builtin: dict) -> cfg.D
     driver = all_drivers.get(dev_doc.get("driver"))
     if driver is None:
         raise ProbeError(f"driver: no driver named {dev_doc.get('driver')!r}")
-    doc = {"devices": {"probe": {**dev_doc, "enabled": True}}, "drivers": drivers_in_config,
-           "readings": {f: {"device": "probe", "var": f} for f in (driver.get("fields") or {})}}
+    doc = {
+        "devices": {"probe": {**dev_doc, "enabled": True}},
+        "drivers": drivers_in_config,
+        "readings": {f: {"device": "probe", "var": f} for f in (driver.get("fields") or {})},
+    }
     try:
         config = cfg.load(doc, builtin)
     except ConfigUnusable as exc:
         raise ProbeError("; ".join(str(p) for p in exc.problems)) from None
     dev = config.devices.get("probe")
     if dev is None:
-        raise ProbeError("; ".join(str(p).replace("devices.probe", "device") for p in config.errors) or "nothing to read")
+        raise ProbeError(
+            "; ".join(str(p).replace("devices.probe", "device") for p in config.errors) or "nothing to read"
+        )
     return dev
 
 
@@ -59,10 +69,10 @@ def serial_port_free(port: str | None):
     """Pause the bus program that owns this serial port, if one runs; start it again afterwards."""
     paused = None
     if port:
-        name = supervise.bus_program(cfg.bus_id_for("", "modbusrtu", {"device": port})).name
+        name = supervisord.bus_program_name(cfg.bus_id_for("", "modbusrtu", {"device": port}))
         try:
-            server = supervise.connect(timeout=15)
-            if server.supervisor.getProcessInfo(name)["statename"] == "RUNNING":
+            server = supervisord.connect(timeout=15)
+            if server.supervisor.getProcessInfo(name)["statename"] == supervisord.RUNNING:
                 server.supervisor.stopProcess(name, True)
                 paused = name
         except (OSError, xmlrpc.client.Error):
@@ -72,7 +82,7 @@ def serial_port_free(port: str | None):
     finally:
         if paused:
             try:
-                supervise.connect(timeout=15).supervisor.startProcess(paused, False)
+                supervisord.connect(timeout=15).supervisor.startProcess(paused, False)
             except (OSError, xmlrpc.client.Error) as exc:
                 log.error("could not start %s again after a device test: %s", paused, exc)
 
@@ -92,67 +102,66 @@ def read_device(device: cfg.Device) -> dict:
         with _port_free(device) as paused:
             started = time.monotonic()
             rows = _read_sys(device) if device.reading_type == "sys" else _read_modbus(device)
-            return {"device": device.key, "bus": device.bus_id, "paused": paused, "fields": rows,
-                    "duration": round(time.monotonic() - started, 3)}
+            return {
+                "device": device.key,
+                "bus": device.bus_id,
+                "paused": paused,
+                "fields": rows,
+                "duration": round(time.monotonic() - started, 3),
+            }
     finally:
         _LOCK.release()
 
 
 def _read_sys(device: cfg.Device) -> list[dict]:
-    from ..readers.system import SystemDevice
-
     res = SystemDevice(device).read(time.monotonic() + device.deadline)
-    return [{"name": n, "value": res.values.get(n), "unit": f.unit or "", "raw": [], "register": None,
-             "error": next((e for e in res.errors if e.startswith(n + ":")), None)} for n, f in device.fields.items()]
+    return [
+        {
+            "name": n,
+            "value": res.values.get(n),
+            "unit": f.unit or "",
+            "raw": [],
+            "register": None,
+            "error": next((e for e in res.errors if e.startswith(n + ":")), None),
+        }
+        for n, f in device.fields.items()
+    ]
+
+
+def _transport(device: cfg.Device) -> Transport:
+    transport = make_transport(device)
+    if transport is None:
+        raise ProbeError(f"a {device.reading_type} device has no registers")
+    return transport
 
 
 def _read_modbus(device: cfg.Device) -> list[dict]:
-    transport = make_transport(device)
-    off = device.register_offset
-    items = [planner.Item(k, f.fncode, f.register + off, f.words, f.barrier) for k, f in device.fields.items()]
-    raw: dict[str, list[int]] = {}
-    errors: dict[str, str] = {}
-    deadline = time.monotonic() + max(device.deadline, 10.0)
-    queue = planner.plan(items, int(device.address.get("max_registers", 125)), 0)
-    answered = False
+    transport = _transport(device)
     try:
-        while queue:
-            block = queue.pop(0)
-            if time.monotonic() > deadline:
-                for i in block.items:
-                    errors[i.key] = "test took too long; not read"
-                continue
-            try:
-                regs = transport.read(device.unit_id, block.fncode, block.address, block.count, device.timeout)
-                answered = True
-            except (ModbusException, DeviceSilent, LinkError) as exc:
-                if isinstance(exc, ModbusException):
-                    answered = True
-                if len(block.items) > 1 and (answered or not isinstance(exc, DeviceSilent)):
-                    queue[0:0] = planner.one_per_request(block.items)
-                    continue
-                for i in block.items:
-                    errors[i.key] = str(exc)
-                if not answered and isinstance(exc, (DeviceSilent, LinkError)):
-                    for b in queue:
-                        for i in b.items:
-                            errors[i.key] = f"not read: {exc}"
-                    queue = []
-                continue
-            for i in block.items:
-                raw[i.key] = block.registers_for(i, regs)
+        try:
+            reader = ModbusDevice(device, transport)
+        except ValueError as exc:
+            raise ProbeError(str(exc)) from None
+        res = reader.read(time.monotonic() + max(device.deadline, 10.0), keep_raw=True)
     finally:
         transport.close()
+    raw = res.raw or {}
     rows = []
     for name, f in device.fields.items():
-        row = {"name": name, "register": f.register + off, "fncode": f.fncode, "words": f.words,
-               "datatype": f.spec.datatype or "", "order": f.spec.order, "unit": f.unit or "",
-               "raw": _hex(raw.get(name, [])), "value": None, "error": errors.get(name)}
-        if name in raw:
-            try:
-                row["value"] = _json_value(codec.decode_registers(raw[name], f.spec))
-            except codec.DecodeError as exc:
-                row["error"] = str(exc)
+        row = {
+            "name": name,
+            "register": f.register + device.register_offset,
+            "fncode": f.fncode,
+            "words": f.words,
+            "datatype": f.spec.datatype or "",
+            "order": f.spec.order,
+            "unit": f.unit or "",
+            "raw": _hex(raw.get(name, [])),
+            "value": _json_value(res.values.get(name)),
+            "error": None,
+        }
+        if name not in res.values:
+            row["error"] = res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read")
         rows.append(row)
     return rows
 
@@ -161,7 +170,7 @@ def decode_orders(regs: list[int]) -> list[dict]:
     """The value of registers starting at regs[0] as each type in each order."""
     out = []
     for order in codec.ORDERS:
-        row = {"order": order}
+        row: dict[str, Any] = {"order": order}
         for dtype, words in INSPECT_TYPES:
             if len(regs) < words:
                 row[dtype] = None
@@ -184,7 +193,7 @@ def inspect_register(device: cfg.Device, register: int, fncode: int) -> dict:
         raise ProbeError("another device test is running")
     try:
         with _port_free(device) as paused:
-            transport = make_transport(device)
+            transport = _transport(device)
             try:
                 windows = _windows(transport, device, fncode, register, first, count)
             finally:
@@ -202,16 +211,16 @@ def inspect_register(device: cfg.Device, register: int, fncode: int) -> dict:
     return {"register": register, "fncode": fncode, "first": first, "starts": starts, "paused": paused}
 
 
-def _windows(transport, device: cfg.Device, fncode: int, register: int, first: int, count: int) -> list:
+def _windows(transport: Transport, device: cfg.Device, fncode: int, register: int, first: int, count: int) -> list:
     starts = [s for s in (register - 1, register, register + 1) if s >= first and s + 2 <= 65536]
     try:
         regs = transport.read(device.unit_id, fncode, first, count, device.timeout)
-        return [(s, regs[s - first:s - first + 2]) for s in starts]
+        return [(s, regs[s - first : s - first + 2]) for s in starts]
     except ModbusException:
         pass  # some registers of the window do not exist: each start on its own
     except (DeviceSilent, LinkError) as exc:
         raise ProbeError(f"registers {first}..{first + count - 1}: {exc}") from None
-    out = []
+    out: list[tuple[int, list[int] | str]] = []
     for s in starts:
         try:
             out.append((s, transport.read(device.unit_id, fncode, s, 2, device.timeout)))

@@ -8,41 +8,40 @@ disturbed. SIGTERM stops it within a second or two.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from cheroot import wsgi
 
-from . import auth
+from ..core import credentials, keys, paths
+from .app import make_app
 from .settings import apply_log_level
-from .app import Ctx, make_app
 from .state import WebState
+from .web import Ctx
 
 log = logging.getLogger(__name__)
 
 THREADS = 8
 
 
-def host_port() -> tuple[str, int]:
-    return os.environ.get("AE_WEBUI_HOST") or "0.0.0.0", int(os.environ.get("AE_WEBUI_PORT") or 8000)
-
-
 def announce_password(state: WebState) -> None:
-    initial = auth.ensure_password(state.store)
+    initial = credentials.ensure_password(state.store)
     if initial:
-        log.warning("initial web UI password: %s (change it under Settings; also in %s)", initial,
-                    auth.initial_password_path())
+        log.warning(
+            "initial web UI password: %s (change it under Settings; also in %s)",
+            initial,
+            paths.webui_initial_password_path(),
+        )
 
 
 def serve(stop: threading.Event, host: str | None = None, port: int | None = None) -> int:
-    dh, dp = host_port()
-    host, port = host or dh, port or dp
+    host, port = host or paths.webui_host(), port or paths.webui_port()
     state = WebState()
-    apply_log_level(state.store.get("log_level"))
+    apply_log_level(state.store.get(keys.LOG_LEVEL))
     announce_password(state)
     state.start()
-    server = wsgi.Server((host, port), make_app(Ctx(state)), numthreads=THREADS, server_name="ammp-edge",
-                         shutdown_timeout=2)
+    server = wsgi.Server(
+        (host, port), make_app(Ctx(state)), numthreads=THREADS, server_name="ammp-edge", shutdown_timeout=2
+    )
     complained = False
     while not stop.is_set():
         try:

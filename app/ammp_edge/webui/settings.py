@@ -10,7 +10,10 @@ import json
 import logging
 import re
 
-from .. import broker
+from ..bridge.model import PROTOCOLS
+from ..bridge.plan import plan, read_kv
+from ..core import keys, serialline
+from ..node.configgen import generation_request, tank_dims
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 APPLIES = {
@@ -23,22 +26,22 @@ URL = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?(/[A-Za-z0-9._~/%-]*)?$")
 
 
 def current(store) -> dict:
-    custom = store.get("mqtt_bridge_custom")
+    custom = store.get(keys.MQTT_BRIDGE_CUSTOM)
     if isinstance(custom, dict):
         custom = {k: v for k, v in custom.items() if k != "password"} | {"has_password": bool(custom.get("password"))}
     return {
-        "prod": store.get("mqtt_bridge_prod") not in (False, "false"),
-        "stage": store.get("mqtt_bridge_stage") in (True, "true"),
+        "prod": store.get(keys.MQTT_BRIDGE_PROD) not in (False, "false"),
+        "stage": store.get(keys.MQTT_BRIDGE_STAGE) in (True, "true"),
         "custom": custom if isinstance(custom, dict) else None,
-        "http_api_base_url": store.get("http_api_base_url") or "",
-        "log_level": store.get("log_level") or "info",
+        "http_api_base_url": store.get(keys.HTTP_API_BASE_URL) or "",
+        "log_level": store.get(keys.LOG_LEVEL) or "info",
     }
 
 
 def _custom_from_form(store, f) -> tuple[dict | None, list[str]]:
     if f.get("remove") == "on":
         return None, []
-    old = store.get("mqtt_bridge_custom") if isinstance(store.get("mqtt_bridge_custom"), dict) else {}
+    old = store.get(keys.MQTT_BRIDGE_CUSTOM) if isinstance(store.get(keys.MQTT_BRIDGE_CUSTOM), dict) else {}
     value: dict = {"host": f.get("host", "").strip()}
     if f.get("port", "").strip():
         if not f.get("port").strip().isdigit():
@@ -51,44 +54,47 @@ def _custom_from_form(store, f) -> tuple[dict | None, list[str]]:
             value[key] = f.get(key, "").strip()
     if f.get("ca_cert", "").strip():
         value["ca_cert"] = f.get("ca_cert").strip()
-    if f.get("protocol") in broker.PROTOCOLS:
+    if f.get("protocol") in PROTOCOLS:
         value["protocol"] = f.get("protocol")
     if f.get("password"):
         value["password"] = f.get("password")
     elif old.get("password") and f.get("clear_password") != "on":
         value["password"] = old["password"]  # blank: keep the stored one
-    kv = broker.read_kv(store)
-    kv["mqtt_bridge_custom"] = value
-    problems = [msg.replace("custom bridge left out: ", "") for level, msg in broker.plan(kv).problems
-                if "mqtt_bridge_custom" in msg and level >= 40]
+    kv = read_kv(store)
+    kv[keys.MQTT_BRIDGE_CUSTOM] = value
+    problems = [
+        msg.replace("custom bridge left out: ", "")
+        for level, msg in plan(kv).problems
+        if keys.MQTT_BRIDGE_CUSTOM in msg and level >= 40
+    ]
     return value, problems
 
 
 def save(store, section: str, f) -> list[str]:
     if section == "bridges":
-        store.set("mqtt_bridge_prod", f.get("prod") == "on")
-        store.set("mqtt_bridge_stage", f.get("stage") == "on")
+        store.set(keys.MQTT_BRIDGE_PROD, f.get("prod") == "on")
+        store.set(keys.MQTT_BRIDGE_STAGE, f.get("stage") == "on")
     elif section == "custom":
         value, errors = _custom_from_form(store, f)
         if errors:
             return errors
         if value is None:
-            store.delete("mqtt_bridge_custom")
+            store.delete(keys.MQTT_BRIDGE_CUSTOM)
         else:
-            store.set("mqtt_bridge_custom", value)
+            store.set(keys.MQTT_BRIDGE_CUSTOM, value)
     elif section == "api":
         url = f.get("http_api_base_url", "").strip()
         if url and not URL.match(url):
             return [f"http_api_base_url: {url!r} is not an http(s) URL"]
         if url:
-            store.set("http_api_base_url", url)
+            store.set(keys.HTTP_API_BASE_URL, url)
         else:
-            store.delete("http_api_base_url")
+            store.delete(keys.HTTP_API_BASE_URL)
     elif section == "loglevel":
         level = f.get("log_level", "")
         if level not in LOG_LEVELS:
             return [f"log_level: must be one of {', '.join(LOG_LEVELS)}"]
-        store.set("log_level", level)
+        store.set(keys.LOG_LEVEL, level)
         apply_log_level(level)
     return []
 
@@ -135,10 +141,10 @@ def scan_args(body: dict) -> tuple[str, dict]:
         if port is not None and (not re.fullmatch(r"/dev/[A-Za-z0-9_./:-]{1,100}", port) or ".." in port):
             raise ValueError(f"port: {port!r} is not a serial port path")
         try:
-            baud = int(body.get("baudrate") or 9600)
+            baud = int(body.get("baudrate") or serialline.DEFAULT_BAUDRATE)
         except (TypeError, ValueError):
             raise ValueError("baudrate: a whole number") from None
-        if baud not in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200):
+        if baud not in serialline.STANDARD_BAUDRATES:
             raise ValueError(f"baudrate: {baud} is not a standard rate")
         return kind, {"port": port, "baudrate": baud}
     if kind == "env":
@@ -147,8 +153,8 @@ def scan_args(body: dict) -> tuple[str, dict]:
 
 
 def sensor_port(store) -> str:
-    port = store.get("serial_sensor_port")
-    return port if isinstance(port, str) and port.startswith("/dev/") else "/dev/ttyAMA0"
+    port = store.get(keys.SERIAL_SENSOR_PORT)
+    return port if isinstance(port, str) and port.startswith("/dev/") else keys.DEFAULT_SENSOR_PORT
 
 
 def tank_dims_from(body: dict) -> dict | None:
@@ -158,25 +164,22 @@ def tank_dims_from(body: dict) -> dict | None:
     dims = {}
     for key in ("width", "length", "height"):
         try:
-            value = float(body.get(key))
+            value = float(body.get(key, ""))
         except (TypeError, ValueError):
             raise ValueError(f"{key}: a number of metres") from None
         if not (0 < value < 1000):
             raise ValueError(f"{key}: must be a positive number of metres")
         dims[key] = value
-    from ..commands import tank_dims
-
     return tank_dims(**dims)
 
 
 def request_config_generation(scan: dict, dims: dict | None, publish) -> dict:
     """As upstream (and the `trigger_config_generation` command): the scan plus "generate_new_config" on
     u/state/env_scan; the AMMP cloud answers with a new config, delivered like any config."""
-    try:
-        from ..commands import ENV_SCAN_TOPIC, generation_request
-    except ImportError:
-        return {"ok": False, "message": "config generation is not available in this version"}
-    if not publish(ENV_SCAN_TOPIC, json.dumps(generation_request(scan, dims))):
+    if not publish(keys.ENV_SCAN_TOPIC, json.dumps(generation_request(scan, dims))):
         return {"ok": False, "message": "the local broker is not reachable; try again in a moment"}
-    return {"ok": True, "message": f"Config generation requested (on {ENV_SCAN_TOPIC}); the new config arrives "
-                                   "from the AMMP cloud like any config."}
+    return {
+        "ok": True,
+        "message": f"Config generation requested (on {keys.ENV_SCAN_TOPIC}); the new config arrives "
+        "from the AMMP cloud like any config.",
+    }

@@ -4,7 +4,8 @@ A sampler thread (every second) follows:
   - the KV cache `last_readings` / `last_readings_ts` (written by the publisher for each cycle it sends),
   - the tail of the outbox (readouts the publisher has not delivered yet: while the uplink is down the
     live values still show), with each bus's last cycle, duration and errors,
-  - the local broker's retained bridge state topics (broker.configured_bridges says which exist).
+  - the KV cache `bus_status/<bus>` each bus program writes after every cycle (protocol: core.keys),
+  - the local broker's retained bridge state topics (bridge.plan.configured_bridges says which exist).
 It keeps a short history of every field for the charts. Nothing here writes to the appliance's state.
 """
 
@@ -17,9 +18,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import config as cfg, drivers, paths
-from ..kvs import KVStore, cache as kv_cache
-from ..problems import ConfigUnusable
+from ..bridge.plan import configured_bridges
+from ..bus import status as bus_status
+from ..core import config as cfg, drivers, keys, paths
+from ..core.kvs import KVStore, cache as kv_cache
+from ..core.problems import ConfigUnusable
+from ..delivery.mqtt import MqttLink
+from ..delivery.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -38,51 +43,38 @@ class BusState:
 
 
 class BridgeMonitor:
-    """Retained bridge state topics on the local broker (paho, background thread)."""
+    """The retained bridge state topics on the local broker, followed through the web UI's MqttLink."""
 
-    def __init__(self):
+    def __init__(self, link: MqttLink | None = None):
         self.states: dict[str, str] = {}
-        self.connected = False
         self.topics: set[str] = set()
-        self._client = None
+        self.link = link or MqttLink(f"{keys.WEBUI_CLIENT_ID_PREFIX}{int(time.time())}", self._on_message)
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected.is_set()
 
     def start(self) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
+        self.link.start()
 
-        c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"ammp-edge-webui-{int(time.time())}", clean_session=True)
-        c.reconnect_delay_set(1, 30)
-        c.on_connect = self._on_connect
-        c.on_disconnect = lambda *a, **k: setattr(self, "connected", False)
-        c.on_message = lambda client, userdata, msg: self.states.__setitem__(msg.topic, msg.payload.decode(errors="replace"))
-        c.connect_async(paths.mqtt_host(), paths.mqtt_port(), keepalive=60)
-        c.loop_start()
-        self._client = c
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties=None):
-        self.connected = not reason_code.is_failure
-        for t in self.topics:
-            client.subscribe(t, 0)
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        self.states[topic] = payload.decode(errors="replace")
 
     def follow(self, topics: set[str]) -> None:
-        if self._client is None or topics == self.topics:
+        if topics == self.topics:
             return
         for t in topics - self.topics:
-            self._client.subscribe(t, 0)
+            self.link.subscribe(t, 0)
         for t in self.topics - topics:
-            self._client.unsubscribe(t)
+            self.link.unsubscribe(t)
             self.states.pop(t, None)
         self.topics = set(topics)
 
     def publish(self, topic: str, payload: str) -> bool:
-        if self._client is None or not self.connected:
-            return False
-        return self._client.publish(topic, payload, qos=1).rc == 0
+        return self.link.publish(topic, payload, qos=1) is not None
 
     def stop(self) -> None:
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+        self.link.stop()
 
 
 class WebState:
@@ -104,13 +96,13 @@ class WebState:
         self.outbox_info: dict = {"count": None, "oldest_t": None, "dropped": None}
         self.bridges = BridgeMonitor() if watch_broker else None
         self.bridge_list: list = []
-        self._outbox = None
+        self._outbox: Outbox | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # -- config -------------------------------------------------------------------------------------
     def config_raw(self) -> bytes | None:
-        return self.store.get_raw("config")
+        return self.store.get_raw(keys.CONFIG)
 
     def config(self) -> tuple[cfg.Config | None, list]:
         """The compiled current config (cached by its bytes) and, when unusable, its problems."""
@@ -150,7 +142,7 @@ class WebState:
         while not self._stop.is_set():
             try:
                 self.sample(bridges=n % 5 == 0)
-            except Exception:  # noqa: BLE001 - the sampler must keep going; the page shows what it has
+            except Exception:
                 log.exception("sampling failed")
             n += 1
             self._stop.wait(1.0)
@@ -177,25 +169,21 @@ class WebState:
                 h.append((t, v))
 
     def sample(self, bridges: bool = True) -> None:
-        ts = self.cache.get("last_readings_ts")
+        ts = self.cache.get(keys.LAST_READINGS_TS)
         if ts is not None and ts != self.last_readings_ts:
             self.last_readings_ts = ts
-            records = [r for r in self.cache.get("last_readings") or [] if isinstance(r, dict)]
+            records = [r for r in self.cache.get(keys.LAST_READINGS) or [] if isinstance(r, dict)]
             for rec in records:
                 self._record(int(ts), rec)
             self._buses_from_records(int(ts), records)
         self._sample_outbox()
-        for key in self.cache.keys("bus_status/"):  # written by buses that report their cycles there
-            value = self.cache.get(key)
-            if isinstance(value, dict) and isinstance(value.get("t"), int):
-                self._bus_seen(key.split("/", 1)[1], value)
+        for bus, value in bus_status.read_all(self.cache).items():
+            self._bus_seen(bus, value)
         if bridges:
             self._sample_bridges()
 
-    def outbox(self):
+    def outbox(self) -> Outbox:
         if self._outbox is None:
-            from ..outbox import Outbox
-
             self._outbox = Outbox()
         return self._outbox
 
@@ -203,9 +191,12 @@ class WebState:
         box = self.outbox()
         first, last = box.bounds()
         oldest = box.oldest() if first is not None else None
-        self.outbox_info = {"count": box.count(), "oldest_t": oldest.get("t") if oldest else None,
-                            "dropped": box.dropped()}
-        if last is None:
+        self.outbox_info = {
+            "count": box.count(),
+            "oldest_t": oldest.get("t") if oldest else None,
+            "dropped": box.dropped(),
+        }
+        if first is None or last is None:
             return
         start = max(first, (self.outbox_key + 1) if self.outbox_key is not None else last - 50)
         records, _ = box.read_range(start, last + 1, limit=200)
@@ -235,14 +226,13 @@ class WebState:
         cur = self.buses.get(bus)
         if cur is not None and cur.t > r["t"]:
             return
-        self.buses[bus] = BusState(r["t"], r.get("duration"), r.get("requests"), r.get("errors") or {},
-                                   r.get("overruns") or 0, time.time())
+        self.buses[bus] = BusState(
+            r["t"], r.get("duration"), r.get("requests"), r.get("errors") or {}, r.get("overruns") or 0, time.time()
+        )
 
     def _sample_bridges(self) -> None:
-        from .. import broker
-
         try:
-            self.bridge_list = broker.configured_bridges(self.store)
+            self.bridge_list = configured_bridges(self.store)
         except (OSError, ValueError) as exc:
             log.warning("cannot tell the configured bridges: %s", exc)
             return
@@ -259,8 +249,14 @@ class WebState:
         out = []
         for b in self.bridge_list:
             s = states.get(b.state_topic)
-            out.append({"name": b.name, "address": b.address, "topic": b.state_topic,
-                        "state": "connected" if s == "1" else "disconnected" if s == "0" else "unknown"})
+            out.append(
+                {
+                    "name": b.name,
+                    "address": b.address,
+                    "topic": b.state_topic,
+                    "state": "connected" if s == "1" else "disconnected" if s == "0" else "unknown",
+                }
+            )
         return out
 
     def live(self, now: float | None = None) -> dict:
@@ -282,13 +278,30 @@ class WebState:
             for name in names:
                 f = dev.fields.get(name) if dev else None
                 value = rec.get(name)
-                fields.append({"name": name, "value": value, "unit": getattr(f, "unit", None) or "",
-                               "description": getattr(f, "description", None) or "",
-                               "null": name in rec and value is None, "missing": name not in rec})
-            devices.append({"key": key, "name": (dev.name if dev else None) or "", "driver": dev.driver_name if dev else "",
-                            "bus": dev.bus_id if dev else "", "t": t, "age": age, "stale": stale,
-                            "answered": any(not k.startswith("_") for k in rec), "fields": fields,
-                            "status": status.get(key, (0, []))[1]})
+                fields.append(
+                    {
+                        "name": name,
+                        "value": value,
+                        "unit": getattr(f, "unit", None) or "",
+                        "description": getattr(f, "description", None) or "",
+                        "null": name in rec and value is None,
+                        "missing": name not in rec,
+                    }
+                )
+            devices.append(
+                {
+                    "key": key,
+                    "name": (dev.name if dev else None) or "",
+                    "driver": dev.driver_name if dev else "",
+                    "bus": dev.bus_id if dev else "",
+                    "t": t,
+                    "age": age,
+                    "stale": stale,
+                    "answered": any(not k.startswith("_") for k in rec),
+                    "fields": fields,
+                    "status": status.get(key, (0, []))[1],
+                }
+            )
         return {"now": int(now), "read_interval": interval, "devices": devices}
 
     def series(self, device: str, field_name: str) -> list[tuple[int, Any]]:

@@ -7,24 +7,21 @@ import json
 import os
 import socket
 import time
-import xmlrpc.client
 
 import psutil
 
-from .. import __version__, supervise
+from .. import __version__
+from ..core import keys, paths
+from ..core.supervisor import FATAL, programs
 
-CLOCK_STATES = {0: "synchronised", 1: "synchronised (leap second pending)", 2: "synchronised (leap second pending)",
-                3: "synchronised (leap second)", 4: "synchronised", 5: "not synchronised"}
-
-
-def programs() -> tuple[list[dict], str | None]:
-    """supervisord's programs (name, state, description, pid), or an error text."""
-    try:
-        infos = supervise.connect(timeout=5).supervisor.getAllProcessInfo()
-    except (OSError, xmlrpc.client.Error) as exc:
-        return [], f"supervisord not reachable: {exc}"
-    return [{"name": i["name"], "group": i["group"], "state": i["statename"], "description": i["description"],
-             "pid": i["pid"]} for i in sorted(infos, key=lambda i: i["name"])], None
+CLOCK_STATES = {
+    0: "synchronised",
+    1: "synchronised (leap second pending)",
+    2: "synchronised (leap second pending)",
+    3: "synchronised (leap second)",
+    4: "synchronised",
+    5: "not synchronised",
+}
 
 
 def clock_state() -> str:
@@ -39,7 +36,7 @@ def clock_state() -> str:
 
 
 def provisioning(store) -> dict:
-    node_id, access_key, activated = store.get("node_id"), store.get_raw("access_key"), store.get("activated")
+    node_id, access_key, activated = store.get(keys.NODE_ID), store.get_raw(keys.ACCESS_KEY), store.get(keys.ACTIVATED)
     if node_id and access_key and activated:
         state = f"activated {activated}"
     elif node_id and access_key:
@@ -59,8 +56,16 @@ def interfaces() -> list[dict]:
         v4 = [f"{a.address}/{_bits(a.netmask)}" for a in addrs if a.family == socket.AF_INET]
         v6 = [a.address.split("%")[0] for a in addrs if a.family == socket.AF_INET6]
         st = stats.get(name)
-        out.append({"name": name, "mac": mac, "ipv4": v4, "ipv6": v6, "up": bool(st and st.isup),
-                    "speed": st.speed if st else 0})
+        out.append(
+            {
+                "name": name,
+                "mac": mac,
+                "ipv4": v4,
+                "ipv6": v6,
+                "up": bool(st and st.isup),
+                "speed": st.speed if st else 0,
+            }
+        )
     return out
 
 
@@ -71,14 +76,9 @@ def _bits(netmask: str | None) -> int:
         return 0
 
 
-SETTINGS_JSON = "/run/ammp-edge-system/settings.json"   # written at boot on the Pi image (device_settings)
-
-
 def system() -> dict:
     """The device: host name, whether the root file system is read-only, the data volume's size and free
     space, memory, and on the Pi image the settings file's outcome and the access point."""
-    from .. import paths
-
     out: dict = {"hostname": socket.gethostname()}
     try:
         out["root_read_only"] = bool(os.statvfs("/").f_flag & os.ST_RDONLY)
@@ -92,7 +92,7 @@ def system() -> dict:
     mem = psutil.virtual_memory()
     out["memory_total_bytes"], out["memory_available_bytes"] = mem.total, mem.available
     try:
-        with open(SETTINGS_JSON) as f:
+        with open(paths.PI_SETTINGS_SUMMARY) as f:  # written at boot on the Pi image (device.settings)
             out["settings"] = json.load(f)
     except (OSError, ValueError):
         out["settings"] = None
@@ -135,12 +135,18 @@ def summary(state) -> dict:
 def health(state) -> tuple[int, dict]:
     """For container health checks: 200 when supervisord answers and no program gave up (FATAL)."""
     progs, err = programs()
-    fatal = [p["name"] for p in progs if p["state"] == "FATAL"]
+    fatal = [p["name"] for p in progs if p["state"] == FATAL]
     ok = err is None and not fatal
     sysinfo = system()
     settings = sysinfo.pop("settings") or {}
     sysinfo["settings_problems"] = len(settings.get("problems", [])) if settings else None
     sysinfo["access_point_active"] = (settings.get("access_point") or {}).get("active")
-    return (200 if ok else 503), {"status": "ok" if ok else "fail", "version": __version__,
-                                  "programs": {p["name"]: p["state"] for p in progs}, "error": err,
-                                  "outbox": state.outbox_info, "time": int(time.time()), "system": sysinfo}
+    return (200 if ok else 503), {
+        "status": "ok" if ok else "fail",
+        "version": __version__,
+        "programs": {p["name"]: p["state"] for p in progs},
+        "error": err,
+        "outbox": state.outbox_info,
+        "time": int(time.time()),
+        "system": sysinfo,
+    }

@@ -1,0 +1,381 @@
+"""The one decoder (and its inverse, the encoder) used by every reader, the simulator and the web UI.
+
+Pipeline for one field, as upstream (reference section 3.6):
+  registers --order--> raw bytes --valuemap (full raw hex)--> | --bit field or datatype--> number
+  --> multiplier, then offset --> typecast --> NaN/inf become None
+
+A compiled field is a `ValueSpec`; `drivers.compile_field` builds it from driver JSON.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
+ORDER_ALIASES = {"msr": "ABCD", "lsr": "CDAB", "abcd": "ABCD", "cdab": "CDAB", "badc": "BADC", "dcba": "DCBA"}
+
+# datatype -> (struct code, bytes)
+NUMERIC_TYPES = {
+    "int8": ("b", 1),
+    "uint8": ("B", 1),
+    "int16": ("h", 2),
+    "uint16": ("H", 2),
+    "int32": ("i", 4),
+    "uint32": ("I", 4),
+    "int64": ("q", 8),
+    "uint64": ("Q", 8),
+    "float": ("f", 4),
+    "single": ("f", 4),
+    "float32": ("f", 4),
+    "double": ("d", 8),
+    "float64": ("d", 8),
+}
+# Upstream length inference for a field without datatype (Py): bytes -> datatype
+INFERRED_TYPES = {1: "uint8", 2: "uint16", 4: "uint32", 8: "double"}
+TEXT_RE = re.compile(r"^(?:str|string|text)(\d*)$")
+TYPECASTS = ("int", "float", "str", "bool")
+# lsb: bit 0 is the least significant. msb: upstream's (the 16 bits reversed, then shifted and masked:
+# a multi-bit value comes out bit-reversed, kept so upstream configs publish the same numbers).
+# msb_natural: bit 0 is the most significant and a multi-bit field keeps its natural bit order.
+BIT_ORDERS = ("lsb", "msb", "msb_natural")
+
+
+class DecodeError(ValueError):
+    """Raw data that cannot be turned into a value with the field's settings."""
+
+
+def normalize_order(order: Any) -> str:
+    if order is None:
+        return "ABCD"
+    if isinstance(order, str):
+        key = order.strip()
+        if key.upper() in ORDERS:
+            return key.upper()
+        if key.lower() in ORDER_ALIASES:
+            return ORDER_ALIASES[key.lower()]
+    raise ValueError(f"order {order!r} is not one of msr, lsr, {', '.join(ORDERS)}")
+
+
+def text_length(datatype: str) -> int | None:
+    """For a text datatype ('str', 'str16', ...) the byte length it names (None: from words)."""
+    m = TEXT_RE.match(datatype)
+    if not m:
+        raise ValueError(f"{datatype!r} is not a text datatype")
+    return int(m.group(1)) if m.group(1) else None
+
+
+def is_text(datatype: str | None) -> bool:
+    return isinstance(datatype, str) and TEXT_RE.match(datatype) is not None
+
+
+def _swap_bytes(word: int) -> int:
+    return ((word & 0xFF) << 8) | (word >> 8)
+
+
+def registers_to_bytes(registers: list[int] | tuple[int, ...], order: str = "ABCD") -> bytes:
+    """16-bit registers (as read off the wire) to the raw big-endian byte string of the value.
+
+    ABCD/msr: as read. CDAB/lsr: register list reversed (upstream 'lsr'). BADC: bytes swapped
+    inside each register. DCBA: both (a little-endian value).
+    """
+    regs = list(registers)
+    if order in ("CDAB", "DCBA"):
+        regs.reverse()
+    if order in ("BADC", "DCBA"):
+        regs = [_swap_bytes(r) for r in regs]
+    return b"".join((r & 0xFFFF).to_bytes(2, "big") for r in regs)
+
+
+def bytes_to_registers(raw: bytes, order: str = "ABCD") -> list[int]:
+    """Inverse of registers_to_bytes (raw is padded to a whole number of registers)."""
+    if len(raw) % 2:
+        raw = raw + b"\x00"
+    regs = [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]
+    if order in ("BADC", "DCBA"):
+        regs = [_swap_bytes(r) for r in regs]
+    if order in ("CDAB", "DCBA"):
+        regs.reverse()
+    return regs
+
+
+class ValueMap:
+    """A driver `valuemap`, matched against the full raw bytes (upstream: '0x' + lowercase hex, full width).
+
+    Keys whose hex digits make a whole byte width (e.g. '0xffff', '0x80000000') match only values of exactly
+    that width, as upstream. A key that cannot be a full-width form (an odd digit count, e.g. the upstream
+    '0x0' that never matched) is compared by number, zero-padded to the field's width. Case is ignored.
+    Non-hex keys are compared with decoded text (text fields).
+    """
+
+    __slots__ = ("exact", "numeric", "literal")
+
+    def __init__(self, mapping: dict[str, Any]):
+        self.exact: dict[str, Any] = {}
+        self.numeric: dict[int, Any] = {}
+        self.literal: dict[str, Any] = {}
+        for key, value in mapping.items():
+            k = str(key).strip()
+            digits = k[2:] if k[:2].lower() == "0x" else None
+            if digits and all(c in "0123456789abcdefABCDEF" for c in digits):
+                if len(digits) % 2 == 0:
+                    self.exact[digits.lower()] = value
+                else:
+                    self.numeric[int(digits, 16)] = value
+            else:
+                self.literal[k] = value
+
+    def lookup(self, raw: bytes) -> tuple[bool, Any]:
+        if self.exact:
+            h = raw.hex()
+            if h in self.exact:
+                return True, self.exact[h]
+        if self.numeric:
+            n = int.from_bytes(raw, "big")
+            if n in self.numeric:
+                return True, self.numeric[n]
+        return False, None
+
+    def lookup_text(self, text: str) -> tuple[bool, Any]:
+        if text in self.literal:
+            return True, self.literal[text]
+        return False, None
+
+    def raw_for(self, value: Any, nbytes: int) -> bytes | None:
+        """A raw byte string that maps to `value` (used by the simulator to encode sentinels)."""
+        for h, v in self.exact.items():
+            if v == value and len(h) == 2 * nbytes:
+                return bytes.fromhex(h)
+        for n, v in self.numeric.items():
+            if v == value and n < (1 << (8 * nbytes)):
+                return n.to_bytes(nbytes, "big")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class BitField:
+    start: int
+    length: int = 1
+    order: str = "lsb"
+
+    def extract(self, word: int) -> int:
+        mask = (1 << self.length) - 1
+        if self.order == "lsb":
+            return (word >> self.start) & mask
+        if self.order == "msb_natural":
+            # bit 0 is the most significant bit; the field's bits keep their natural order
+            return (word >> (16 - self.start - self.length)) & mask
+        # "msb", as upstream: the 16 bits reversed, then shifted and masked
+        rev = int(f"{word:016b}"[::-1], 2)
+        return (rev >> self.start) & mask
+
+    def insert(self, word: int, value: int) -> int:
+        mask = (1 << self.length) - 1
+        value &= mask
+        if self.order == "lsb":
+            shift = self.start
+            return (word & ~(mask << shift) & 0xFFFF) | (value << shift)
+        if self.order == "msb_natural":
+            shift = 16 - self.start - self.length
+            return (word & ~(mask << shift) & 0xFFFF) | (value << shift)
+        rev = int(f"{word:016b}"[::-1], 2)
+        rev = (rev & ~(mask << self.start) & 0xFFFF) | (value << self.start)
+        return int(f"{rev:016b}"[::-1], 2)
+
+
+@dataclass(frozen=True, slots=True)
+class ValueSpec:
+    """How to turn raw bytes into a value. Built by drivers.compile_field."""
+
+    datatype: str | None = None  # None: inferred from the byte length
+    order: str = "ABCD"
+    valuemap: ValueMap | None = None
+    bits: BitField | None = None
+    multiplier: float | int | None = None
+    offset: float | int | None = None
+    typecast: str | None = None
+    text_bytes: int | None = None  # text datatypes: bytes to keep
+    extra: dict = field(default_factory=dict, compare=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _typecast(value: Any, typecast: str | None) -> Any:
+    if typecast is None or value is None:
+        return value
+    try:
+        if typecast == "int":
+            return int(value)
+        if typecast == "float":
+            return float(value)
+        if typecast == "str":
+            return str(value)
+        if typecast == "bool":
+            return bool(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise DecodeError(f"cannot typecast {value!r} to {typecast}") from exc
+    raise DecodeError(f"unknown typecast {typecast!r}")
+
+
+def scale(value: Any, spec: ValueSpec) -> Any:
+    """Multiplier, then offset, then typecast; NaN and infinity become None."""
+    value = _finite(value)
+    if value is None:
+        return None
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if numeric and spec.typecast not in ("str", "bool"):
+        if spec.multiplier is not None:
+            value = value * spec.multiplier
+        if spec.offset is not None:
+            value = value + spec.offset
+    return _finite(_typecast(_finite(value), spec.typecast))
+
+
+def decode_text(raw: bytes, nbytes: int | None = None) -> str:
+    if nbytes is not None:
+        raw = raw[:nbytes]
+    # NUL ends the text; trailing padding spaces go, leading spaces are part of the text
+    return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace").rstrip()
+
+
+def unpack(raw: bytes, datatype: str | None) -> Any:
+    """Raw big-endian bytes to a number (datatype None: inferred from the length as upstream)."""
+    if datatype is None:
+        datatype = INFERRED_TYPES.get(len(raw))
+        if datatype is None:
+            raise DecodeError(f"cannot infer a datatype for {len(raw)} bytes; set 'datatype'")
+    code, size = NUMERIC_TYPES[datatype]
+    if len(raw) != size:
+        raise DecodeError(f"{datatype} needs {size} bytes, got {len(raw)}")
+    return struct.unpack(">" + code, raw)[0]
+
+
+def decode_bytes(raw: bytes, spec: ValueSpec) -> Any:
+    """Decode raw bytes (already in big-endian value order) with a field's spec."""
+    if not raw:
+        raise DecodeError("no data")
+    if spec.bits is not None:
+        if len(raw) != 2:
+            raise DecodeError(f"a bit field needs exactly one register, got {len(raw)} bytes")
+        return scale(spec.bits.extract(int.from_bytes(raw, "big")), spec)
+    if spec.valuemap is not None:
+        hit, mapped = spec.valuemap.lookup(raw)
+        if hit:
+            return scale(mapped, spec)
+    if is_text(spec.datatype):
+        text = decode_text(raw, spec.text_bytes)
+        if spec.valuemap is not None:
+            hit, mapped = spec.valuemap.lookup_text(text)
+            if hit:
+                return scale(mapped, spec)
+        return _finite(_typecast(text, spec.typecast)) if spec.typecast not in (None, "str") else text
+    return scale(unpack(raw, spec.datatype), spec)
+
+
+def decode_registers(registers: list[int] | tuple[int, ...], spec: ValueSpec) -> Any:
+    if is_text(spec.datatype):
+        # text keeps register order; BADC/DCBA swap the two characters inside each register
+        order = "BADC" if spec.order in ("BADC", "DCBA") else "ABCD"
+        return decode_bytes(registers_to_bytes(registers, order), spec)
+    raw = registers_to_bytes(registers, spec.order)
+    if spec.bits is None and spec.datatype in NUMERIC_TYPES and NUMERIC_TYPES[spec.datatype][1] == 1 and len(raw) == 2:
+        # int8/uint8 in one register: the low byte of the value (as encode_registers writes it);
+        # the valuemap still sees the full register
+        if spec.valuemap is not None:
+            hit, mapped = spec.valuemap.lookup(raw)
+            if hit:
+                return scale(mapped, spec)
+        return scale(unpack(raw[1:], spec.datatype), spec)
+    return decode_bytes(raw, spec)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding: the inverse, for the simulator and tests
+
+
+def _unscale(value: Any, spec: ValueSpec) -> Any:
+    if spec.typecast in ("str", "bool") or isinstance(value, (str, bool)):
+        return value
+    if spec.offset is not None:
+        value = value - spec.offset
+    if spec.multiplier not in (None, 0):
+        value = value / spec.multiplier
+    return value
+
+
+def encode_bytes(value: Any, spec: ValueSpec, nbytes: int) -> bytes:
+    """Raw big-endian value bytes that decode to `value` (rounded to the datatype's resolution)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        if spec.valuemap is not None:
+            raw = spec.valuemap.raw_for(None, nbytes)
+            if raw is not None:
+                return raw
+        datatype = spec.datatype or INFERRED_TYPES.get(nbytes)
+        if datatype in ("float", "single", "float32", "double", "float64"):
+            return struct.pack(">" + NUMERIC_TYPES[datatype][0], math.nan)
+        raise ValueError("cannot encode a missing value: no valuemap entry maps to null")
+    if is_text(spec.datatype):
+        data = str(value).encode("utf-8")[:nbytes]
+        return data + b"\x00" * (nbytes - len(data))
+    raw_value = _unscale(value, spec)
+    datatype = spec.datatype or INFERRED_TYPES.get(nbytes)
+    if datatype is None:
+        raise ValueError(f"cannot encode into {nbytes} bytes without a datatype")
+    code, size = NUMERIC_TYPES[datatype]
+    if code not in ("f", "d"):
+        raw_value = int(round(raw_value))
+        bits = 8 * size
+        lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if code.islower() else (0, (1 << bits) - 1)
+        raw_value = min(max(raw_value, lo), hi)
+    return struct.pack(">" + code, raw_value)
+
+
+def encode_registers(value: Any, spec: ValueSpec, words: int, current: list[int] | None = None) -> list[int]:
+    """Registers that decode to `value`. A bit field is merged into `current` (one register)."""
+    if spec.bits is not None:
+        word = current[0] if current else 0
+        return [spec.bits.insert(word, int(round(_unscale(value or 0, spec))))]
+    raw = encode_bytes(value, spec, 2 * words)
+    if is_text(spec.datatype):
+        raw = raw + b"\x00" * (2 * words - len(raw))
+        order = "BADC" if spec.order in ("BADC", "DCBA") else "ABCD"
+        return bytes_to_registers(raw, order)
+    if len(raw) < 2 * words:  # e.g. uint8 in one register
+        raw = b"\x00" * (2 * words - len(raw)) + raw
+    return bytes_to_registers(raw, spec.order)
+
+
+# ---------------------------------------------------------------------------------------------
+# Status info (reference section 2.2)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSpec:
+    content: str
+    bits: BitField | None
+    order: str = "ABCD"
+    level_map: tuple[tuple[Any, int], ...] = ()
+
+
+def decode_status(registers: list[int], spec: StatusSpec) -> dict | None:
+    """{"c": content, "l": level}, or None when the value is not in the level map (item dropped)."""
+    raw = registers_to_bytes(registers, spec.order)
+    if spec.bits is not None:
+        if len(raw) != 2:
+            raise DecodeError("status bits need exactly one register")
+        value = spec.bits.extract(int.from_bytes(raw, "big"))
+    else:
+        value = int.from_bytes(raw, "big")
+    if not spec.level_map:
+        return {"c": spec.content, "l": value}
+    for mapped_value, level in spec.level_map:
+        if mapped_value == value:
+            return {"c": spec.content, "l": level}
+    return None

@@ -1,0 +1,405 @@
+"""Site config: lenient, loud loading of upstream config JSON.
+
+A config is usable when it is a JSON object with `devices` and `readings` objects and a sane
+`read_interval`. Everything below that is checked per device: a bad device, driver, reading or
+status reading is reported with its JSON path and skipped; the rest runs.
+
+Buses: each enabled device with readings belongs to exactly one physical bus, which one process
+owns (`ammp-edge bus BUS_ID`). Bus ids are derived from the address:
+  sys                               -> "sys"
+  modbustcp, rawtcp                 -> "tcp_<host or mac>_<port>"   (a gateway's unit ids share it)
+  modbusrtu, serial, rawserial      -> "serial_<port name>"         (e.g. serial_ttyUSB0)
+  sma_speedwire                     -> "speedwire"
+  mqtt                              -> "mqtt_<host>_<port>"
+  snmp                              -> "snmp"
+  sma_hycon_csv                     -> "hycon_<device key>"
+Characters outside [A-Za-z0-9_.-] become "_".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import drivers as drv, serialline
+from .problems import ConfigUnusable, InvalidInput, Problem, join_path
+
+log = logging.getLogger(__name__)
+
+try:  # CPython's own SHA-1: hashlib would map OpenSSL (~5 MB of RSS) into every bus process for one digest
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - other Pythons
+    from hashlib import sha1 as _sha1
+
+READING_TYPES = (
+    "sys",
+    "modbusrtu",
+    "modbustcp",
+    "mqtt",
+    "rawserial",
+    "rawtcp",
+    "sma_hycon_csv",
+    "sma_speedwire",
+    "snmp",
+)
+READING_TYPE_ALIASES = {"serial": "modbusrtu"}
+IMPLEMENTED = ("sys", "modbustcp", "modbusrtu")
+MODBUS_TYPES = ("modbustcp", "modbusrtu")
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_READ_INTERVAL = 60
+
+
+@dataclass
+class Device:
+    key: str
+    reading_type: str
+    vendor_id: str
+    driver_name: str
+    address: dict
+    timeout: float
+    deadline: float
+    min_read_interval: float = 0
+    name: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # var -> compiled driver field
+    status: list[drv.StatusItem] = field(default_factory=list)
+    bus_id: str = ""
+
+    @property
+    def unit_id(self) -> int:
+        if self.reading_type == "modbusrtu":
+            return int(self.address.get("slaveaddr", self.address.get("unit_id", 1)))
+        return int(self.address.get("unit_id", 1))
+
+    @property
+    def register_offset(self) -> int:
+        return int(self.address.get("register_offset", 0))
+
+
+@dataclass
+class Config:
+    raw: dict
+    devices: dict[str, Device]
+    problems: list[Problem]
+    read_interval: int
+    read_roundtime: bool
+    outputs: list
+    calc_vendor_id: str
+    config_id: str
+
+    def buses(self) -> dict[str, list[Device]]:
+        out: dict[str, list[Device]] = {}
+        for dev in self.devices.values():
+            out.setdefault(dev.bus_id, []).append(dev)
+        return out
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def digest(raw: dict) -> str:
+    """Upstream config_id digest: sha1 of the sort-keys JSON (default separators) without config_id."""
+    body = {k: v for k, v in raw.items() if k != "config_id"}
+    return _sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:7]
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def bus_id_for(key: str, reading_type: str, address: dict) -> str:
+    if reading_type == "sys":
+        return "sys"
+    if reading_type in ("modbustcp", "rawtcp"):
+        host = address.get("host") or re.sub(r"[^0-9a-f]", "", str(address.get("mac", "")).lower())
+        return _safe(f"tcp_{str(host).lower()}_{address.get('port', 502)}")
+    if reading_type in ("modbusrtu", "rawserial"):
+        port = str(address.get("device", ""))
+        return _safe("serial_" + (port[5:] if port.startswith("/dev/") else port).strip("/"))
+    if reading_type == "sma_speedwire":
+        return "speedwire"
+    if reading_type == "mqtt":
+        return _safe(f"mqtt_{address.get('host', 'localhost')}_{address.get('port', 1883)}")
+    if reading_type == "snmp":
+        return "snmp"
+    return _safe(f"{reading_type}_{key}")
+
+
+def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict:
+    if address is None:
+        address = {}
+    if not isinstance(address, dict):
+        raise InvalidInput(path, "must be an object")
+    address = dict(address)
+    if reading_type == "modbustcp":
+        host, mac = address.get("host"), address.get("mac")
+        if not host and not mac:
+            raise InvalidInput(path, "needs 'host' (or 'mac')")
+        if host is not None and not isinstance(host, str):
+            raise InvalidInput(join_path(path, "host"), f"{host!r} is not a host name or IP address")
+        if not host:
+            if (
+                not isinstance(mac, str)
+                or len(re.sub(r"[^0-9a-fA-F]", "", mac)) != 12
+                or not re.fullmatch(r"[0-9A-Fa-f]{2}([:-]?[0-9A-Fa-f]{2}){5}", mac.strip())
+            ):
+                raise InvalidInput(join_path(path, "mac"), f"{mac!r} is not a MAC address like 00:40:AD:A9:E8:85")
+        _int_in(address, "port", path, 1, 65535, 502)
+        _int_in(address, "unit_id", path, 0, 255, 1)
+        _int_in(address, "register_offset", path, -65535, 65535, 0)
+    elif reading_type == "modbusrtu":
+        dev = address.get("device")
+        if not isinstance(dev, str) or not dev:
+            raise InvalidInput(join_path(path, "device"), "needs the serial port path, e.g. /dev/ttyUSB0")
+        if "slaveaddr" not in address and "unit_id" in address:
+            address["slaveaddr"] = address["unit_id"]
+        _int_in(address, "slaveaddr", path, 0, 247, 1)
+        baud = _int_in(
+            address, "baudrate", path, serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE, serialline.DEFAULT_BAUDRATE
+        )
+        if baud not in serialline.STANDARD_BAUDRATES:
+            log.warning("%s: %s is not a standard baud rate", join_path(path, "baudrate"), baud)
+        bytesize = _int_in(address, "bytesize", path, 5, 8, 8)
+        address["bytesize"] = bytesize
+        stopbits = address.get("stopbits", 1)
+        if stopbits not in (1, 1.5, 2):
+            raise InvalidInput(join_path(path, "stopbits"), f"{stopbits!r} is not 1, 1.5 or 2")
+        parity = str(address.get("parity", "none")).lower()
+        if parity not in serialline.PARITIES:
+            raise InvalidInput(join_path(path, "parity"), f"{address.get('parity')!r} is not none, even or odd")
+        _int_in(address, "register_offset", path, -65535, 65535, 0)
+    if reading_type in MODBUS_TYPES:
+        _int_in(address, "max_registers", path, 1, 125, 125)
+        _int_in(address, "max_gap", path, 0, 124, 0)
+    return address
+
+
+def _int_in(address: dict, key: str, path: str, lo: int, hi: int, default: int) -> int:
+    value = address.get(key, default)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)  # upstream UIs sometimes store numbers as strings
+        address[key] = value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(join_path(path, key), f"{value!r} is not an integer")
+    if not lo <= value <= hi:
+        raise InvalidInput(join_path(path, key), f"{value} is outside {lo}..{hi}")
+    return value
+
+
+def _positive(obj: dict, key: str, path: str, default: float | None) -> float | None:
+    value = obj.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidInput(join_path(path, key), f"{value!r} is not a non-negative number of seconds")
+    return value
+
+
+def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list[Problem]) -> Device | None:
+    path = join_path("devices", key)
+    if not isinstance(dev, dict):
+        raise InvalidInput(path, "a device must be an object")
+    rt = dev.get("reading_type")
+    rt = READING_TYPE_ALIASES.get(rt, rt) if isinstance(rt, str) else rt
+    if rt not in READING_TYPES:
+        raise InvalidInput(
+            join_path(path, "reading_type"), f"{dev.get('reading_type')!r} is not one of {', '.join(READING_TYPES)}"
+        )
+    enabled = dev.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise InvalidInput(join_path(path, "enabled"), "must be true or false")
+    if not enabled:
+        return None
+    vid = dev.get("vendor_id")
+    if isinstance(vid, (int, float)) and not isinstance(vid, bool):
+        vid = str(vid)
+        problems.append(Problem(join_path(path, "vendor_id"), "a number; used as the string " + repr(vid), "warning"))
+    if not isinstance(vid, str):
+        raise InvalidInput(join_path(path, "vendor_id"), "missing: every device needs a vendor_id (its _vid)")
+    driver_name = dev.get("driver")
+    if not isinstance(driver_name, str) or not driver_name:
+        raise InvalidInput(join_path(path, "driver"), "missing")
+    if rt not in IMPLEMENTED:
+        raise InvalidInput(
+            join_path(path, "reading_type"),
+            f"{rt!r} is not supported by this version yet (supported: {', '.join(IMPLEMENTED)})",
+        )
+    if driver_name not in drivers:
+        raise InvalidInput(
+            join_path(path, "driver"), f"no driver named {driver_name!r} (built in or in config.drivers)"
+        )
+    address = _check_address(key, rt, dev.get("address"), join_path(path, "address"))
+    timeout = _positive(dev, "timeout", path, DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
+    deadline = _positive(dev, "deadline", path, 2 * timeout) or 2 * timeout
+    return Device(
+        key=key,
+        reading_type=rt,
+        vendor_id=vid,
+        driver_name=driver_name,
+        address=address,
+        timeout=float(timeout),
+        deadline=float(max(deadline, timeout)),
+        min_read_interval=_positive(dev, "min_read_interval", path, 0) or 0,
+        name=dev.get("name") if isinstance(dev.get("name"), str) else None,
+        bus_id=bus_id_for(key, rt, address),
+    )
+
+
+def _check_top(raw: Any) -> tuple[int, bool]:
+    if not isinstance(raw, dict):
+        raise ConfigUnusable([Problem("$", "a config must be a JSON object")])
+    problems = []
+    for key in ("devices", "readings"):
+        if not isinstance(raw.get(key), dict):
+            problems.append(Problem(key, "missing or not an object"))
+    interval = raw.get("read_interval", DEFAULT_READ_INTERVAL)
+    if isinstance(interval, float) and interval.is_integer():
+        interval = int(interval)
+    if isinstance(interval, bool) or not isinstance(interval, int) or not 1 <= interval <= 86400:
+        problems.append(Problem("read_interval", f"{interval!r} is not a whole number of seconds in 1..86400"))
+    roundtime = raw.get("read_roundtime", False)
+    if not isinstance(roundtime, bool):
+        problems.append(Problem("read_roundtime", "must be true or false"))
+    for key in ("drivers",):
+        if key in raw and not isinstance(raw[key], dict):
+            problems.append(Problem(key, "must be an object of driver name -> driver"))
+    for key in ("output", "status_readings"):
+        if key in raw and not isinstance(raw[key], list):
+            problems.append(Problem(key, "must be a list"))
+    if problems:
+        raise ConfigUnusable(problems)
+    return interval, roundtime
+
+
+def parse_json(text: str | bytes, what: str = "config") -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigUnusable([Problem("$", f"{what} is not valid JSON: {exc}")]) from None
+
+
+def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:
+    """Compile a config. Raises ConfigUnusable when nothing of it can be used."""
+    interval, roundtime = _check_top(raw)
+    problems: list[Problem] = []
+    config_drivers = raw.get("drivers") or {}
+    drivers = {**builtin_drivers, **config_drivers}
+    for name, d in config_drivers.items():
+        if not isinstance(d, dict) or not isinstance(d.get("fields"), dict):
+            problems.append(Problem(join_path("drivers", name), "a driver must be an object with 'fields'"))
+            drivers.pop(name, None)
+
+    devices: dict[str, Device] = {}
+    for key, dev in raw["devices"].items():
+        try:
+            compiled = _compile_device(key, dev, drivers, problems)
+        except InvalidInput as exc:
+            problems.append(exc.problem)
+            continue
+        if compiled is not None:
+            devices[key] = compiled
+
+    _attach_readings(raw, drivers, devices, problems)
+    _attach_status(raw, drivers, devices, problems)
+    # a device is read only when something asks for it (as upstream)
+    used = {k: d for k, d in devices.items() if d.fields or d.status}
+    outputs = raw.get("output") or []
+    calc_vid = raw.get("calc_vendor_id") or ""
+    return Config(raw, used, problems, interval, roundtime, outputs, str(calc_vid), digest(raw))
+
+
+def _driver_path(driver_name: str, raw: dict) -> str:
+    in_config = isinstance(raw.get("drivers"), dict) and driver_name in raw["drivers"]
+    return join_path("drivers", driver_name) if in_config else f"driver {driver_name}"
+
+
+def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], problems: list[Problem]) -> None:
+    failed_fields: set[tuple[str, str]] = set()
+    for rname, reading in raw["readings"].items():
+        path = join_path("readings", rname)
+        if not isinstance(reading, dict):
+            problems.append(Problem(path, "a reading must be an object with device and var"))
+            continue
+        if reading.get("enabled", True) is False:
+            continue
+        dkey, var = reading.get("device"), reading.get("var")
+        if not isinstance(var, str) or not var:
+            problems.append(Problem(join_path(path, "var"), "missing"))
+            continue
+        if dkey not in raw["devices"]:
+            problems.append(Problem(join_path(path, "device"), f"no device {dkey!r} in devices"))
+            continue
+        dev = devices.get(dkey) if isinstance(dkey, str) else None
+        if dev is None or var in dev.fields:
+            continue  # device disabled or invalid (already reported), or var already read
+        driver = drivers[dev.driver_name]
+        if var not in (driver.get("fields") or {}):
+            problems.append(Problem(join_path(path, "var"), f"driver {dev.driver_name!r} has no field {var!r}"))
+            continue
+        if (dev.driver_name, var) in failed_fields:
+            continue
+        warnings: list[Problem] = []
+        fpath = join_path(_driver_path(dev.driver_name, raw), "fields", var)
+        try:
+            fld = drv.compile_field(driver, var, fpath, warnings)
+        except InvalidInput as exc:
+            problems.append(exc.problem)
+            failed_fields.add((dev.driver_name, var))
+            continue
+        problems.extend(w for w in warnings if w not in problems)
+        if drv.merge_field(driver, var).get("deprecated"):
+            problems.append(
+                Problem(
+                    join_path(path, "var"),
+                    f"field {var!r} is marked deprecated by driver {dev.driver_name!r}",
+                    "warning",
+                )
+            )
+        kind = "sys" if dev.reading_type == "sys" else "modbus" if dev.reading_type in MODBUS_TYPES else None
+        if (
+            kind == "sys"
+            and not isinstance(fld, drv.SysField)
+            or kind == "modbus"
+            and not isinstance(fld, drv.ModbusField)
+        ):
+            problems.append(Problem(fpath, f"is not a field a {dev.reading_type} device can read"))
+            failed_fields.add((dev.driver_name, var))
+            continue
+        dev.fields[var] = fld
+
+
+def _attach_status(raw: dict, drivers: dict, devices: dict[str, Device], problems: list[Problem]) -> None:
+    for i, item in enumerate(raw.get("status_readings") or []):
+        path = join_path("status_readings", i)
+        if not isinstance(item, dict):
+            problems.append(Problem(path, "must be an object {d: device, r: status item}"))
+            continue
+        dkey, rkey = item.get("d"), item.get("r")
+        if dkey not in raw["devices"]:
+            problems.append(Problem(join_path(path, "d"), f"no device {dkey!r} in devices"))
+            continue
+        dev = devices.get(dkey) if isinstance(dkey, str) else None
+        if dev is None:
+            continue
+        if dev.reading_type not in MODBUS_TYPES:
+            problems.append(Problem(path, f"status info is read from Modbus devices only, not {dev.reading_type}"))
+            continue
+        driver = drivers[dev.driver_name]
+        if not isinstance(rkey, str) or rkey not in (driver.get("status_info") or {}):
+            problems.append(Problem(join_path(path, "r"), f"driver {dev.driver_name!r} has no status_info {rkey!r}"))
+            continue
+        if any(s.key == rkey for s in dev.status):
+            continue
+        try:
+            warnings: list[Problem] = []
+            dev.status.append(
+                drv.compile_status_item(
+                    driver, rkey, join_path(_driver_path(dev.driver_name, raw), "status_info", rkey), warnings
+                )
+            )
+            problems.extend(w for w in warnings if w not in problems)
+        except InvalidInput as exc:
+            problems.append(exc.problem)

@@ -1,0 +1,412 @@
+"""The publisher: joins the bus readouts of each cycle into one `u/data` message and delivers it
+at least once, live cycles first, the backlog after them in time order at a bounded rate.
+
+A readout leaves the outbox only when its message is *confirmed*:
+  1. the local broker acknowledged it (PUBACK, QoS 1), and
+  2. where a bridge is configured, that bridge reported itself connected (its retained state topic is
+     "1") before the message was sent and did not drop since, and
+  3. then either `settle` seconds passed with the broker's queue back near its baseline (read from
+     `$SYS/broker/store/messages/count`), or, where the broker publishes no such figure, `settle` passed.
+A message whose connection or bridge dropped before it was confirmed is sent again (duplicates are
+allowed, loss is not). While a configured bridge is down nothing is sent: the outbox is the buffer,
+mosquitto only the transit hop. When the broker's queue grows (the uplink is slower than we are), the
+backlog pauses.
+
+Grouping: the readouts of cycle `t` wait until every bus the config expects has delivered, or until a
+grace period after `t`; a bus readout arriving after its cycle went out is sent as its own message
+with the same `t`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..core import config as cfg, keys
+from ..core.configsource import ConfigSource
+from ..core.kvs import KVStore
+from . import outputs as outputs_mod
+from .mqtt import MqttLink
+from .outbox import Outbox
+from .readout import build_message, dumps
+
+log = logging.getLogger(__name__)
+
+DATA_TOPIC = keys.DATA_TOPIC
+STORE_COUNT_TOPIC = keys.STORE_COUNT_TOPIC
+
+
+@dataclass
+class Group:
+    t: int
+    live: bool
+    readouts: dict[str, tuple[int, dict]] = field(default_factory=dict)  # bus -> (outbox key, readout)
+
+
+@dataclass
+class Sent:
+    keys: list[int]
+    t: int
+    token: tuple[int, int]
+    sent_at: float
+    bridge_epoch: int
+    status_items: list[tuple[str, str, int]]
+    acked_at: float | None = None
+
+
+class BridgeWatch:
+    """The delivery gate: which bridges must be up, and whether they are (from their state topics)."""
+
+    def __init__(self, topics: list[str]):
+        self.topics = list(topics)
+        self.state: dict[str, bool] = {}
+        self.epoch = 0  # bumps whenever any gating bridge drops
+        self.store_count: list[tuple[float, int]] = []  # ($SYS samples) (monotonic time, count)
+        self._lock = threading.Lock()
+
+    def set_topics(self, topics: list[str]) -> None:
+        with self._lock:
+            self.topics = list(topics)
+            self.epoch += 1  # what was sent through the old set of bridges is sent again
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.topics)
+
+    def up(self) -> bool:
+        with self._lock:
+            return all(self.state.get(t, False) for t in self.topics)
+
+    def on_state(self, topic: str, payload: bytes) -> None:
+        up = payload.strip() == b"1"
+        with self._lock:
+            was = self.state.get(topic)
+            self.state[topic] = up
+            if was and not up:
+                self.epoch += 1
+        if was != up:
+            log.warning("bridge %s %s", topic, "connected" if up else "DISCONNECTED")
+
+    def forget_samples(self) -> None:
+        with self._lock:
+            self.store_count.clear()
+
+    def on_store_count(self, payload: bytes) -> None:
+        try:
+            n = int(payload)
+        except ValueError:
+            return
+        with self._lock:
+            now = time.monotonic()
+            self.store_count.append((now, n))
+            while self.store_count and self.store_count[0][0] < now - 300:
+                self.store_count.pop(0)
+
+    def queue_excess(self) -> tuple[float, int] | None:
+        """(time of the last sample, messages above the 5-minute minimum), None without samples."""
+        with self._lock:
+            if not self.store_count:
+                return None
+            low = min(n for _, n in self.store_count)
+            at, last = self.store_count[-1]
+            return at, last - low
+
+
+class Publisher:
+    def __init__(
+        self,
+        outbox: Outbox,
+        source: ConfigSource,
+        bridge_topics: list[str],
+        settle: float = 1.0,
+        backlog_rate: float = 1000.0,
+        window: int = 5000,
+        queue_slack: int = 20,
+        queue_pause: int = 500,
+        link: MqttLink | None = None,
+        cache: KVStore | None = None,
+        bridges_fn: Callable[[], list[str]] | None = None,
+    ):
+        self.outbox = outbox
+        self.source = source
+        self.settle, self.backlog_rate, self.window = settle, backlog_rate, window
+        self.queue_slack = queue_slack  # a message is confirmed once the broker's queue is this short again
+        self.queue_pause = queue_pause  # the backlog waits while the broker's queue is longer than this
+        self.bridges = BridgeWatch(bridge_topics)
+        subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
+        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs)
+        self.cache = cache
+        self.bridges_fn = bridges_fn  # re-read every few seconds: bridges come and go with the KV store
+        self.bridges_checked = time.monotonic()
+        # Two readers over the outbox: live (records written since the gate last opened) and backlog
+        # (everything older, read in chunks so a week-long backlog never sits in memory).
+        self.gate_was_open = False
+        self.live_cursor: int | None = None
+        self.back_cursor: int | None = None
+        self.back_end: int = 0
+        self.groups: dict[int, Group] = {}
+        self.inflight: set[int] = set()
+        self.published: dict[int, set[str]] = {}  # t -> buses already sent (late readouts go alone)
+        self.unconfirmed: deque[Sent] = deque()
+        self.tokens = 0.0
+        self.last_refill = time.monotonic()
+        self.stats = {"messages": 0, "confirmed": 0, "resent": 0}
+        self.status_sent: dict[str, int | None] = {}
+        self.link_epoch = 0
+        self._outputs_cache: tuple[int, list] | None = None
+
+    def _on_message(self, topic: str, payload: bytes, retain: bool) -> None:
+        if topic == STORE_COUNT_TOPIC:
+            self.bridges.on_store_count(payload)
+        elif topic in self.bridges.topics:
+            self.bridges.on_state(topic, payload)
+
+    # -- intake -------------------------------------------------------------------------------
+    def open_gate(self) -> None:
+        """The gate (re)opened: what is in the outbox now is backlog, what comes after is live."""
+        first, last = self.outbox.bounds()
+        self.groups.clear()
+        self.live_cursor = (last + 1) if last is not None else None
+        self.back_cursor = first
+        self.back_end = self.live_cursor or 0
+
+    def _add(self, records: list[tuple[int, dict]], live: bool) -> None:
+        for key, readout in records:
+            if key in self.inflight:
+                continue
+            t, bus = int(readout["t"]), readout.get("bus", "?")
+            self.groups.setdefault(t, Group(t, live)).readouts[bus] = (key, readout)
+
+    def intake(self, backlog_groups: int = 1000, chunk: int = 2000) -> None:
+        if self.live_cursor is None:
+            first, _ = self.outbox.bounds()
+            self.live_cursor = first
+        if self.live_cursor is not None:
+            records = self.outbox.read_from(self.live_cursor, 10_000)
+            if records:
+                self.live_cursor = records[-1][0] + 1
+            self._add(records, live=True)
+        if self.back_cursor is not None and self.back_cursor < self.back_end:
+            if sum(1 for g in self.groups.values() if not g.live) < backlog_groups:
+                first, _ = self.outbox.bounds()
+                start = max(self.back_cursor, first) if first is not None else self.back_end
+                records, self.back_cursor = self.outbox.read_range(start, self.back_end, chunk)
+                self._add(records, live=False)
+
+    def _send_again(self, s: Sent) -> None:
+        """Put a message's readouts back in line (they are still in the outbox)."""
+        self.inflight.difference_update(s.keys)
+        self.published.get(s.t, set()).clear()
+        self.status_sent.clear()
+        self.stats["resent"] += 1
+        if self.back_cursor is None or min(s.keys) < self.back_cursor:
+            self.back_cursor = min(s.keys)
+        self.back_end = max(self.back_end, max(s.keys) + 1)
+
+    def _outputs(self, config: cfg.Config | None) -> list:
+        if config is None:
+            return []
+        if self._outputs_cache is None or self._outputs_cache[0] != id(config):
+            compiled, problems = outputs_mod.compile_outputs(config.outputs)
+            for p in problems:
+                log.error("config: %s", p)
+            self._outputs_cache = (id(config), compiled)
+        return self._outputs_cache[1]
+
+    # -- choosing what to send -----------------------------------------------------------------
+    def ready_groups(self, now: float, config: cfg.Config | None) -> tuple[list[Group], list[Group]]:
+        """(live, backlog) groups ready to go, each in time order."""
+        interval = config.read_interval if config else 60
+        expected = set(config.buses()) if config else set()
+        grace = min(max(interval * 0.9, 3.0), 60.0)
+        live: list[Group] = []
+        backlog: list[Group] = []
+        for t, g in sorted(self.groups.items()):
+            complete = expected and expected <= set(g.readouts) | self.published.get(t, set())
+            if complete or now >= t + grace or t in self.published:
+                (live if g.live else backlog).append(g)
+        return live, backlog
+
+    def _gate_open(self) -> bool:
+        return self.link.connected.is_set() and (not self.bridges.configured or self.bridges.up())
+
+    def _queue_full(self) -> bool:
+        q = self.bridges.queue_excess()
+        return q is not None and q[1] > self.queue_pause
+
+    def send_group(self, g: Group, config: cfg.Config | None) -> bool:
+        readouts = [r for _, r in g.readouts.values()]
+        keys = [k for k, _ in g.readouts.values()]
+        calc_vid = config.calc_vendor_id if config else ""
+        message, warnings = build_message(g.t, readouts, self._outputs(config), calc_vid, readouts[0].get("config_id"))
+        for w in warnings:
+            log.warning(w)
+        if g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60):
+            self._write_last_readings(g.t, message)  # recent cycles only: an old backlog never shows as "latest"
+        status_items = self._filter_status(message)
+        token = self.link.publish(DATA_TOPIC, dumps(message), qos=1)
+        if token is None:
+            return False
+        self.unconfirmed.append(Sent(keys, g.t, token, time.monotonic(), self.bridges.epoch, status_items))
+        self.inflight.update(keys)
+        self.published.setdefault(g.t, set()).update(g.readouts)
+        del self.groups[g.t]
+        self.stats["messages"] += 1
+        return True
+
+    # -- confirmation --------------------------------------------------------------------------
+    def confirm(self, now: float) -> None:
+        done: list[int] = []
+        keep: deque[Sent] = deque()
+        if self.link.epoch != self.link_epoch:  # reconnected: the broker may have restarted
+            self.link_epoch = self.link.epoch
+            self.bridges.forget_samples()  # a new broker instance has its own baseline
+        excess = self.bridges.queue_excess()
+        while self.unconfirmed:
+            s = self.unconfirmed.popleft()
+            if s.token[0] != self.link.epoch:
+                # sent before our connection to the broker was lost: if the broker died, what it had not
+                # forwarded yet died with it (PUBACK or not), so send it again
+                self._send_again(s)
+                continue
+            if s.acked_at is None:
+                acked = self.link.acked(s.token)
+                if acked is None:  # the connection it went out on is gone
+                    self._send_again(s)
+                    continue
+                if acked:
+                    s.acked_at = now
+            if self.bridges.configured and s.bridge_epoch != self.bridges.epoch:
+                self._send_again(s)  # the bridge dropped before we knew it forwarded this
+                continue
+            settled = s.acked_at is not None and now - s.acked_at >= (self.settle if self.bridges.configured else 0)
+            if settled and s.acked_at is not None and self.bridges.configured and excess is not None:
+                # the broker's queue is (nearly) empty after this message was acknowledged. mosquitto
+                # publishes the figure only when it changes: no new sample for a while means unchanged
+                # a sample received 1.1 s (mosquitto's sys_interval is 1 s) after the PUBACK was taken after it
+                sample_at, n = excess
+                settled = n <= self.queue_slack and (
+                    sample_at >= s.acked_at + 1.1 or now - s.acked_at >= self.settle + 3
+                )
+            if settled:
+                self._status_confirmed(s.status_items)
+                done.extend(s.keys)
+                self.stats["confirmed"] += 1
+            else:
+                keep.append(s)
+        self.unconfirmed = keep
+        if done:
+            self.outbox.ack(done)
+            self.inflight.difference_update(done)
+
+    # -- status info and last readings -----------------------------------------------------------
+    def _filter_status(self, message: dict) -> list[tuple[str, str, int]]:
+        """Change-only `_s` (upstream 2.2): drop items whose level equals the last one sent. The cache
+        (`last_status_info_level/<device>/<content>`) holds confirmed levels; `status_sent` also those in
+        flight, and is forgotten when a message must be sent again, so a lost change is sent again."""
+        sent = []
+        for rec in message["r"]:
+            items = rec.get("_s")
+            if not items:
+                continue
+            keep = []
+            for item in items:
+                key = keys.status_level_key(rec["_d"], item["c"])
+                if key not in self.status_sent:
+                    self.status_sent[key] = self.cache.get(key) if self.cache is not None else None
+                if self.status_sent[key] != item["l"]:
+                    self.status_sent[key] = item["l"]
+                    keep.append(item)
+                    sent.append((rec["_d"], item["c"], item["l"]))
+            if keep:
+                rec["_s"] = keep
+            else:
+                del rec["_s"]
+        return sent
+
+    def _status_confirmed(self, items: list[tuple[str, str, int]]) -> None:
+        if self.cache is not None:
+            for dev, content, level in items:
+                self.cache.set(keys.status_level_key(dev, content), level)
+
+    def _write_last_readings(self, t: int, message: dict) -> None:
+        """For the web UI, before status filtering, merged by equal t as upstream."""
+        if self.cache is None:
+            return
+        if self.cache.get(keys.LAST_READINGS_TS) == t:
+            merged = {r["_d"]: r for r in self.cache.get(keys.LAST_READINGS) or []}
+            merged.update({r["_d"]: r for r in message["r"]})
+            self.cache.set(keys.LAST_READINGS, list(merged.values()))
+        elif t >= (self.cache.get(keys.LAST_READINGS_TS) or 0):
+            self.cache.set(keys.LAST_READINGS, message["r"])
+            self.cache.set(keys.LAST_READINGS_TS, t)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def refresh_bridges(self, now_m: float) -> None:
+        if self.bridges_fn is None or now_m - self.bridges_checked < 5:
+            return
+        self.bridges_checked = now_m
+        topics = self.bridges_fn()
+        if topics == self.bridges.topics:
+            return
+        log.info("bridges gating delivery: %s", ", ".join(topics) or "none")
+        for t in set(topics) - set(self.bridges.topics):
+            self.link.subscribe(t, 1)
+        for t in set(self.bridges.topics) - set(topics):
+            self.link.unsubscribe(t)
+        self.bridges.set_topics(topics)
+
+    def step(self) -> bool:
+        """One round; True when backlog was sent and more may be waiting."""
+        now_m = time.monotonic()
+        self.refresh_bridges(now_m)
+        self.confirm(now_m)
+        gate = self._gate_open()
+        if gate and not self.gate_was_open:
+            self.open_gate()
+        self.gate_was_open = gate
+        if not gate:
+            return False  # nothing is sent while the uplink is down: the outbox holds it
+        self.intake()
+        config = self.source.current(max_age=1.0)  # this loop runs every few ms while a backlog drains
+        live, backlog = self.ready_groups(time.time(), config)
+        for g in live:
+            if not self.send_group(g, config):
+                return False
+        # backlog: in time order, at a bounded rate, within the window, while the broker keeps up
+        self.tokens = min(self.backlog_rate, self.tokens + (now_m - self.last_refill) * self.backlog_rate)
+        self.last_refill = now_m
+        sent = 0
+        for g in backlog:
+            if self.tokens < 1 or len(self.unconfirmed) >= self.window or self._queue_full():
+                break
+            if not self.send_group(g, config):
+                return False
+            self.tokens -= 1
+            sent += 1
+        self._prune()
+        return sent > 0
+
+    def _prune(self) -> None:
+        if len(self.published) > 20000:
+            for t in sorted(self.published)[:10000]:
+                del self.published[t]
+
+    def run(self, stop: threading.Event, tick: Callable[[], None] = lambda: None) -> None:
+        self.link.start()
+        try:
+            while not stop.is_set():
+                busy = self.step()
+                tick()
+                stop.wait(0.002 if busy else 0.05 if self.groups or self.unconfirmed else 0.2)
+            # stopping: give what is in flight a moment to be acknowledged; the rest stays in the outbox
+            deadline = time.monotonic() + 2.0
+            while self.unconfirmed and time.monotonic() < deadline and not self.bridges.configured:
+                self.confirm(time.monotonic())
+                time.sleep(0.02)
+        finally:
+            self.link.stop()

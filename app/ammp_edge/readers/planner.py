@@ -1,0 +1,90 @@
+"""Modbus request planning: merge the fields of one device into few block reads.
+
+Rules: fields with the same function code merge into blocks of at most `max_registers` (125, the
+Modbus limit, lower for devices that need it); a gap between two fields is read along only when it is at
+most `max_gap` registers (default 32 on TCP where a request costs a round trip, 8 on RTU where each
+gap register costs airtime); a block never spans a field marked `barrier`; identical requests are read
+once. When a device answers a merged block with an exception (illegal address), the block is split
+(first without gaps, then field by field) and the device keeps the working plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAX_REGISTERS = 125
+DEFAULT_MAX_GAP = {"modbustcp": 32, "modbusrtu": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One thing to read: a field or a status item (key), at its absolute address."""
+
+    key: str
+    fncode: int
+    address: int
+    words: int
+    barrier: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.address + self.words
+
+
+@dataclass(slots=True)
+class Block:
+    fncode: int
+    address: int
+    count: int
+    items: list[Item] = field(default_factory=list)
+    gapless: bool = False  # already split down to runs without gap registers
+
+    @property
+    def end(self) -> int:
+        return self.address + self.count
+
+    def registers_for(self, item: Item, registers: list[int]) -> list[int]:
+        start = item.address - self.address
+        return registers[start : start + item.words]
+
+
+def plan(items: list[Item], max_registers: int = MAX_REGISTERS, max_gap: int = 0) -> list[Block]:
+    """Merge items into blocks (see module doc). Items larger than max_registers get a block each."""
+    blocks: list[Block] = []
+    by_fn: dict[int, list[Item]] = {}
+    for it in items:
+        by_fn.setdefault(it.fncode, []).append(it)
+    for fncode in sorted(by_fn):
+        current: Block | None = None
+        for it in sorted(by_fn[fncode], key=lambda i: (i.address, -i.words)):
+            if current is not None:
+                gap = it.address - current.end
+                new_end = max(current.end, it.end)
+                if gap <= max_gap and not it.barrier and new_end - current.address <= max_registers:
+                    current.items.append(it)
+                    current.count = new_end - current.address
+                    continue
+            current = Block(fncode, it.address, it.words, [it], gapless=max_gap == 0)
+            blocks.append(current)
+    return blocks
+
+
+def split(block: Block) -> list[Block]:
+    """Smaller blocks for a block the device refused: gapless runs first, then one per distinct request."""
+    if not block.gapless and len(block.items) > 1:
+        parts = plan(block.items, max_registers=block.count, max_gap=0)
+        if len(parts) > 1:
+            return parts
+    return one_per_request(block.items)
+
+
+def one_per_request(items: list[Item]) -> list[Block]:
+    """A block per distinct (fncode, address, words): no merging, identical requests read once."""
+    singles: dict[tuple[int, int, int], Block] = {}
+    for it in items:
+        b = singles.get((it.fncode, it.address, it.words))
+        if b is None:
+            singles[(it.fncode, it.address, it.words)] = Block(it.fncode, it.address, it.words, [it], gapless=True)
+        else:
+            b.items.append(it)
+    return list(singles.values())

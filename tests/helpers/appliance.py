@@ -1,0 +1,189 @@
+"""The whole appliance (`ammp-edge up`) under test, bridged to a test cloud broker, with the tools to
+break it: kill -9 any program or everything, stop the broker or the cloud, and to check the promise:
+every (t, device) a bus committed arrives at the cloud at least once.
+
+What was produced is read from the buses' logs ("committed t=... devices=..." at debug level, written
+after the outbox commit returned); what arrived is recorded by a subscriber on the cloud broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+from ammp_edge.core import supervisor
+from ammp_edge.core.kvs import KVStore
+from helpers.brokers import CloudBroker, Recorder, wait_until
+from helpers.common import AMMP_EDGE, REPO, free_port
+
+COMMITTED = re.compile(r"committed t=(\d+) key=\d+ devices=(\S*)")
+
+
+class Appliance:
+    def __init__(
+        self,
+        root: Path,
+        config: dict,
+        cloud: CloudBroker | None,
+        node_id: str = "0123456789ab",
+        access_key: str = "node-secret",
+        **env,
+    ):
+        self.root = root
+        self.data, self.temp = root / "d", root / "t"  # short: the supervisor socket path has a length limit
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.temp.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.node_id = node_id
+        self.env = {
+            **os.environ,
+            "AE_DATA_DIR": str(self.data),
+            "AE_TEMP_DIR": str(self.temp),
+            "AE_ROOT_DIR": str(REPO),
+            "MQTT_BRIDGE_PORT": str(self.port),
+            "LOGGING_LEVEL": "debug",
+            "PYTHONUNBUFFERED": "1",
+            "AE_OFFLINE": "0",  # the bridges are on; the API is a closed local port (below)
+            **{k: str(v) for k, v in env.items()},
+        }
+        self.config_file = root / "config.json"
+        self.config_file.write_text(json.dumps(config))
+        kv = self.kv()
+        kv.set("node_id", node_id)
+        kv.set("access_key", access_key)
+        kv.set("http_api_base_url", "http://127.0.0.1:9/api/v0")  # no test talks to the real AMMP API
+        if cloud is not None:  # the AMMP production bridge, pointed at the test cloud
+            kv.set("mqtt_bridge_prod_address", f"127.0.0.1:{cloud.tls_port}")
+            kv.set("mqtt_bridge_prod_cafile", str(cloud.ca.ca_crt))
+        else:
+            kv.set("mqtt_bridge_prod", False)
+        kv.close()
+        self.proc: subprocess.Popen | None = None
+        self.up_log = root / "up.log"
+
+    def kv(self) -> KVStore:
+        return KVStore(self.data / "kvs-db" / "kvstore.db")
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self, with_config: bool = True, timeout: float = 60) -> Appliance:
+        args = ["up", "--config", str(self.config_file)] if with_config else ["up"]
+        log = open(self.up_log, "a")
+        self.proc = subprocess.Popen([*AMMP_EDGE, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_until(lambda: self.all_running(), timeout, 0.2, what="every program RUNNING")
+        return self
+
+    def rpc(self):
+        return supervisor.connect(self.temp / "supervisor.sock", timeout=10)
+
+    def programs(self) -> dict[str, dict]:
+        try:
+            return {p["name"]: p for p in self.rpc().supervisor.getAllProcessInfo()}
+        except Exception:  # noqa: BLE001 - not up yet
+            return {}
+
+    def all_running(self) -> bool:
+        progs = self.programs()
+        return bool(progs) and all(p["statename"] == "RUNNING" for p in progs.values()) and "publisher" in progs
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.proc = None
+
+    def tree(self) -> list[psutil.Process]:
+        if self.proc is None:
+            return []
+        try:
+            root = psutil.Process(self.proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def kill_everything(self) -> None:
+        """A power cut, as far as processes go: SIGKILL to up, supervisord and every program at once."""
+        for p in self.tree():
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.proc is not None:
+            self.proc.wait(10)
+            self.proc = None
+        psutil.wait_procs([p for p in self.tree()], timeout=5)
+
+    def kill_program(self, name: str) -> int:
+        pid = self.programs()[name]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def stop_program(self, name: str) -> None:
+        self.rpc().supervisor.stopProcess(name, True)
+
+    def start_program(self, name: str) -> None:
+        self.rpc().supervisor.startProcess(name, True)
+
+    # -- what happened --------------------------------------------------------------------------
+    def logs(self, prefix: str) -> str:
+        text = ""
+        for f in sorted((self.temp / "logs").glob(f"{prefix}*.log*")):
+            text += f.read_text(errors="replace")
+        return text
+
+    def produced(self) -> set[tuple[int, str]]:
+        out = set()
+        for t, devices in COMMITTED.findall(self.logs("bus-")):
+            out.update((int(t), d) for d in devices.split(",") if d)
+        return out
+
+    def produced_ts(self, bus: str) -> list[int]:
+        return sorted({int(t) for t, _ in COMMITTED.findall(self.logs(f"bus-{bus}"))})
+
+
+def received(recorder: Recorder, node_id: str) -> Counter:
+    got: Counter = Counter()
+    for m in recorder.on(f"a/{node_id}/u/data"):
+        msg = json.loads(m.payload)
+        for r in msg["r"]:
+            got[(msg["t"], r["_d"])] += 1
+    return got
+
+
+def wait_delivered(app: Appliance, recorder: Recorder, timeout: float, what: str = "every produced reading") -> Counter:
+    """Wait until every (t, device) the buses committed has arrived; returns the arrival counts."""
+
+    def done():
+        got = received(recorder, app.node_id)
+        missing = app.produced() - set(got)
+        return got if not missing else None
+
+    try:
+        return wait_until(done, timeout, 0.5, what=what)
+    except AssertionError:
+        got = received(recorder, app.node_id)
+        missing = sorted(app.produced() - set(got))
+        raise AssertionError(
+            f"{len(missing)} of {len(app.produced())} readings never arrived, e.g. {missing[:10]}"
+        ) from None
+
+
+def report(name: str, got: Counter, produced: set) -> dict:
+    dup = sum(n - 1 for k, n in got.items() if k in produced and n > 1)
+    summary = {"test": name, "produced": len(produced), "arrived": len(set(got) & produced), "duplicates": dup}
+    out = REPO / "test-artifacts"
+    out.mkdir(exist_ok=True)
+    with open(out / "faults.jsonl", "a") as fh:
+        fh.write(json.dumps(summary) + "\n")
+    print(summary)
+    return summary
