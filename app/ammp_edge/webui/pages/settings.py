@@ -9,6 +9,7 @@ from bottle import response
 
 from ...core import credentials, keys, paths
 from .. import auth, settings
+from ..security import see_other
 from ..web import Ctx, form, render
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,9 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             return settings_page(errors=[err], code=400)
         credentials.change_password(state.store, f.get("new"))
         log.info("web UI: password changed; every session ended")
-        response.delete_cookie(auth.SESSION_COOKIE, path="/")
-        return bottle.redirect("/login", 303)
+        redirect = see_other("/login")
+        redirect.delete_cookie(auth.SESSION_COOKIE, path="/")
+        return redirect
 
     @app.post("/settings/<section:re:bridges|custom|api|loglevel>")
     def settings_save(section):
