@@ -199,12 +199,11 @@ def test_many_addresses_guessing_cannot_lock_out_the_owner(ui):
     failures = 0
     for batch in range(0, len(attackers), 4):
         results: list[Counter] = []
-        threads = [
-            threading.Thread(
-                target=lambda ip=ip, out=results: out.append(parallel_logins(ui.base, "guess-guess", 5, ip))
-            )
-            for ip in attackers[batch : batch + 4]
-        ]
+
+        def attack(ip: str, out: list = results) -> None:
+            out.append(parallel_logins(ui.base, "guess-guess", 5, ip))
+
+        threads = [threading.Thread(target=attack, args=(ip,)) for ip in attackers[batch : batch + 4]]
         for t in threads:
             t.start()
         for t in threads:
