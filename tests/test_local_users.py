@@ -22,13 +22,10 @@ import requests
 from ammp_edge.core.kvs import KVStore
 from helpers.appliance import Appliance
 from helpers.brokers import wait_until
-from helpers.common import free_port
+from helpers.common import AMMP_EDGE, child_env, free_port
 from helpers.webui import login
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv"),
-]
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv")
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
 BRIDGE_PASSWORD = "bridge-pw-8c1d47e2"
@@ -74,6 +71,7 @@ def world_traversable_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_a_local_user_reads_nothing_of_the_appliance_and_no_log_holds_a_secret(world_traversable_root, isolated_dirs):
     root = world_traversable_root
     web_port = free_port()
@@ -181,3 +179,28 @@ def _login_page(base: str) -> bool:
         return requests.get(base + "/login", timeout=2).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+@pytest.mark.parametrize("kind", ["another user's", "a symbolic link", "shared like /tmp"])
+def test_up_refuses_a_temp_directory_another_user_could_use(world_traversable_root, kind):
+    """A local user who made /tmp/ammp-edge first (or a link there to a place of theirs) would own the
+    logs, rendered configs and supervisor socket the appliance puts in it."""
+    temp = world_traversable_root / "t"
+    if kind == "another user's":
+        temp.mkdir()
+        os.chown(temp, 65534, 65534)
+    elif kind == "a symbolic link":
+        (world_traversable_root / "elsewhere").mkdir()
+        temp.symlink_to(world_traversable_root / "elsewhere")
+    else:
+        temp.mkdir()
+        temp.chmod(0o1777)
+    r = subprocess.run(
+        [*AMMP_EDGE, "up"],
+        env=child_env(AE_TEMP_DIR=temp, AE_DATA_DIR=world_traversable_root / "d"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and ("AE_TEMP_DIR" in r.stderr or "directory of its own" in r.stderr), r.stderr
+    assert not (temp / "supervisord.conf").exists() and not (world_traversable_root / "d" / "kvs-db").exists()

@@ -307,3 +307,43 @@ def test_bytes_that_are_not_utf8_get_400_naming_the_field(ui):
     r = requests.get(ui.base + "/", cookies={"ae_session": "é.é"}, allow_redirects=False, timeout=30)
     assert r.status_code == 303
     assert json.loads(s.get(ui.base + "/api/live", timeout=30).text)["devices"] == []  # still serving
+
+
+def test_the_current_password_is_guessed_no_faster_than_at_login(ui):
+    s = login(ui.base, ui.password())
+    token = csrf_of(s, ui.base, "/settings")
+    codes = [
+        s.post(
+            ui.base + "/settings/password",
+            data={"csrf": token, "current": f"guess-{i}", "new": "a-new-long-pass", "repeat": "a-new-long-pass"},
+            timeout=60,
+        ).status_code
+        for i in range(auth.LoginLimiter.FREE + 1)
+    ]
+    assert codes == [400] * auth.LoginLimiter.FREE + [429]
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/live?x=1", "/live?x=1"),
+        ("/config/device/inv 1", "/config/device/inv%201"),
+        ("/config/device/é", "/config/device/%C3%A9"),
+        ("/a%2Fb", "/a%2Fb"),
+        ("/\t/evil.example", "/"),
+        ("/\r/evil.example", "/"),
+        ("/\n/evil.example", "/"),
+        ("/\x00/", "/"),
+        ("/\u200b/evil.example", "/"),
+        ("//evil.example", "/"),
+        ("/\\evil.example", "/"),
+        ("\\\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("evil.example", "/"),
+        ("", "/"),
+        (None, "/"),
+        ("/" + "a" * 3000, "/"),
+    ],
+)
+def test_local_path_accepts_only_paths_of_this_ui(target, expected):
+    assert security.local_path(target) == expected

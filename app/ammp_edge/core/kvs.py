@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
-from .fileio import PRIVATE_DIR, make_private, private_sqlite
+from .fileio import PRIVATE_DIR, private_sqlite
 
 _MISSING = object()
 
@@ -23,8 +23,7 @@ _MISSING = object()
 class KVStore:
     def __init__(self, path: Path | str | None = None):
         self.path = Path(path) if path else paths.kvstore_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-        make_private(self.path.parent)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)  # an existing one: `up` fixes it
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
         private_sqlite(self.path)  # before the WAL exists: SQLite gives it the main file's mode

@@ -26,6 +26,7 @@ import ctypes
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -68,6 +69,8 @@ def private_dirs() -> None:
             "files there; remove it or set AE_TEMP_DIR to a directory of your own"
         )
     for d in (paths.data_dir(), temp):
+        if d.exists() and d.stat().st_mode & (stat.S_ISVTX | stat.S_IWOTH):
+            raise SetupError(f"{d} is a shared directory (like /tmp); give the appliance a directory of its own")
         d.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
         make_private(d)
     for p in (

@@ -10,7 +10,7 @@ from bottle import response
 from ...core import credentials, keys, paths
 from .. import auth, settings
 from ..security import see_other
-from ..web import Ctx, form, render
+from ..web import Ctx, client_ip, form, render
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,16 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
     @app.post("/settings/password")
     def settings_password():
         f = form()
-        if not credentials.verify_password(f.get("current", "")[:256], state.store.get(keys.WEBUI_PASSWORD)):
+        slot, wait = ctx.limiter.begin(client_ip())  # the current password is guessed no faster than at login
+        if slot is None:
+            response.set_header("Retry-After", str(wait))
+            return settings_page(errors=[f"too many wrong passwords; try again in {wait} s"], code=429)
+        ok = False
+        try:
+            ok = credentials.verify_password(f.get("current", "")[:256], state.store.get(keys.WEBUI_PASSWORD))
+        finally:
+            ctx.limiter.end(slot, ok)
+        if not ok:
             return settings_page(errors=["the current password is wrong"], code=400)
         err = credentials.check_new_password(f.get("new", ""), f.get("repeat", ""))
         if err:
