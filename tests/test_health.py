@@ -42,8 +42,11 @@ def device(port: int) -> dict:
 
 
 def site(ports: dict[str, int]) -> dict:
+    devices = {k: device(p) for k, p in ports.items()}
+    if "rare" in devices:
+        devices["rare"]["min_read_interval"] = 3600  # read once an hour: left out of the cycles in between
     return {
-        "devices": {k: device(p) for k, p in ports.items()},
+        "devices": devices,
         "readings": {f"p_{k}": {"device": k, "var": "P_total"} for k in ports},
         "read_interval": READ_INTERVAL,
     }
@@ -60,7 +63,7 @@ def problems_of(body: dict) -> dict[str, dict]:
 
 def test_health_reports_silent_hung_crash_looping_and_exiting_buses(tmp_path, simulator, builtin_drivers):
     sma = builtin_drivers["sma_stp25000"]
-    good, looping, exiting, hung = (simulator({3: sma}) for _ in range(4))
+    good, looping, exiting, hung, rare = (simulator({3: sma}) for _ in range(5))
     mute = socket.socket()  # accepts connections (the kernel does), never answers a request
     mute.bind(("127.0.0.1", 0))
     mute.listen(16)
@@ -69,6 +72,7 @@ def test_health_reports_silent_hung_crash_looping_and_exiting_buses(tmp_path, si
         "loop": looping.port,
         "exit": exiting.port,
         "hung": hung.port,
+        "rare": rare.port,
         "mute": mute.getsockname()[1],
     }
     bus = {k: f"bus-tcp_127.0.0.1_{p}" for k, p in ports.items()}

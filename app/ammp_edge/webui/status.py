@@ -15,8 +15,9 @@ from ..core import keys, paths
 from ..core.supervisor import RUNNING, bus_program_name, programs
 
 # /health's thresholds (webui/README.md): a program restarted more than MAX_RESTARTS times within
-# RESTART_WINDOW_S is crash-looping; a bus is silent when it has had no readout, or none with a value
-# from any of its devices, for NO_DATA_CYCLES read intervals (at least NO_DATA_MIN_S), counted from when
+# RESTART_WINDOW_S is crash-looping; a bus is silent when it has had no readout for NO_DATA_CYCLES read
+# intervals (at least NO_DATA_MIN_S), or none of its devices gave a value for NO_DATA_CYCLES of its own
+# interval (read_interval, or min_read_interval when longer; at least NO_DATA_MIN_S), counted from when
 # its program, the web UI or the bus in the config began, whichever is latest.
 MAX_RESTARTS = 3
 RESTART_WINDOW_S = 300
@@ -181,7 +182,7 @@ def problems(state, now: float | None = None) -> tuple[list[dict], str | None]:
             )
             continue
         answered = max((state.answered.get(d.key, 0) for d in devices), default=0)
-        if now - max(answered, since) > limit:
+        if all(now - max(state.answered.get(d.key, 0), since) > _device_limit(d, interval) for d in devices):
             errors = "; ".join(f"{d}: {', '.join(map(str, e))}" for d, e in sorted((seen.errors or {}).items()))
             ago = f"for {int(now - answered)} s" if answered else f"in {int(now - since)} s"
             out.append(
@@ -193,6 +194,12 @@ def problems(state, now: float | None = None) -> tuple[list[dict], str | None]:
                 }
             )
     return out, None
+
+
+def _device_limit(dev, interval: int) -> float:
+    """How long a device may give no value: NO_DATA_CYCLES of its own interval (a device read at most
+    every min_read_interval is left out of the cycles in between), at least NO_DATA_MIN_S."""
+    return max(NO_DATA_CYCLES * max(interval, dev.min_read_interval or 0), NO_DATA_MIN_S)
 
 
 def summary(state) -> dict:
