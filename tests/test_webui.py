@@ -173,7 +173,7 @@ def test_post_without_or_with_a_wrong_csrf_token_is_refused(webui):
 
 
 def test_login_attempts_are_rate_limited(webui):
-    for _ in range(auth.RateLimiter.FREE):
+    for _ in range(auth.LoginLimiter.FREE):
         assert login(webui, "nope-nope").last_login.status_code == 401
     r = login(webui, "nope-nope").last_login
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1

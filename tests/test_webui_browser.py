@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
@@ -15,6 +16,7 @@ import requests
 from helpers.appliance import Appliance
 from helpers.brokers import wait_until
 from helpers.common import REPO, free_port
+from helpers.webui import WebUI
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -223,6 +225,45 @@ def test_commissioning_in_a_browser(tmp_path, simulator, builtin_drivers, browse
         assert not js_errors, js_errors
     finally:
         app.stop()
+
+
+# Where `next` could send the browser after logging in, as an attacker would write the link. Browsers drop
+# tab, CR and LF inside a URL and read a backslash as a slash: the first ones became //evil.example.
+REDIRECTS = [
+    "/%09/evil.example",
+    "/%0d/evil.example",
+    "/%0a/evil.example",
+    "/%0D%0A/evil.example",
+    "/%00/",
+    "//evil.example",
+    "/%2F/evil.example",
+    "/%5Cevil.example",
+    "/%5C%5Cevil.example",
+    "%2F%2Fevil.example",
+    "https://evil.example/",
+    "/%E2%80%8B/evil.example",
+]
+
+
+def test_after_login_the_browser_stays_on_this_ui(tmp_path, isolated_dirs, browser):
+    web = WebUI(isolated_dirs[0], tmp_path / "webui.log").start()
+    try:
+        page = browser.new_page()
+        own = urlsplit(web.base).netloc
+        for target in [*REDIRECTS, quote("/live?x=1", safe="")]:
+            page.goto(f"{web.base}/login?next={target}")
+            assert page.url.startswith(web.base + "/login")
+            page.fill("#password", web.password())
+            try:
+                with page.expect_navigation(timeout=30000):
+                    page.click("button[type=submit]")
+            except Exception as exc:  # noqa: BLE001 - playwright's errors: a failed navigation, a timeout
+                pytest.fail(f"next={target}: after login the browser is at {page.url} ({exc})")
+            assert urlsplit(page.url).netloc == own, (target, page.url)
+            assert not page.url.startswith(web.base + "/login"), (target, page.url, page.content()[:300])
+        assert page.url == web.base + "/live?x=1"  # a path of this UI is where the browser goes
+    finally:
+        web.stop()
 
 
 def _health(base: str) -> bool:

@@ -81,12 +81,14 @@ def reset_password(store: KVStore) -> str:
     _write_private(paths.webui_initial_password_path(), password)
     store.set(keys.WEBUI_PASSWORD, hash_password(password))
     store.set(keys.WEBUI_SECRET, secrets.token_hex(32))
+    store.delete(keys.WEBUI_SESSIONS)
     return password
 
 
 def change_password(store: KVStore, new: str) -> None:
     store.set(keys.WEBUI_PASSWORD, hash_password(new))
     store.set(keys.WEBUI_SECRET, secrets.token_hex(32))  # every session ends
+    store.delete(keys.WEBUI_SESSIONS)
     paths.webui_initial_password_path().unlink(missing_ok=True)
 
 

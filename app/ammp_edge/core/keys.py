@@ -12,7 +12,7 @@ KV store ($AE_DATA_DIR/kvs-db/kvstore.db, persistent)
   mqtt_bridge_*             the broker's bridges (conf/README.md lists them)
   serial_sensor_port        the RS-485 port of the sensors (default /dev/ttyAMA0)
   image_update_url          where image_update fetches the app bundle (Pi image)
-  webui_password, webui_secret, webui_previous_config, log_level   the web UI's
+  webui_password, webui_secret, webui_sessions, webui_previous_config, log_level   the web UI's
 
 KV cache ($AE_TEMP_DIR/ae-kvcache.db, volatile)
   clock_trusted             true once node trusts the clock; buses under supervisord wait for it
@@ -47,6 +47,7 @@ IMAGE_UPDATE_URL = "image_update_url"
 WEBUI_PASSWORD = "webui_password"
 WEBUI_SECRET = "webui_secret"
 WEBUI_PREVIOUS_CONFIG = "webui_previous_config"
+WEBUI_SESSIONS = "webui_sessions"  # {session id: expiry}: the sessions not logged out (webui.auth)
 LOG_LEVEL = "log_level"
 
 # -- KV cache -------------------------------------------------------------------------------------

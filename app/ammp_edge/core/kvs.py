@@ -2,7 +2,8 @@
 
 Same file, schema and key names as upstream (reference section 4.4), so an upstream node's data
 directory works unchanged. WAL journal, synchronous FULL; one short transaction per call, safe across
-processes.
+processes. The file, its WAL and its directory are readable by their owner only: the store holds the
+node's access key and the web UI's session secret.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .fileio import PRIVATE_DIR, private_sqlite
 
 _MISSING = object()
 
@@ -21,12 +23,14 @@ _MISSING = object()
 class KVStore:
     def __init__(self, path: Path | str | None = None):
         self.path = Path(path) if path else paths.kvstore_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)  # an existing one: `up` fixes it
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
+        private_sqlite(self.path)  # before the WAL exists: SQLite gives it the main file's mode
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("CREATE TABLE IF NOT EXISTS kvstore (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL)")
+        private_sqlite(self.path)  # a WAL an older version left readable
 
     def get(self, key: str, default: Any = None) -> Any:
         raw = self.get_raw(key)

@@ -81,5 +81,5 @@ def render_program(prog: Program, temp_dir: Path, env: dict[str, str]) -> str:
 def write_bus_include(bus_id: str, env: dict[str, str] | None = None) -> Path:
     prog = bus_program(bus_id)
     path = paths.supervisor_include_dir() / f"{prog.name}.conf"
-    write_atomic(path, render_program(prog, paths.temp_dir(), dict(os.environ) if env is None else env))
+    write_atomic(path, render_program(prog, paths.temp_dir(), dict(os.environ) if env is None else env), 0o600)
     return path

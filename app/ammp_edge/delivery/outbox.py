@@ -3,7 +3,7 @@ happens to it, and leaves only when the publisher acknowledges it.
 
 Bounded by count and bytes (default: a year of one-minute messages and 2 GiB); when full, the oldest
 records are dropped first, each drop logged and counted. SQLite underneath runs in WAL mode with
-synchronous=FULL, so a committed readout survives kill -9 and power cuts.
+synchronous=FULL, so a committed readout survives kill -9 and power cuts. Readable by its owner only.
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import logging
 from pathlib import Path
 
 import diskcache
+import diskcache.core
 
 from ..core import paths
+from ..core.fileio import PRIVATE_DIR, make_private, private_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +27,8 @@ _DROPPED = "meta:dropped"
 class Outbox:
     def __init__(self, directory: Path | str | None = None, max_count: int | None = None, max_bytes: int | None = None):
         self.directory = Path(directory) if directory else paths.outbox_dir()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        make_private(self.directory)
         self.max_count = max_count or paths.outbox_max_count()
         self.max_bytes = max_bytes or paths.outbox_max_bytes()
         self.cache = diskcache.Cache(
@@ -37,6 +40,7 @@ class Outbox:
             sqlite_synchronous=2,  # FULL
             disk_min_file_size=2**20,  # readouts stay inside SQLite
         )
+        private_sqlite(self.directory / diskcache.core.DBNAME)
 
     def put(self, record: dict) -> int:
         data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()

@@ -5,6 +5,14 @@ has the broker config rendered once (`ammp-edge bridge-config --once`) so mosqui
 runs supervisord as its child and waits. supervisord runs in its own session (a Ctrl-C in the
 terminal reaches `up` only) and gets SIGTERM if `up` dies (PR_SET_PDEATHSIG), so it never outlives it.
 
+Files: `up` and everything it starts run with umask 077, and at each start `up` takes group and other
+permissions away from the data directory, the temp directory and what the appliance keeps in them (KV
+store and cache, outbox, broker persistence, logs, rendered configs, the supervisor socket), so files
+an older version left readable are fixed too. A temp directory (default /tmp/ammp-edge) that is a
+symbolic link or belongs to another user is refused: whoever owns it could read or replace them.
+The initial web UI password is shown on the console (`docker logs`), never in a program's log; under
+systemd (whose console is the journal) only where it is kept.
+
 SIGTERM or SIGINT to `up` stops everything in order within seconds: first all bus programs together
 (each finishes its cycle and commits it to the outbox), then node, publisher, bridge-config, mosquitto
 and the demo's simulators, one priority tier after the other through XML-RPC (supervise.stop_in_order;
@@ -18,6 +26,7 @@ import ctypes
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -28,6 +37,7 @@ import psutil
 from ..core import credentials, keys, paths, supervisor as supervisord
 from ..core.config import Config
 from ..core.configsource import ConfigSource
+from ..core.fileio import PRIVATE_DIR, make_private, make_private_tree, write_atomic
 from ..core.kvs import KVStore, cache as kv_cache
 from ..core.supervisor_conf import ammp_edge, write_bus_include
 from . import supervise
@@ -50,8 +60,49 @@ def already_running() -> bool:
     return True
 
 
+def private_dirs() -> None:
+    """The data and temp directories and everything of the appliance's in them: owner only."""
+    temp = paths.temp_dir()
+    if temp.is_symlink() or (temp.exists() and temp.stat().st_uid != os.geteuid()):
+        raise SetupError(
+            f"{temp} is a symbolic link or belongs to another user, who could read or replace the appliance's "
+            "files there; remove it or set AE_TEMP_DIR to a directory of your own"
+        )
+    for d in (paths.data_dir(), temp):
+        if d.exists() and d.stat().st_mode & (stat.S_ISVTX | stat.S_IWOTH):
+            raise SetupError(f"{d} is a shared directory (like /tmp); give the appliance a directory of its own")
+        d.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+        make_private(d)
+    for p in (
+        paths.kvstore_path().parent,
+        paths.outbox_dir(),
+        paths.mosquitto_persistence_dir(),
+        paths.webui_initial_password_path(),
+        paths.legacy_config_db_path(),
+        temp,
+    ):
+        make_private_tree(p)
+
+
+def announce_password(initial: str) -> None:
+    """The initial web UI password on the console; under systemd the console is the journal, a log:
+    there only where it is kept."""
+    where = paths.webui_initial_password_path()
+    if os.environ.get("JOURNAL_STREAM"):
+        log.warning("web UI on port %s: the initial password is in %s", paths.webui_port(), where)
+        return
+    log.warning(
+        "web UI on port %s: initial password %s (also in %s; change it under Settings)",
+        paths.webui_port(),
+        initial,
+        where,
+    )
+
+
 def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list[str]:
     """Store the config, render supervisord's files; returns the bus ids started with."""
+    os.umask(0o077)  # inherited by supervisord, which sets the same for its programs
+    private_dirs()
     sock = paths.supervisor_socket()
     if len(str(sock).encode()) > supervisord.MAX_UNIX_SOCKET_PATH:
         raise SetupError(f"{sock}: too long for a unix socket; use a shorter AE_TEMP_DIR")
@@ -68,12 +119,7 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     config = ConfigSource(kvstore=store).current()
     initial = credentials.ensure_password(store)  # the web UI's per-node password: on the console, `docker logs`
     if initial:
-        log.warning(
-            "web UI on port %s: initial password %s (also in %s; change it under Settings)",
-            paths.webui_port(),
-            initial,
-            paths.webui_initial_password_path(),
-        )
+        announce_password(initial)
     store.close()
     bus_ids = sorted(config.buses()) if config else []
     if config is None:
@@ -87,7 +133,7 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     for bus_id in bus_ids:
         write_bus_include(bus_id, env)
     text = supervise.render_main(supervise.fixed_programs(demo), paths.temp_dir(), env)
-    paths.supervisor_conf_path().write_text(text)
+    write_atomic(paths.supervisor_conf_path(), text, 0o600)
     return bus_ids
 
 

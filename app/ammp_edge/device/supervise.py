@@ -5,6 +5,7 @@ Everything lives in $AE_TEMP_DIR (volatile, rendered afresh by `ammp-edge up` at
   supervisor.d/bus-*.conf one include per bus (core.supervisor_conf), written by `up` and later by node.buses
   supervisor.sock         XML-RPC on a unix socket (mode 0700), no inet listener
   logs/                   one size-capped log file per program; supervisord.log beside the conf
+All of it readable by its owner only: supervisord runs with umask 077, so every program does too.
 
 Priorities: supervisord starts programs in ascending priority and, on shutdown, stops them one group
 at a time in descending priority (supervisord.runforever: the last group of the sorted list first).
@@ -63,6 +64,7 @@ chmod=0700
 
 [supervisord]
 nodaemon=true
+umask=077
 logfile={value(temp_dir / "supervisord.log")}
 logfile_maxbytes={LOG_MAXBYTES}
 logfile_backups={LOG_BACKUPS}

@@ -5,8 +5,10 @@ A sampler thread (every second) follows:
   - the tail of the outbox (readouts the publisher has not delivered yet: while the uplink is down the
     live values still show), with each bus's last cycle, duration and errors,
   - the KV cache `bus_status/<bus>` each bus program writes after every cycle (protocol: core.keys),
-  - the local broker's retained bridge state topics (bridge.plan.configured_bridges says which exist).
-It keeps a short history of every field for the charts. Nothing here writes to the appliance's state.
+  - the local broker's retained bridge state topics (bridge.plan.configured_bridges says which exist),
+  - supervisord's programs every 2 s (ProgramWatch: each program's starts, for crash-loop detection).
+It keeps a short history of every field for the charts and, per device, when it last answered (for
+/health). Nothing here writes to the appliance's state.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import xmlrpc.client
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..bridge.plan import configured_bridges
 from ..bus import status as bus_status
-from ..core import config as cfg, drivers, keys, paths
+from ..core import config as cfg, drivers, keys, paths, supervisor as supervisord
 from ..core.kvs import KVStore, cache as kv_cache
 from ..core.problems import ConfigUnusable
 from ..delivery.mqtt import MqttLink
@@ -40,6 +43,53 @@ class BusState:
     errors: dict = field(default_factory=dict)
     overruns: int = 0
     seen_at: float = 0.0
+
+
+class ProgramWatch:
+    """supervisord's programs as last sampled, and when each was (re)started since the web UI started:
+    supervisord's `start` time of a program changes with every spawn, whatever the program's state."""
+
+    KEEP_S = 3600
+    MIN_INTERVAL_S = 1.0  # /health may ask as often as it likes: supervisord is asked at most this often
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.infos: dict[str, dict] = {}
+        self.error: str | None = None
+        self.sampled_at = 0.0
+        self.restarts: dict[str, deque[float]] = {}
+        self._starts: dict[str, int] = {}
+
+    def sample(self) -> None:
+        with self._lock:
+            now = time.time()
+            if now - self.sampled_at >= self.MIN_INTERVAL_S or self.error:
+                self._sample(now)
+
+    def _sample(self, now: float) -> None:
+        try:
+            infos = supervisord.connect(timeout=5).supervisor.getAllProcessInfo()
+        except (OSError, xmlrpc.client.Error) as exc:
+            self.error, self.infos = f"supervisord not reachable: {exc}", {}
+            return
+        self.error, self.sampled_at = None, now
+        self.infos = {i["name"]: i for i in infos}
+        for name, info in self.infos.items():
+            start, before = int(info.get("start") or 0), self._starts.get(name)
+            if before is not None and start and start != before:
+                self.restarts.setdefault(name, deque(maxlen=100)).append(float(start))
+            if start:
+                self._starts[name] = start
+        for name in list(self._starts):
+            if name not in self.infos:  # removed (a bus that left the config): a new one starts afresh
+                del self._starts[name]
+                self.restarts.pop(name, None)
+        for times in self.restarts.values():
+            while times and times[0] < now - self.KEEP_S:
+                times.popleft()
+
+    def restarts_since(self, name: str, since: float) -> int:
+        return sum(1 for t in self.restarts.get(name, ()) if t >= since)
 
 
 class BridgeMonitor:
@@ -89,6 +139,9 @@ class WebState:
         self._lock = threading.Lock()
         self.history: dict[tuple[str, str], deque] = {}
         self.latest: dict[str, tuple[int, dict]] = {}  # device -> (t, record)
+        self.answered: dict[str, int] = {}  # device -> the last t it gave a value
+        self.expected_since: dict[str, float] = {}  # bus of the config -> since when (for /health's grace)
+        self.programs = ProgramWatch()
         self.status: dict[str, tuple[int, list]] = {}  # device -> (t, status items): kept until new ones come
         self.buses: dict[str, BusState] = {}
         self.last_readings_ts: int | None = None
@@ -141,7 +194,7 @@ class WebState:
         n = 0
         while not self._stop.is_set():
             try:
-                self.sample(bridges=n % 5 == 0)
+                self.sample(bridges=n % 5 == 0, programs=n % 2 == 0)
             except Exception:
                 log.exception("sampling failed")
             n += 1
@@ -151,6 +204,8 @@ class WebState:
         dev = rec.get("_d")
         if not isinstance(dev, str):
             return
+        if any(not k.startswith("_") for k in rec) and t > self.answered.get(dev, 0):
+            self.answered[dev] = t
         if isinstance(rec.get("_s"), list) and t >= self.status.get(dev, (0, []))[0]:
             self.status[dev] = (t, [s for s in rec["_s"] if isinstance(s, dict)])
         prev = self.latest.get(dev)
@@ -168,7 +223,7 @@ class WebState:
             elif not h or h[-1][0] < t:
                 h.append((t, v))
 
-    def sample(self, bridges: bool = True) -> None:
+    def sample(self, bridges: bool = True, programs: bool = True) -> None:
         ts = self.cache.get(keys.LAST_READINGS_TS)
         if ts is not None and ts != self.last_readings_ts:
             self.last_readings_ts = ts
@@ -181,6 +236,12 @@ class WebState:
             self._bus_seen(bus, value)
         if bridges:
             self._sample_bridges()
+        if programs:
+            self.programs.sample()
+        config, _ = self.config()
+        wanted = set(config.buses()) if config else set()
+        now = time.time()
+        self.expected_since = {b: self.expected_since.get(b, now) for b in wanted}
 
     def outbox(self) -> Outbox:
         if self._outbox is None:

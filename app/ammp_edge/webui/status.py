@@ -12,7 +12,18 @@ import psutil
 
 from .. import __version__
 from ..core import keys, paths
-from ..core.supervisor import FATAL, programs
+from ..core.supervisor import RUNNING, bus_program_name, programs
+
+# /health's thresholds (webui/README.md): a program restarted more than MAX_RESTARTS times within
+# RESTART_WINDOW_S is crash-looping; a bus is silent when it has had no readout for NO_DATA_CYCLES read
+# intervals (at least NO_DATA_MIN_S), or none of its devices gave a value for NO_DATA_CYCLES of its own
+# interval (read_interval, or min_read_interval when longer; at least NO_DATA_MIN_S), counted from when
+# its program, the web UI or the bus in the config began, whichever is latest.
+MAX_RESTARTS = 3
+RESTART_WINDOW_S = 300
+NO_DATA_CYCLES = 3
+NO_DATA_MIN_S = 30
+DOWN_STATES = ("BACKOFF", "FATAL", "STOPPED", "UNKNOWN")
 
 CLOCK_STATES = {
     0: "synchronised",
@@ -108,10 +119,95 @@ def uptime() -> dict:
     return {"system_s": int(time.time() - psutil.boot_time()), "version": __version__}
 
 
+def problems(state, now: float | None = None) -> tuple[list[dict], str | None]:
+    """What keeps the appliance from doing its job: each {program, bus, problem, why}; and an error
+    text when supervisord cannot be asked. `problem` is one of "process down" (not running: exits at
+    start, gave up, stopped), "crash loop" (restarted too often lately), "no readout" (the bus process
+    runs but commits no cycle) and "no data" (cycles come, but no device of the bus answers)."""
+    now = time.time() if now is None else now
+    watch = state.programs
+    watch.sample()
+    if watch.error:
+        return [], watch.error
+    out: list[dict] = []
+    config, _ = state.config()
+    buses = config.buses() if config else {}
+    by_program = {bus_program_name(b): b for b in buses}
+    for name, info in sorted(watch.infos.items()):
+        bus = by_program.get(name)
+        st = info.get("statename")
+        restarts = watch.restarts_since(name, now - RESTART_WINDOW_S)
+        if st in DOWN_STATES:
+            why = f"{st}: {info.get('description') or info.get('spawnerr') or 'not running'}"
+            if st == "BACKOFF":
+                why = f"exits at start, supervisord keeps retrying ({info.get('description') or 'see its log'})"
+            out.append({"program": name, "bus": bus, "problem": "process down", "why": why})
+        elif restarts > MAX_RESTARTS:
+            out.append(
+                {
+                    "program": name,
+                    "bus": bus,
+                    "problem": "crash loop",
+                    "why": f"restarted {restarts} times in the last {RESTART_WINDOW_S // 60} minutes "
+                    f"(last exit status {info.get('exitstatus')}); see its log",
+                }
+            )
+    interval = config.read_interval if config else 60
+    limit = max(NO_DATA_CYCLES * interval, NO_DATA_MIN_S)
+    down = {p["program"] for p in out}
+    for bus, devices in sorted(buses.items()):
+        name = bus_program_name(bus)
+        info = watch.infos.get(name)
+        since = max(state.started, state.expected_since.get(bus, now))
+        if info is None:
+            if now - since > limit:
+                out.append({"program": name, "bus": bus, "problem": "process down", "why": "no such program"})
+            continue
+        if name in down or info.get("statename") != RUNNING:
+            continue
+        since = max(since, float(info.get("start") or 0))
+        if now - since <= limit:
+            continue
+        seen = state.buses.get(bus)
+        last = seen.t if seen else None
+        if last is None or now - last > limit:
+            ago = f"for {int(now - last)} s" if last else f"since it started {int(now - since)} s ago"
+            out.append(
+                {
+                    "program": name,
+                    "bus": bus,
+                    "problem": "no readout",
+                    "why": f"the bus process runs but committed no cycle {ago} (read interval {interval} s)",
+                }
+            )
+            continue
+        answered = max((state.answered.get(d.key, 0) for d in devices), default=0)
+        if all(now - max(state.answered.get(d.key, 0), since) > _device_limit(d, interval) for d in devices):
+            errors = "; ".join(f"{d}: {', '.join(map(str, e))}" for d, e in sorted((seen.errors or {}).items()))
+            ago = f"for {int(now - answered)} s" if answered else f"in {int(now - since)} s"
+            out.append(
+                {
+                    "program": name,
+                    "bus": bus,
+                    "problem": "no data",
+                    "why": f"cycles come, but no device answered {ago}" + (f" ({errors[:500]})" if errors else ""),
+                }
+            )
+    return out, None
+
+
+def _device_limit(dev, interval: int) -> float:
+    """How long a device may give no value: NO_DATA_CYCLES of its own interval (a device read at most
+    every min_read_interval is left out of the cycles in between), at least NO_DATA_MIN_S."""
+    return max(NO_DATA_CYCLES * max(interval, dev.min_read_interval or 0), NO_DATA_MIN_S)
+
+
 def summary(state) -> dict:
     progs, prog_error = programs()
     config, unusable = state.config()
+    found, _ = problems(state)
     return {
+        "problems": found,
         "node": provisioning(state.store),
         "version": __version__,
         "uptime": uptime(),
@@ -133,16 +229,18 @@ def summary(state) -> dict:
 
 
 def health(state) -> tuple[int, dict]:
-    """For container health checks: 200 when supervisord answers and no program gave up (FATAL)."""
-    progs, err = programs()
-    fatal = [p["name"] for p in progs if p["state"] == FATAL]
-    ok = err is None and not fatal
+    """For container health checks: 200 when supervisord answers and problems() finds nothing, else
+    503 with each problem (program, bus, what, why)."""
+    found, err = problems(state)
+    progs = [{"name": n, "state": i.get("statename")} for n, i in sorted(state.programs.infos.items())]
+    ok = err is None and not found
     sysinfo = system()
     settings = sysinfo.pop("settings") or {}
     sysinfo["settings_problems"] = len(settings.get("problems", [])) if settings else None
     sysinfo["access_point_active"] = (settings.get("access_point") or {}).get("active")
     return (200 if ok else 503), {
         "status": "ok" if ok else "fail",
+        "problems": found,
         "version": __version__,
         "programs": {p["name"]: p["state"] for p in progs},
         "error": err,

@@ -9,7 +9,8 @@ from bottle import request, response
 
 from ...core import keys
 from .. import configedit
-from ..web import Ctx, drivers, form, render
+from ..security import see_other
+from ..web import Ctx, bad_request, drivers, form, query, render
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             return device_page(key, {}, [str(exc)], 409)
         dev = doc["devices"].get(key)
         if not isinstance(dev, dict):
-            return bottle.HTTPResponse(f"no device {key!r}", status=404)
+            return bad_request(f"no device {key!r} in the config", 404)
         v = {
             **(dev.get("address") or {}),
             **{k: dev.get(k) for k in ("driver", "name", "reading_type")},
@@ -91,7 +92,7 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         ok, result = configedit.apply(state.store, configedit.dumps(doc), state.builtin)
         if not ok:
             return on_error([str(p) for p in result.errors] or ["the config would not be usable"])
-        return bottle.redirect("/config?applied=1", 303)
+        return see_other("/config?applied=1")
 
     @app.post("/config/device/<key>")
     def device_save(key):
@@ -104,7 +105,7 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
 
     @app.get("/config/add")
     def device_add_form():
-        q = request.query.decode()
+        q = query()
         v = {
             k: q.get(k)
             for k in ("host", "port", "unit_id", "device", "slaveaddr", "baudrate", "driver", "name")

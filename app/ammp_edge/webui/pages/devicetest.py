@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import bottle
-from bottle import request
 
 from .. import configedit, probe
-from ..web import Ctx, as_json, drivers, json_body, render
+from ..web import Ctx, as_json, drivers, json_body, query, render
 
 
 def register(app: bottle.Bottle, ctx: Ctx) -> None:
@@ -20,7 +19,7 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             ctx,
             devices=sorted(config.devices) if config else [],
             drivers=sorted(drivers(state)),
-            chosen=request.query.getunicode("device", ""),
+            chosen=query().get("device", ""),
         )
 
     def probe_device(body: dict):

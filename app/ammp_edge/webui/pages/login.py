@@ -1,5 +1,5 @@
-"""Login and logout: the password form with its own CSRF token (tied to a pre-session cookie), a rate
-limit per client address, a signed session cookie."""
+"""Login and logout: the password form with its own CSRF token (tied to a pre-session cookie), the
+login limits (auth.LoginLimiter), a signed session cookie, and back to a path of this UI only."""
 
 from __future__ import annotations
 
@@ -11,14 +11,10 @@ from bottle import request, response
 
 from ...core import credentials, keys, paths
 from .. import auth
+from ..security import local_path, see_other
 from ..web import Ctx, client_ip, form, render
 
 log = logging.getLogger(__name__)
-
-
-def safe_next(target: str | None) -> str:
-    target = target or "/"
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
 
 
 def register(app: bottle.Bottle, ctx: Ctx) -> None:
@@ -29,49 +25,55 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         return pre, ctx.sessions.csrf_token("pre:" + pre)
 
     @app.get("/login")
-    def login_page(error: str = "", code: int = 200) -> str:
+    def login_page(error: str = "", code: int = 200, target: str | None = None) -> str:
         pre, token = pre_token()
         response.set_cookie(auth.PRE_COOKIE, pre, httponly=True, samesite="strict", path="/login", max_age=3600)
         response.status = code
-        target = request.forms.get("next") if request.method == "POST" else request.query.get("next")
+        if target is None:
+            target = request.query.getunicode("next", "/")
         return render(
             "login",
             ctx,
             login_csrf=token,
             error=error,
-            next=safe_next(target),
+            next=local_path(target),
             initial_hint=paths.webui_initial_password_path(),
         )
 
     @app.post("/login")
-    def login() -> str:
+    def login() -> object:
         f = form()
+        target = f.get("next")
         pre = request.get_cookie(auth.PRE_COOKIE) or ""
         if not pre or not ctx.sessions.csrf_ok("pre:" + pre, f.get("csrf")):
-            return login_page("The form expired; please try again.", 403)
-        wait = ctx.limiter.retry_after(client_ip())
-        if wait:
+            return login_page("The form expired; please try again.", 403, target)
+        known = ctx.sessions.known(request.get_cookie(auth.KNOWN_COOKIE))
+        slot, wait = ctx.limiter.begin(client_ip(), known)
+        if slot is None:
             response.set_header("Retry-After", str(wait))
-            return login_page(f"Too many failed attempts. Try again in {wait} s.", 429)
-        if not credentials.verify_password(f.get("password", "")[:256], ctx.state.store.get(keys.WEBUI_PASSWORD)):
-            ctx.limiter.failed(client_ip())
+            return login_page(f"Too many failed attempts. Try again in {wait} s.", 429, target)
+        ok = False
+        try:
+            ok = credentials.verify_password(f.get("password", "")[:256], ctx.state.store.get(keys.WEBUI_PASSWORD))
+        finally:
+            ctx.limiter.end(slot, ok)
+        if not ok:
             log.warning("web UI: failed login from %s", client_ip())
-            return login_page("Wrong password.", 401)
-        ctx.limiter.succeeded(client_ip())
+            return login_page("Wrong password.", 401, target)
         log.info("web UI: login from %s", client_ip())
-        response.set_cookie(
-            auth.SESSION_COOKIE,
-            ctx.sessions.issue(),
-            httponly=True,
-            samesite="strict",
-            path="/",
-            max_age=auth.SESSION_LIFETIME_S,
-        )
-        response.delete_cookie(auth.PRE_COOKIE, path="/login")
-        return bottle.redirect(safe_next(f.get("next")), 303)
+        cookies = {
+            auth.SESSION_COOKIE: (ctx.sessions.issue(), "/", auth.SESSION_LIFETIME_S),
+            auth.KNOWN_COOKIE: (ctx.sessions.issue_known(known), "/login", auth.KNOWN_LIFETIME_S),
+        }
+        redirect = see_other(target or "/")
+        for name, (value, path, age) in cookies.items():
+            redirect.set_cookie(name, value, httponly=True, samesite="strict", path=path, max_age=age)
+        redirect.delete_cookie(auth.PRE_COOKIE, path="/login")
+        return redirect
 
     @app.post("/logout")
-    def logout() -> str:
+    def logout() -> object:
         ctx.sessions.revoke(request.environ["ae.sid"])
-        response.delete_cookie(auth.SESSION_COOKIE, path="/")
-        return bottle.redirect("/login", 303)
+        redirect = see_other("/login")
+        redirect.delete_cookie(auth.SESSION_COOKIE, path="/")
+        return redirect

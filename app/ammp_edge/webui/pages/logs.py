@@ -9,7 +9,7 @@ import bottle
 from bottle import request
 
 from ...core import supervisor as supervisord
-from ..web import Ctx, as_json, render
+from ..web import Ctx, as_json, query, render
 
 PROGRAM = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 LOG_TAIL_BYTES = 32 * 1024
@@ -19,7 +19,7 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
     @app.get("/logs")
     def logs_page():
         progs, err = supervisord.programs()
-        return render("logs", ctx, programs=progs, error=err, chosen=request.query.getunicode("program", ""))
+        return render("logs", ctx, programs=progs, error=err, chosen=query().get("program", ""))
 
     @app.get("/api/logs/<name>")
     def api_log(name):

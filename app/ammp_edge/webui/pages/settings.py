@@ -9,7 +9,8 @@ from bottle import response
 
 from ...core import credentials, keys, paths
 from .. import auth, settings
-from ..web import Ctx, form, render
+from ..security import see_other
+from ..web import Ctx, client_ip, form, render
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,25 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
     @app.post("/settings/password")
     def settings_password():
         f = form()
-        if not credentials.verify_password(f.get("current", "")[:256], state.store.get(keys.WEBUI_PASSWORD)):
+        slot, wait = ctx.limiter.begin(client_ip())  # the current password is guessed no faster than at login
+        if slot is None:
+            response.set_header("Retry-After", str(wait))
+            return settings_page(errors=[f"too many wrong passwords; try again in {wait} s"], code=429)
+        ok = False
+        try:
+            ok = credentials.verify_password(f.get("current", "")[:256], state.store.get(keys.WEBUI_PASSWORD))
+        finally:
+            ctx.limiter.end(slot, ok)
+        if not ok:
             return settings_page(errors=["the current password is wrong"], code=400)
         err = credentials.check_new_password(f.get("new", ""), f.get("repeat", ""))
         if err:
             return settings_page(errors=[err], code=400)
         credentials.change_password(state.store, f.get("new"))
         log.info("web UI: password changed; every session ended")
-        response.delete_cookie(auth.SESSION_COOKIE, path="/")
-        return bottle.redirect("/login", 303)
+        redirect = see_other("/login")
+        redirect.delete_cookie(auth.SESSION_COOKIE, path="/")
+        return redirect
 
     @app.post("/settings/<section:re:bridges|custom|api|loglevel>")
     def settings_save(section):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import bottle
-from bottle import HTTPResponse, request
+from bottle import HTTPResponse
 
 from ...core import paths
 from .. import status
-from ..web import STATIC, Ctx, as_json, render
+from ..web import STATIC, Ctx, as_json, query, render
 
 
 def register(app: bottle.Bottle, ctx: Ctx) -> None:
@@ -38,5 +38,6 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
 
     @app.get("/api/history")
     def api_history() -> HTTPResponse:
-        device, name = request.query.getunicode("device", ""), request.query.getunicode("field", "")
+        q = query()
+        device, name = q.get("device", ""), q.get("field", "")
         return as_json({"device": device, "field": name, "points": ctx.state.series(device, name)})

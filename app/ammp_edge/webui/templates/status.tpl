@@ -10,6 +10,17 @@
 % def dur(x):
 %   return f"{x // 86400} d {x % 86400 // 3600} h" if x >= 86400 else f"{x // 3600} h {x % 3600 // 60} min" if x >= 3600 else f"{x // 60} min {x % 60} s"
 % end
+% if s["problems"]:
+<section class="card" id="problems">
+<h2>Problems</h2>
+<table class="list">
+<tr><th>Program</th><th>Problem</th><th>Why</th></tr>
+% for p in s["problems"]:
+<tr><td>{{p["program"] or ""}}</td><td class="bad">{{p["problem"]}}</td><td>{{p["why"]}}</td></tr>
+% end
+</table>
+</section>
+% end
 % if initial:
 <p class="warn" id="initial-warning">This node still uses its initial password. <a href="/settings">Change it</a>.</p>
 % end
