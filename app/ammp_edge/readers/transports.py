@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.config import Device
 from ..core.macs import MacResolver, lookup
-from .modbus import ModbusDevice, Transport
+from .modbus import ModbusDevice, PlanStore, Transport
 from .system import SystemDevice
 
 
@@ -36,8 +36,11 @@ def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Tr
     return None
 
 
-def make_reader(device: Device, transport: Any) -> ModbusDevice | SystemDevice:
-    """Raises ValueError when the device cannot be read (e.g. its registers leave 0..65535)."""
+def make_reader(
+    device: Device, transport: Any, plans: PlanStore | None = None, plan_key: str = ""
+) -> ModbusDevice | SystemDevice:
+    """Raises ValueError when the device cannot be read (e.g. its registers leave 0..65535). `plans`
+    keeps a Modbus device's working plan under `plan_key` across restarts."""
     if device.reading_type == "sys":
         return SystemDevice(device)
-    return ModbusDevice(device, transport)
+    return ModbusDevice(device, transport, plans, plan_key)
