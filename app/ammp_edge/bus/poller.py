@@ -87,6 +87,8 @@ class BusPoller:
                 continue
             res = self._read_device(dev, started)
             requests += res.requests
+            if res.interrupted and not res.values and not res.status:
+                records.pop()  # cut short before anything was read: not found down, just not read
             record.update(res.values)
             if res.status:
                 record["_s"] = res.status
@@ -94,7 +96,7 @@ class BusPoller:
                 errors[key] = res.errors
             if not res.interrupted:
                 self._update_health(dev, h, res, t)
-        return {
+        readout = {
             "t": t,
             "bus": self.bus_id,
             "devices": records,
@@ -103,6 +105,9 @@ class BusPoller:
             "errors": errors,
             "version": __version__,
         }
+        if self.stop is not None and self.stop.is_set():
+            readout["stopped"] = True  # the cycle was cut short: devices not read are left out
+        return readout
 
     def _read_device(self, dev: cfg.Device, started: float) -> DeviceResult:
         deadline = time.monotonic() + dev.deadline

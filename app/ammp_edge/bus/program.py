@@ -111,7 +111,8 @@ def run_bus(
         readout["overruns"] = overruns
         readout["config_id"] = config.config_id
         readout["start_delay"] = 0.0 if once else round(begun - t, 4)
-        sink(readout)
+        if readout["devices"] or not readout.get("stopped"):  # a cycle stopped before any device was read: nothing
+            sink(readout)
         last_t = int(t)
         if once:
             break
