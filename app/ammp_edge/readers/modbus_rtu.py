@@ -139,6 +139,7 @@ class RtuTransport:
         self.interrupt: threading.Event | None = None
         self.discarded = 0  # bytes dropped from the line before requests (late answers, noise)
         self._last = 0.0  # when the line was last busy (our request or an answer)
+        self._answered = 0.0  # when the last complete answer ended (0: the last request got none)
         self._settle_until = 0.0
 
     def _open(self) -> RtuLine:
@@ -224,6 +225,7 @@ class RtuTransport:
         frame = head + rest
         if len(rest) < expected:
             raise LinkError(f"incomplete frame: {len(frame)} byte(s) within {timeout:.1f} s")
+        self._answered = time.monotonic()  # the quiet before the next request counts from here
         trailing = self._trailing(line)
         if trailing:
             self.discarded += trailing
@@ -233,6 +235,7 @@ class RtuTransport:
     def read(self, unit: int, fncode: int, address: int, count: int, timeout: float) -> list[int]:
         request = frames.rtu_request(unit, frames.read_request(fncode, address, count))
         line = self._open()
+        self._answered = 0.0
         try:
             self._settle(line)  # a LinkError of its own when the line does not fall quiet
             self._pause_until(self._last + self.quiet + self.frame_gap)
@@ -245,7 +248,7 @@ class RtuTransport:
             self.close()
             raise LinkError(f"serial port {self.port} failed: {exc}") from None
         finally:
-            self._last = time.monotonic()
+            self._last = self._answered or time.monotonic()
 
     def close(self) -> None:
         if self.line is not None:
