@@ -16,7 +16,7 @@ from typing import Any
 from .. import __version__
 from ..core import config as cfg, keys
 from ..core.macs import MacResolver
-from ..readers.modbus import DeviceResult, PlanStore
+from ..readers.modbus import DeviceResult, GracefulStop, PlanStore
 from ..readers.transports import make_reader, make_transport
 
 log = logging.getLogger(__name__)
@@ -45,14 +45,15 @@ class BusPoller:
         stop: threading.Event | None = None,
         plans: PlanStore | None = None,
     ):
-        """`stop` (the bus program's stop event) cuts a cycle short within a fraction of a second, also
-        in the middle of a request; `plans` keeps each Modbus device's working plan across restarts."""
+        """`stop` (the bus program's stop event) cuts a cycle short once it has been set for STOP_GRACE
+        seconds, also in the middle of a request; `plans` keeps each Modbus device's working plan
+        across restarts."""
         self.bus_id = bus_id
         self.read_interval = read_interval
-        self.stop = stop
+        self.interrupt = GracefulStop(stop) if stop is not None else None
         self.transport = make_transport(devices[0], resolve_mac)
         if self.transport is not None:
-            self.transport.interrupt = stop
+            self.transport.interrupt = self.interrupt
         self.readers: dict = {}
         self.health: dict[str, Health] = {}
         self.setup_errors: dict[str, str] = {}
@@ -70,7 +71,7 @@ class BusPoller:
         started = time.monotonic()
         records, errors, requests = [], {}, 0
         for key, dev in self.devices.items():
-            if self.stop is not None and self.stop.is_set():
+            if self.interrupt is not None and self.interrupt.is_set():
                 errors[key] = ["the bus is stopping: not read in this cycle"]
                 continue  # left out of the readout: not found down, just not read
             h = self.health[key]
@@ -105,7 +106,7 @@ class BusPoller:
             "errors": errors,
             "version": __version__,
         }
-        if self.stop is not None and self.stop.is_set():
+        if self.interrupt is not None and self.interrupt.is_set():
             readout["stopped"] = True  # the cycle was cut short: devices not read are left out
         return readout
 

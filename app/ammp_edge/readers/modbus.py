@@ -57,13 +57,36 @@ class Interrupted(Exception):
 
 
 INTERRUPT_SLICE = 0.25  # seconds: a transport waiting on a device looks at its interrupt this often
+STOP_GRACE = 1.5  # seconds a stopping bus may still spend on its cycle (a request in flight, a short cycle)
+
+
+class Interrupt(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class GracefulStop:
+    """The bus's stop event as its transports see it: set once `stop` has been set for `grace`
+    seconds. A request in flight, and the rest of a short cycle, may still finish and be committed;
+    no wait on a silent device outlasts the grace (plus INTERRUPT_SLICE)."""
+
+    def __init__(self, stop: threading.Event, grace: float = STOP_GRACE):
+        self.stop, self.grace = stop, grace
+        self._since: float | None = None
+
+    def is_set(self) -> bool:
+        if not self.stop.is_set():
+            return False
+        now = time.monotonic()
+        if self._since is None:
+            self._since = now
+        return now - self._since >= self.grace
 
 
 class Transport(Protocol):
     """Moves registers. `interrupt` (set by the bus) ends any wait within INTERRUPT_SLICE with
-    Interrupted, so SIGTERM stops a bus within a second whatever the devices' timeouts."""
+    Interrupted, so SIGTERM stops a bus within seconds whatever the devices' timeouts."""
 
-    interrupt: threading.Event | None
+    interrupt: Interrupt | None
 
     def read(self, unit: int, fncode: int, address: int, count: int, timeout: float) -> list[int]: ...
 

@@ -23,7 +23,7 @@ and at most 256 bytes are read per request. Timing on the line:
 - A line that does not fall quiet within SETTLE_LIMIT (a device sending without being asked) fails the
   request without sending it: a LinkError, so the device backs off; the bytes are dropped at a bounded
   rate of wake-ups, not one per byte.
-- Every wait looks at `interrupt` (the bus's stop event) at least every INTERRUPT_SLICE.
+- Every wait looks at `interrupt` (the bus's stop event, after its grace) at least every INTERRUPT_SLICE.
 
 `RtuLine` is also the port object the sensor-address commands hand to minimalmodbus (node/scan).
 """
@@ -34,14 +34,13 @@ import logging
 import os
 import select
 import termios
-import threading
 import time
 
 import serial
 
 from ..core.serialline import character_time, parity_letter
 from . import frames
-from .modbus import INTERRUPT_SLICE, DeviceSilent, Interrupted, LinkError
+from .modbus import INTERRUPT_SLICE, DeviceSilent, Interrupt, Interrupted, LinkError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,7 @@ class RtuLine(serial.Serial):
     ends a wait within INTERRUPT_SLICE with Interrupted."""
 
     read_timeout: float | None = None
-    interrupt: threading.Event | None = None
+    interrupt: Interrupt | None = None
 
     def read(self, size: int = 1) -> bytes:
         timeout = self.read_timeout if self.read_timeout is not None else self.timeout
@@ -136,7 +135,7 @@ class RtuTransport:
         # the RTU inter-frame silence: 3.5 characters of 11 bits (as the spec counts), at least 1.75 ms
         self.quiet = max(3.5 * 11 / baudrate, 0.00175)
         self.line: RtuLine | None = None
-        self.interrupt: threading.Event | None = None
+        self.interrupt: Interrupt | None = None
         self.discarded = 0  # bytes dropped from the line before requests (late answers, noise)
         self._last = 0.0  # when the line was last busy (our request or an answer)
         self._answered = 0.0  # when the last complete answer ended (0: the last request got none)

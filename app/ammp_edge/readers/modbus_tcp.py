@@ -18,7 +18,7 @@ mismatch is a LinkError for that request and the connection is reset.
   LinkError: nothing of it is used.
 - At most one answer's bytes are read per request (the header is checked first: at most 260 bytes), so
   a device that streams data costs one short read, a LinkError and its backoff.
-- Every wait is a select() of at most INTERRUPT_SLICE that looks at `interrupt` (the bus's stop event).
+- Every wait is a select() of at most INTERRUPT_SLICE that looks at `interrupt` (the bus's stop event, after its grace).
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ import logging
 import random
 import select
 import socket
-import threading
 import time
 
 from ..core.macs import MacResolver, lookup
 from . import frames
-from .modbus import INTERRUPT_SLICE, DeviceSilent, Interrupted, LinkError
+from .modbus import INTERRUPT_SLICE, DeviceSilent, Interrupt, Interrupted, LinkError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class TcpTransport:
         self.host, self.port, self.mac = host, port, (None if host else mac)
         self.resolve_mac = resolve_mac
         self.sock: socket.socket | None = None
-        self.interrupt: threading.Event | None = None
+        self.interrupt: Interrupt | None = None
         self.connects = 0
         self.dropped = 0  # bytes found waiting before a request (the connection was made again)
         self._tid = random.randrange(0x10000)
@@ -76,10 +75,10 @@ class TcpTransport:
                 return True
 
     def _pause(self, seconds: float) -> None:
-        if self.interrupt is None:
-            time.sleep(seconds)
-        elif self.interrupt.wait(seconds):
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
             self._check_interrupt()
+            time.sleep(min(left, INTERRUPT_SLICE))
 
     # -- connecting -------------------------------------------------------------------------------
     def _connect(self, deadline: float) -> socket.socket:
