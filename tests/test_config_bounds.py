@@ -101,6 +101,7 @@ def test_non_finite_numbers_in_status_items_readings_and_outputs():
     raw["drivers"]["t16"]["status_info"]["alarm"]["status_level_value_map"] = [[math.inf, 3]]
     raw["readings"]["ra"]["scale"] = math.nan
     raw["output"] = [{"source": "$sum(1)", "field": "x", "offset": math.nan}, {"source": "1", "field": "y"}]
+    raw["calc_vendor_id"] = math.nan
     config = cfg.load(raw, {})
     found = problems(config)
     assert "is not a finite number" in found["drivers.t16.status_info.alarm.status_level_value_map[0][0]"]
@@ -108,6 +109,7 @@ def test_non_finite_numbers_in_status_items_readings_and_outputs():
     assert "is not a finite number" in found["output[0].offset"]
     assert config.devices["d"].status == [] and list(config.devices["d"].fields) == ["b"]
     assert config.outputs == [{"source": "1", "field": "y"}]
+    assert config.calc_vendor_id == "" and "is not a finite number" in found["calc_vendor_id"]
 
 
 def test_driver_file_with_nan_is_reported_by_validate(tmp_path):

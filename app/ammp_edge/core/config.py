@@ -330,6 +330,8 @@ def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:
         if problem not in problems:
             problems.append(problem)
     calc_vid = raw.get("calc_vendor_id") or ""
+    if nonfinite(calc_vid):
+        calc_vid = ""  # reported below
     return Config(raw, used, problems, interval, roundtime, outputs, str(calc_vid), digest(raw))
 
 
