@@ -189,6 +189,7 @@ class ModbusDevice:
         next candidate (the first item of each block, then the others)."""
         order = [self.probe_key] if self.probe_key else []
         order += [b.items[0].key for b in self.blocks] + list(self.items)
+        order.sort(key=lambda k: k not in self.fields)  # fields first (stable): a status item is read later anyway
         candidates: list[planner.Item] = []
         for key in dict.fromkeys(order):
             item = self.items[key]
@@ -319,7 +320,8 @@ class ModbusDevice:
                     break
                 continue
             answered = succeeded = True
-            self._decode_block(block, regs, res)
+            if block is not probe or block.items[0].key in self.fields:  # a status item is read with its block
+                self._decode_block(block, regs, res)
             if self.probe_key is None:
                 self.probe_key = block.items[0].key
             self._probe_turn = 0
