@@ -152,12 +152,18 @@ def test_two_slaves_one_silent(line, rtu_sim, builtin_drivers):
         assert list(readout["errors"]) == ["meter7"]
         assert "no answer from slave 7" in readout["errors"]["meter7"][0]
         assert poller.health["meter7"].failures == 1 and poller.health["meter1"].failures == 0
-        assert 0.35 < took < 1.5  # the silent slave cost its timeout once (its first request), plus the window
-        assert [s[0] for s in sim.seen].count(7) == 1  # one request, then the device is given up for the cycle
-        # second cycle: still silent, still reported, slave 1 still fine
+        # the silent slave cost two timeouts (its first block, then one field alone: does it answer at
+        # all?), each with the late-answer window after it
+        assert 0.75 < took < 2.5
+        assert [s[0] for s in sim.seen].count(7) == 2  # two requests, then the device is given up for the cycle
+        # second cycle: still silent, still reported, slave 1 still fine; now one timeout (the probe first)
+        started = time.monotonic()
         readout = poller.poll(T0 + 10)
+        took = time.monotonic() - started
         assert by_device(readout)["meter1"]["V_L1"] == 230.5
         assert "meter7" in readout["errors"]
+        assert [s[0] for s in sim.seen].count(7) == 3
+        assert 0.35 < took < 1.5
     finally:
         poller.close()
 
@@ -413,17 +419,38 @@ def late_then_prompt(late: float):
 
 
 def test_without_a_late_window_a_late_answer_is_taken_for_the_next_one(line):
-    """The hazard, shown with the protection off: RTU answers carry no request id, and minimalmodbus
-    (clear_buffers_before_each_transaction clears only what is there *before* the request) takes a
-    late answer of the same shape for the answer to the next request."""
+    """The hazard, shown with the protection off: RTU answers carry no request id, so a late answer of
+    the same shape is taken for the answer to the next request when the slave (still busy with the
+    first) misses that request and the line falls quiet after the late answer."""
+
+    def script(req, i):
+        unit, fncode, _, count = req
+        if i == 0:
+            return 0.3, read_response(unit, fncode, [1, 2][:count])
+        return None if i == 1 else read_response(unit, fncode, [3, 4][:count])
+
+    tr = RtuTransport(line[0], late_window=0.0)
+    try:
+        with FakeSlave(line[1], script):
+            with pytest.raises(DeviceSilent):
+                tr.read(1, 3, 100, 2, timeout=0.2)
+            assert tr.read(1, 3, 200, 2, timeout=1.0) == [1, 2]  # wrong: these are registers 100..101
+            assert tr.read(1, 3, 300, 2, timeout=1.0) == [3, 4]
+    finally:
+        tr.close()
+
+
+def test_a_late_answer_glued_to_the_next_answer_is_a_bad_frame(line):
+    """Without the late window, but the slave answers the next request at once: the late answer is
+    followed by more bytes without a pause, so it is not taken (and neither is the one after it)."""
     tr = RtuTransport(line[0], late_window=0.0)
     try:
         with FakeSlave(line[1], late_then_prompt(0.3)):
             with pytest.raises(DeviceSilent):
                 tr.read(1, 3, 100, 2, timeout=0.2)
-            assert tr.read(1, 3, 200, 2, timeout=1.0) == [1, 2]  # wrong: these are registers 100..101
-            time.sleep(0.05)
-            assert tr.read(1, 3, 300, 2, timeout=1.0) == [3, 4]  # the real answer was dropped as stray bytes
+            with pytest.raises(LinkError, match="followed the answer without a pause"):
+                tr.read(1, 3, 200, 2, timeout=1.0)
+            assert tr.read(1, 3, 300, 2, timeout=1.0) == [3, 4]
             assert tr.discarded == 9
     finally:
         tr.close()

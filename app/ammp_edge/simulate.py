@@ -5,6 +5,10 @@ sma_stp25000 --port 5020 --unit 3`. Values come from a JSON file ({field: value}
 and changing (power follows a slow wave, energy counts up). Unit ids not served get no answer, as a
 gateway whose device is switched off.
 
+Registers between the driver's fields read as 0, or with `strict` answer "illegal data address", or
+with `silent_gaps` get no answer at all (a read touching any register no field or status item maps
+stays unanswered, as some devices do).
+
 Modbus TCP by default; with `serial_port=` the same units are served as RTU slaves on one serial
 line (pymodbus ModbusSerialServer, RTU framer), e.g. one end of a socat pty pair; units not served
 stay silent on the line. A pty moves bytes instantly whatever its baud rate, so `emulate_airtime`
@@ -80,9 +84,9 @@ class Simulator:
     """A Modbus TCP server (or, with serial_port, an RTU slave line) in a background thread, serving
     one driver per unit id.
 
-    `requests` counts the requests that reached a unit (refused ones are not counted); `seen` lists
-    every request decoded from the wire as (unit, fncode, address, count), refused ones included
-    (the last SEEN_MAX or more).
+    `requests` counts the requests that reached a unit (refused ones are not counted; unanswered ones
+    are); `seen` lists every request decoded from the wire as (unit, fncode, address, count), refused
+    ones included (the last SEEN_MAX or more).
     """
 
     def __init__(
@@ -101,10 +105,12 @@ class Simulator:
         stopbits: int = 1,
         emulate_airtime: bool = False,
         registers: dict[int, dict[int, dict[int, int]]] | None = None,
+        silent_gaps: bool = False,
     ):
         if port is None and serial_port is None:
             raise ValueError("Simulator needs a TCP port or a serial_port")
         self.host, self.port, self.delay, self.strict = host, port, delay, strict
+        self.silent_gaps = silent_gaps
         self.serial_port = serial_port
         self.serial_settings: dict[str, Any] = dict(
             baudrate=int(baudrate), bytesize=int(bytesize), stopbits=stopbits, parity=serialline.parity_letter(parity)
@@ -185,9 +191,14 @@ class Simulator:
     def _device(self, unit: int) -> SimDevice:
         image = self.registers(unit)
         bits = [SimData(0, values=False, datatype=DataType.BITS)]
+        if self.silent_gaps:  # every address reaches the action, which stays silent on unmapped ones
+            every = [SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)]
+            holding, inputs = every, list(every)
+        else:
+            holding, inputs = self._blocks(image[3]), self._blocks(image[4])
         return SimDevice(
             unit,
-            simdata=(bits, list(bits), self._blocks(image[3]), self._blocks(image[4])),
+            simdata=(bits, list(bits), holding, inputs),
             action=self._make_action(unit),
         )
 
@@ -206,6 +217,8 @@ class Simulator:
                 return ExcCodes.ILLEGAL_ADDRESS
             if set_values is None and fncode in (3, 4):
                 regs = self.registers(unit)[fncode]
+                if self.silent_gaps and any(i not in regs for i in range(address, address + count)):
+                    await asyncio.sleep(3600)
                 for i in range(address, address + count):
                     if i in regs:
                         current[i - start] = regs[i]

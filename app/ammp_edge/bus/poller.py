@@ -8,14 +8,15 @@ once when it is back). The loop around it is program.py.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__
-from ..core import config as cfg
+from ..core import config as cfg, keys
 from ..core.macs import MacResolver
-from ..readers.modbus import DeviceResult
+from ..readers.modbus import DeviceResult, GracefulStop, PlanStore
 from ..readers.transports import make_reader, make_transport
 
 log = logging.getLogger(__name__)
@@ -36,17 +37,29 @@ class BusPoller:
     """Polls the devices of one bus. Used by the bus process and by `ammp-edge read`."""
 
     def __init__(
-        self, bus_id: str, devices: list[cfg.Device], read_interval: int = 60, resolve_mac: MacResolver | None = None
+        self,
+        bus_id: str,
+        devices: list[cfg.Device],
+        read_interval: int = 60,
+        resolve_mac: MacResolver | None = None,
+        stop: threading.Event | None = None,
+        plans: PlanStore | None = None,
     ):
+        """`stop` (the bus program's stop event) cuts a cycle short once it has been set for STOP_GRACE
+        seconds, also in the middle of a request; `plans` keeps each Modbus device's working plan
+        across restarts."""
         self.bus_id = bus_id
         self.read_interval = read_interval
+        self.interrupt = GracefulStop(stop) if stop is not None else None
         self.transport = make_transport(devices[0], resolve_mac)
+        if self.transport is not None:
+            self.transport.interrupt = self.interrupt
         self.readers: dict = {}
         self.health: dict[str, Health] = {}
         self.setup_errors: dict[str, str] = {}
         for dev in devices:
             try:
-                self.readers[dev.key] = make_reader(dev, self.transport)
+                self.readers[dev.key] = make_reader(dev, self.transport, plans, keys.modbus_plan_key(bus_id, dev.key))
             except ValueError as exc:
                 self.setup_errors[dev.key] = str(exc)
                 log.error("[%s %s] cannot be read: %s", bus_id, dev.key, exc)
@@ -58,6 +71,9 @@ class BusPoller:
         started = time.monotonic()
         records, errors, requests = [], {}, 0
         for key, dev in self.devices.items():
+            if self.interrupt is not None and self.interrupt.is_set():
+                errors[key] = ["the bus is stopping: not read in this cycle"]
+                continue  # left out of the readout: not found down, just not read
             h = self.health[key]
             if dev.min_read_interval and h.last_ok_t is not None and t - h.last_ok_t < dev.min_read_interval:
                 continue  # not due (as upstream: left out of this cycle)
@@ -72,13 +88,16 @@ class BusPoller:
                 continue
             res = self._read_device(dev, started)
             requests += res.requests
+            if res.interrupted and not res.values and not res.status:
+                records.pop()  # cut short before anything was read: not found down, just not read
             record.update(res.values)
             if res.status:
                 record["_s"] = res.status
             if res.errors:
                 errors[key] = res.errors
-            self._update_health(dev, h, res, t)
-        return {
+            if not res.interrupted:
+                self._update_health(dev, h, res, t)
+        readout = {
             "t": t,
             "bus": self.bus_id,
             "devices": records,
@@ -87,6 +106,9 @@ class BusPoller:
             "errors": errors,
             "version": __version__,
         }
+        if self.interrupt is not None and self.interrupt.is_set():
+            readout["stopped"] = True  # the cycle was cut short: devices not read are left out
+        return readout
 
     def _read_device(self, dev: cfg.Device, started: float) -> DeviceResult:
         deadline = time.monotonic() + dev.deadline

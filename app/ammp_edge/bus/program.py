@@ -17,6 +17,7 @@ from ..core import clock, watchdog
 from ..core.config import Config
 from ..core.configsource import ConfigSource
 from ..core.macs import MacResolver
+from ..readers.modbus import PlanStore
 from .poller import BusPoller
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,11 @@ def run_bus(
     stop: threading.Event,
     once: bool = False,
     resolve_mac: MacResolver | None = None,
+    plans: PlanStore | None = None,
 ) -> int:
-    """The bus loop. Returns an exit code (0 when stopped or when the bus left the config)."""
+    """The bus loop. Returns an exit code (0 when stopped or when the bus left the config). `stop` also
+    cuts a cycle in progress short (what was read is still handed to the sink); `plans` keeps the
+    devices' working plans across restarts."""
     if not clock.wait_for_trust(stop, bus_id):  # under supervisord only: node says when the clock is right
         return 0
     poller: BusPoller | None = None
@@ -81,7 +85,7 @@ def run_bus(
         if config is not poller_config:
             if poller:
                 poller.close()
-            poller = BusPoller(bus_id, devices, config.read_interval, resolve_mac)
+            poller = BusPoller(bus_id, devices, config.read_interval, resolve_mac, stop, plans)
             poller_config = config
             log.info(
                 "[%s] polling %d device(s) every %d s: %s",
@@ -107,7 +111,8 @@ def run_bus(
         readout["overruns"] = overruns
         readout["config_id"] = config.config_id
         readout["start_delay"] = 0.0 if once else round(begun - t, 4)
-        sink(readout)
+        if readout["devices"] or not readout.get("stopped"):  # a cycle stopped before any device was read: nothing
+            sink(readout)
         last_t = int(t)
         if once:
             break

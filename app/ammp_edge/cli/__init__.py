@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--strict", action="store_true", help="only the driver's registers exist (gaps answer illegal address)"
     )
+    s.add_argument(
+        "--silent-gaps",
+        action="store_true",
+        help="only the driver's registers exist, and a read touching any other gets no answer at all",
+    )
     s.set_defaults(func=tools.cmd_simulate)
 
     s = sub.add_parser(

@@ -60,7 +60,7 @@ def cmd_bus(args: argparse.Namespace) -> int:
             print(table(message, source.config), flush=True)
 
     try:
-        return run_bus(args.bus_id, source, sink, stop, once=args.once, resolve_mac=resolve_mac)
+        return run_bus(args.bus_id, source, sink, stop, once=args.once, resolve_mac=resolve_mac, plans=status_cache)
     finally:
         if outbox is not None:
             outbox.close()

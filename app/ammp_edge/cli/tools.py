@@ -167,7 +167,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         else {}
     )
     sim = Simulator(
-        {u: driver for u in units}, args.port, args.host, values, args.delay_ms / 1000, args.strict, **serial
+        {u: driver for u in units},
+        args.port,
+        args.host,
+        values,
+        args.delay_ms / 1000,
+        args.strict,
+        silent_gaps=args.silent_gaps,
+        **serial,
     )
     try:
         sim.start()

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import drivers as drv, serialline
-from .problems import ConfigUnusable, InvalidInput, Problem, join_path
+from .problems import ConfigUnusable, InvalidInput, Problem, join_path, nonfinite, nonfinite_problem, refuse_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ IMPLEMENTED = ("sys", "modbustcp", "modbusrtu")
 MODBUS_TYPES = ("modbustcp", "modbusrtu")
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_READ_INTERVAL = 60
+# bounds of a device's seconds (a larger value is used as the bound, with a warning): one silent device
+# must not hold its bus for hours, and SIGTERM stops a bus within a second whatever they are
+MIN_TIMEOUT, MAX_TIMEOUT = 0.05, 60.0
+MAX_DEADLINE = 600.0
+MAX_FRAME_GAP = 1.0
 
 
 @dataclass
@@ -128,7 +134,7 @@ def bus_id_for(key: str, reading_type: str, address: dict) -> str:
     return _safe(f"{reading_type}_{key}")
 
 
-def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict:
+def _check_address(key: str, reading_type: str, address: Any, path: str, problems: list[Problem]) -> dict:
     if address is None:
         address = {}
     if not isinstance(address, dict):
@@ -171,6 +177,8 @@ def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict
         if parity not in serialline.PARITIES:
             raise InvalidInput(join_path(path, "parity"), f"{address.get('parity')!r} is not none, even or odd")
         _int_in(address, "register_offset", path, -65535, 65535, 0)
+        if "frame_gap" in address:
+            address["frame_gap"] = _seconds(address, "frame_gap", path, 0.0, 0.0, MAX_FRAME_GAP, problems)
     if reading_type in MODBUS_TYPES:
         _int_in(address, "max_registers", path, 1, 125, 125)
         _int_in(address, "max_gap", path, 0, 124, 0)
@@ -189,13 +197,22 @@ def _int_in(address: dict, key: str, path: str, lo: int, hi: int, default: int) 
     return value
 
 
-def _positive(obj: dict, key: str, path: str, default: float | None) -> float | None:
-    value = obj.get(key, default)
+def _seconds(obj: dict, key: str, path: str, default: float, lo: float, hi: float | None, problems: list) -> float:
+    """A non-negative, finite number of seconds (absent, null or 0: default); a value outside lo..hi
+    is used as the nearer bound, with a warning."""
+    value = obj.get(key)
     if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidInput(join_path(path, key), f"{value!r} is not a non-negative number of seconds")
-    return value
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise InvalidInput(join_path(path, key), f"{value!r} is not a finite, non-negative number of seconds")
+    if value == 0:
+        return default
+    bounded = min(max(float(value), lo), hi if hi is not None else math.inf)
+    if bounded != value:
+        problems.append(
+            Problem(join_path(path, key), f"{value} s is outside {lo:g}..{hi:g} s; using {bounded:g} s", "warning")
+        )
+    return bounded
 
 
 def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list[Problem]) -> Device | None:
@@ -231,18 +248,19 @@ def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list
         raise InvalidInput(
             join_path(path, "driver"), f"no driver named {driver_name!r} (built in or in config.drivers)"
         )
-    address = _check_address(key, rt, dev.get("address"), join_path(path, "address"))
-    timeout = _positive(dev, "timeout", path, DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
-    deadline = _positive(dev, "deadline", path, 2 * timeout) or 2 * timeout
+    refuse_nonfinite(dev, path)
+    address = _check_address(key, rt, dev.get("address"), join_path(path, "address"), problems)
+    timeout = _seconds(dev, "timeout", path, DEFAULT_TIMEOUT, MIN_TIMEOUT, MAX_TIMEOUT, problems)
+    deadline = _seconds(dev, "deadline", path, 2 * timeout, timeout, MAX_DEADLINE, problems)
     return Device(
         key=key,
         reading_type=rt,
         vendor_id=vid,
         driver_name=driver_name,
         address=address,
-        timeout=float(timeout),
-        deadline=float(max(deadline, timeout)),
-        min_read_interval=_positive(dev, "min_read_interval", path, 0) or 0,
+        timeout=timeout,
+        deadline=deadline,
+        min_read_interval=_seconds(dev, "min_read_interval", path, 0, 0, None, problems),
         name=dev.get("name") if isinstance(dev.get("name"), str) else None,
         bus_id=bus_id_for(key, rt, address),
     )
@@ -306,8 +324,14 @@ def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:
     _attach_status(raw, drivers, devices, problems)
     # a device is read only when something asks for it (as upstream)
     used = {k: d for k, d in devices.items() if d.fields or d.status}
-    outputs = raw.get("output") or []
+    outputs = [o for i, o in enumerate(raw.get("output") or []) if not nonfinite(o, join_path("output", i))]
+    for where, number in nonfinite(raw):  # everywhere, also where no item was skipped for it
+        problem = nonfinite_problem(where, number)
+        if problem not in problems:
+            problems.append(problem)
     calc_vid = raw.get("calc_vendor_id") or ""
+    if nonfinite(calc_vid):
+        calc_vid = ""  # reported below
     return Config(raw, used, problems, interval, roundtime, outputs, str(calc_vid), digest(raw))
 
 
@@ -324,6 +348,10 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
             problems.append(Problem(path, "a reading must be an object with device and var"))
             continue
         if reading.get("enabled", True) is False:
+            continue
+        bad = nonfinite(reading, path)
+        if bad:
+            problems.append(nonfinite_problem(*bad[0]))
             continue
         dkey, var = reading.get("device"), reading.get("var")
         if not isinstance(var, str) or not var:
@@ -376,6 +404,10 @@ def _attach_status(raw: dict, drivers: dict, devices: dict[str, Device], problem
         path = join_path("status_readings", i)
         if not isinstance(item, dict):
             problems.append(Problem(path, "must be an object {d: device, r: status item}"))
+            continue
+        bad = nonfinite(item, path)
+        if bad:
+            problems.append(nonfinite_problem(*bad[0]))
             continue
         dkey, rkey = item.get("d"), item.get("r")
         if dkey not in raw["devices"]:

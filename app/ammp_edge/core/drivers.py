@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import codec
-from .problems import InvalidInput, Problem, join_path
+from .problems import InvalidInput, Problem, join_path, refuse_nonfinite
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +335,7 @@ def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
         raise InvalidInput(path, "a field must be an object")
+    refuse_nonfinite(opts, path)
     kind = field_kind(opts)
     if kind == "modbus":
         return compile_modbus_field(name, opts, path, warnings)
@@ -351,6 +352,7 @@ def compile_status_item(driver: dict, key: str, path: str, warnings: list[Proble
     if not isinstance(own, dict):
         raise InvalidInput(path, "a status item must be an object")
     opts = {**common, **own} if isinstance(common, dict) else dict(own)
+    refuse_nonfinite(opts, path)
     content = opts.get("content")
     if not isinstance(content, str) or not content:
         raise InvalidInput(join_path(path, "content"), "missing: the status message text is required")

@@ -26,6 +26,10 @@ KV cache ($AE_TEMP_DIR/ae-kvcache.db, volatile)
                             its last readout (`bus.status`); the web UI lists the keys under this
                             prefix and shows each bus's last cycle from them, also while the uplink
                             is down. Readers must accept missing members (older writers).
+  modbus_plan/<bus id>/<device>   a Modbus device's working plan as its bus learned it (blocks split
+                            after refused or unanswered reads) with the digest of the plan it was
+                            learned from: a restarted bus starts with it; a changed driver or config
+                            (another digest) plans again
 
 MQTT topics on the local broker (the bridge maps them to a/<node_id>/... at the AMMP cloud)
 """
@@ -60,6 +64,7 @@ MAC_PREFIX = "env/net/mac/"
 SCAN_LOCK = "env/net/scan_lock"
 BUS_STATUS_PREFIX = "bus_status/"
 BUS_STATUS_FIELDS = ("t", "duration", "requests", "errors", "overruns", "start_delay")
+MODBUS_PLAN_PREFIX = "modbus_plan/"
 
 
 def status_level_key(device: str, content: str) -> str:
@@ -72,6 +77,10 @@ def mac_key(mac: str) -> str:
 
 def bus_status_key(bus_id: str) -> str:
     return BUS_STATUS_PREFIX + bus_id
+
+
+def modbus_plan_key(bus_id: str, device: str) -> str:
+    return f"{MODBUS_PLAN_PREFIX}{bus_id}/{device}"
 
 
 # -- MQTT topics ----------------------------------------------------------------------------------

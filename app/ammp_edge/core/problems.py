@@ -48,3 +48,32 @@ def join_path(*parts: object) -> str:
             text = '"' + text.replace('"', '\\"') + '"'
         out = f"{out}.{text}" if out else text
     return out
+
+
+def nonfinite(value: object, path: str = "") -> list[tuple[str, float]]:
+    """(JSON path, number) of every NaN or infinity inside a parsed JSON value, in document order.
+    Python's json module accepts NaN, Infinity and numbers too large for a float (1e999 -> inf);
+    JSON has none of them. Iterative: a deeply nested document cannot exhaust the stack."""
+    found: list[tuple[str, float]] = []
+    stack: list[tuple[str, object]] = [(path, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, float):
+            if v != v or v in (float("inf"), float("-inf")):
+                found.append((where, v))
+        elif isinstance(v, dict):
+            stack.extend((join_path(where, k), v[k]) for k in reversed(list(v)))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", v[i]) for i in reversed(range(len(v))))
+    return found
+
+
+def nonfinite_problem(path: str, number: float) -> Problem:
+    return Problem(path, f"{number!r} is not a finite number (NaN and Infinity are not JSON numbers)")
+
+
+def refuse_nonfinite(value: object, path: str) -> None:
+    """InvalidInput for the first NaN or infinity inside value (an item with one is not used)."""
+    found = nonfinite(value, path)
+    if found:
+        raise InvalidInput(found[0][0], nonfinite_problem(*found[0]).message)

@@ -1,15 +1,17 @@
-"""Modbus RTU transport (minimalmodbus) for one serial port: one transaction at a time, with a gap.
+"""Modbus RTU transport for one serial port: one transaction at a time, each answer checked in full.
 
 All devices on the port share one serial port object, opened by us (exclusively: a second master on
 the same line, e.g. `ammp-edge read` beside the running bus process, is refused instead of garbling
-both) and handed to minimalmodbus. Timing on the line:
+both). The transaction is ours (frames.py builds the request and checks the answer), read by its
+header: slave address and function code first, then the byte count (or the exception code), then
+exactly the bytes that announces and the CRC, so an exception answer returns as soon as it is complete
+and at most 256 bytes are read per request. Timing on the line:
 
-- Inter-frame silence: minimalmodbus waits until 3.5 character times (11 bits each, at least 1.75 ms)
-  have passed since the end of the last response (or the last timeout) before it sends; an optional
-  `frame_gap` (seconds) adds to that for slow slaves.
-- Exception responses: minimalmodbus reads exactly the length a normal answer would have, so a
-  5-byte exception response would cost the whole timeout. Our port object knows the RTU frame
-  layout and returns as soon as an exception frame is complete.
+- Inter-frame silence: before a request the line must have been quiet for 3.5 character times (11 bits
+  each, at least 1.75 ms) since the last answer; an optional `frame_gap` (seconds) adds to that for
+  slow slaves.
+- An answer counts only when the line falls quiet after it: bytes that follow it within 3.5 characters
+  (a second frame glued to it, a device streaming) make it a bad frame, and nothing of it is decoded.
 - Late answers: an RTU answer does not say which request it answers. A slave that answers after our
   timeout would have its answer taken for the answer to the next request of the same shape (same
   slave, function code and length: silently wrong values), or blamed on the next slave (a wrong
@@ -18,6 +20,12 @@ both) and handed to minimalmodbus. Timing on the line:
   logged; after a bad frame the line must first be quiet for 3.5 characters. Both happen lazily,
   before the next request, so a failing last device of a cycle costs nothing extra. An answer later
   than that window can still be mistaken; it then shows as stray bytes before a later request.
+- A line that does not fall quiet within SETTLE_LIMIT (a device sending without being asked) fails the
+  request without sending it: a LinkError, so the device backs off; the bytes are dropped at a bounded
+  rate of wake-ups, not one per byte.
+- Every wait looks at `interrupt` (the bus's stop event, after its grace) at least every INTERRUPT_SLICE.
+
+`RtuLine` is also the port object the sensor-address commands hand to minimalmodbus (node/scan).
 """
 
 from __future__ import annotations
@@ -28,34 +36,18 @@ import select
 import termios
 import time
 
-import minimalmodbus
 import serial
 
 from ..core.serialline import character_time, parity_letter
-from .modbus import DeviceSilent, LinkError, ModbusException
+from . import frames
+from .modbus import INTERRUPT_SLICE, DeviceSilent, Interrupt, Interrupted, LinkError
 
 log = logging.getLogger(__name__)
 
 LATE_WINDOW = 0.5  # seconds the line is watched for a late answer after a timeout (at most the timeout)
 SETTLE_LIMIT = 1.0  # never wait longer than this for a chattering line to fall quiet
 EXCEPTION_FRAME = 5  # unit, function code | 0x80, exception code, CRC (2)
-
-
-def _exception_code(exc: minimalmodbus.SlaveReportedException) -> int:
-    text = str(exc).lower()
-    for phrase, code in (
-        ("illegal function", 1),
-        ("illegal data address", 2),
-        ("illegal data value", 3),
-        ("busy", 6),
-        ("negative acknowledge", 7),
-        ("memory parity", 8),
-        ("gateway path", 10),
-        ("gateway target", 11),
-    ):
-        if phrase in text:
-            return code
-    return 4
+DROP_POLL = 0.01  # dropping stray bytes, look at the line at most this often (bounds a streaming device's CPU)
 
 
 class RtuLine(serial.Serial):
@@ -64,29 +56,34 @@ class RtuLine(serial.Serial):
 
     `read_timeout` is ours: pyserial's `timeout` setter re-applies all port settings (tcsetattr)
     whenever they differ from what the driver holds, which fails with EINVAL on a port that cannot
-    hold them (a pty keeps neither parity nor a data size other than 8 bits)."""
+    hold them (a pty keeps neither parity nor a data size other than 8 bits). `interrupt`, when set,
+    ends a wait within INTERRUPT_SLICE with Interrupted."""
 
     read_timeout: float | None = None
+    interrupt: Interrupt | None = None
 
     def read(self, size: int = 1) -> bytes:
         timeout = self.read_timeout if self.read_timeout is not None else self.timeout
         deadline = time.monotonic() + (timeout if timeout is not None else 3600.0)
-        data = self._read_until(min(size, EXCEPTION_FRAME), deadline)
+        data = self.read_until_deadline(min(size, EXCEPTION_FRAME), deadline)
         if size > EXCEPTION_FRAME and len(data) == EXCEPTION_FRAME and not data[1] & 0x80:
-            data += self._read_until(size - EXCEPTION_FRAME, deadline)
+            data += self.read_until_deadline(size - EXCEPTION_FRAME, deadline)
         return data
 
-    def _read_until(self, size: int, deadline: float) -> bytes:
+    def read_until_deadline(self, size: int, deadline: float) -> bytes:
+        """Up to `size` bytes: fewer only when the deadline came first."""
         if not self.is_open:
             raise serial.PortNotOpenError()
         buf = bytearray()
         while len(buf) < size:
+            if self.interrupt is not None and self.interrupt.is_set():
+                raise Interrupted("the bus is stopping")
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            ready, _, _ = select.select([self.fd], [], [], left)
+            ready, _, _ = select.select([self.fd], [], [], min(left, INTERRUPT_SLICE))
             if not ready:
-                break
+                continue
             try:
                 chunk = os.read(self.fd, size - len(buf))
             except BlockingIOError:
@@ -135,11 +132,13 @@ class RtuTransport:
         self.frame_gap = frame_gap
         self.late_window = late_window
         self.char_time = character_time(baudrate, bytesize, letter, stopbits)
-        self.quiet = max(3.5 * self.char_time, 0.00175)  # the RTU inter-frame silence
+        # the RTU inter-frame silence: 3.5 characters of 11 bits (as the spec counts), at least 1.75 ms
+        self.quiet = max(3.5 * 11 / baudrate, 0.00175)
         self.line: RtuLine | None = None
-        self.instruments: dict[int, minimalmodbus.Instrument] = {}
+        self.interrupt: Interrupt | None = None
         self.discarded = 0  # bytes dropped from the line before requests (late answers, noise)
-        self._last = 0.0
+        self._last = 0.0  # when the line was last busy (our request or an answer)
+        self._answered = 0.0  # when the last complete answer ended (0: the last request got none)
         self._settle_until = 0.0
 
     def _open(self) -> RtuLine:
@@ -149,34 +148,42 @@ class RtuTransport:
             except (serial.SerialException, OSError, ValueError, termios.error) as exc:
                 self.line = None
                 raise DeviceSilent(f"cannot open {self.port}: {exc}") from None
-            self.instruments.clear()
+        self.line.interrupt = self.interrupt
         return self.line
 
-    def _instrument(self, unit: int) -> minimalmodbus.Instrument:
-        line = self._open()
-        inst = self.instruments.get(unit)
-        if inst is None:
-            inst = minimalmodbus.Instrument(line, unit, close_port_after_each_call=False)
-            inst.clear_buffers_before_each_transaction = True
-            self.instruments[unit] = inst
-        return inst
+    def _check_interrupt(self) -> None:
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise Interrupted("the bus is stopping")
 
     def _settle(self, line: RtuLine) -> None:
         """Before a request: drop what is on the line and wait out a possible late answer; after
-        anything was dropped, wait until the line has been quiet for 3.5 characters."""
+        anything was dropped, wait until the line has been quiet for 3.5 characters. A line that is
+        still busy at the limit is a LinkError (the request is not sent)."""
         start = time.monotonic()
         after_failure = self._settle_until > 0
         hard = start + SETTLE_LIMIT + max(0.0, self._settle_until - start)
         dropped, quiet_since = 0, start
         while True:
+            self._check_interrupt()
             n = line.discard_input()
             now = time.monotonic()
             if n:
                 dropped, quiet_since = dropped + n, now
             target = max(self._settle_until, quiet_since + self.quiet) if dropped else self._settle_until
-            if now >= target or now >= hard:
+            if now >= target:
                 break
-            select.select([line.fd], [], [], min(target, hard) - now)
+            if now >= hard:
+                self.discarded += dropped
+                self._settle_until = 0.0
+                raise LinkError(
+                    f"the line did not fall quiet within {hard - start:.1f} s: {dropped} byte(s) dropped "
+                    "(a device sending without being asked?); request not sent"
+                )
+            wait = min(target, hard) - now
+            if dropped:  # a chattering line: look again after a pause instead of at every byte
+                time.sleep(min(wait, max(self.quiet, DROP_POLL), INTERRUPT_SLICE))
+            else:
+                select.select([line.fd], [], [], min(wait, INTERRUPT_SLICE))
         self._settle_until = 0.0
         if dropped:
             self.discarded += dropped
@@ -190,32 +197,57 @@ class RtuTransport:
                     dropped,
                 )
 
-    def read(self, unit: int, fncode: int, address: int, count: int, timeout: float) -> list[int]:
-        inst = self._instrument(unit)
-        try:
-            self._settle(inst.serial)
-        except (serial.SerialException, OSError) as exc:
-            self.close()
-            raise LinkError(f"serial port {self.port} failed: {exc}") from None
-        wait = self._last + self.frame_gap - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        inst.serial.read_timeout = max(0.05, timeout)
-        try:
-            return inst.read_registers(address, count, functioncode=fncode)
-        except minimalmodbus.NoResponseError:
+    def _pause_until(self, t: float) -> None:
+        while True:
+            self._check_interrupt()
+            left = t - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, INTERRUPT_SLICE))
+
+    def _trailing(self, line: RtuLine) -> int:
+        """Bytes arriving within 3.5 characters after an answer (dropped; 0 when the line fell quiet)."""
+        ready, _, _ = select.select([line.fd], [], [], self.quiet)
+        return line.discard_input() if ready else 0
+
+    def _transact(self, line: RtuLine, unit: int, fncode: int, count: int, request: bytes, timeout: float) -> list[int]:
+        line.write(request)
+        deadline = time.monotonic() + max(0.05, timeout)
+        head = line.read_until_deadline(3, deadline)
+        if not head:
             self._settle_until = time.monotonic() + min(self.late_window, max(0.05, timeout))
-            raise DeviceSilent(f"no answer from slave {unit} on {self.port} within {timeout:.1f} s") from None
-        except minimalmodbus.SlaveReportedException as exc:
-            raise ModbusException(_exception_code(exc)) from None
-        except minimalmodbus.ModbusException as exc:  # CRC, wrong slave, malformed or short frame
-            self._settle_until = time.monotonic() + self.quiet
-            raise LinkError(f"bad frame from slave {unit} on {self.port}: {exc}") from None
+            raise DeviceSilent(f"no answer from slave {unit} on {self.port} within {timeout:.1f} s")
+        if len(head) < 3:
+            raise LinkError(f"incomplete frame: {len(head)} byte(s) within {timeout:.1f} s")
+        expected = frames.rtu_answer_rest(head, unit, fncode, count)  # checks address, function code, byte count
+        rest = line.read_until_deadline(expected, deadline)
+        frame = head + rest
+        if len(rest) < expected:
+            raise LinkError(f"incomplete frame: {len(frame)} byte(s) within {timeout:.1f} s")
+        self._answered = time.monotonic()  # the quiet before the next request counts from here
+        trailing = self._trailing(line)
+        if trailing:
+            self.discarded += trailing
+            raise LinkError(f"{trailing} more byte(s) followed the answer without a pause (the line is out of step)")
+        return frames.check_rtu_answer(frame, unit, fncode, count)
+
+    def read(self, unit: int, fncode: int, address: int, count: int, timeout: float) -> list[int]:
+        request = frames.rtu_request(unit, frames.read_request(fncode, address, count))
+        line = self._open()
+        self._answered = 0.0
+        try:
+            self._settle(line)  # a LinkError of its own when the line does not fall quiet
+            self._pause_until(self._last + self.quiet + self.frame_gap)
+            try:
+                return self._transact(line, unit, fncode, count, request, timeout)
+            except LinkError as exc:
+                self._settle_until = max(self._settle_until, time.monotonic() + self.quiet)
+                raise LinkError(f"bad frame from slave {unit} on {self.port}: {exc}") from None
         except (serial.SerialException, OSError, termios.error) as exc:
             self.close()
             raise LinkError(f"serial port {self.port} failed: {exc}") from None
         finally:
-            self._last = time.monotonic()
+            self._last = self._answered or time.monotonic()
 
     def close(self) -> None:
         if self.line is not None:
@@ -224,4 +256,3 @@ class RtuTransport:
             except (serial.SerialException, OSError):
                 pass
         self.line = None
-        self.instruments.clear()

@@ -88,3 +88,49 @@ def one_per_request(items: list[Item]) -> list[Block]:
         else:
             b.items.append(it)
     return list(singles.values())
+
+
+def gapless_runs(block: Block) -> list[Block]:
+    """The block cut into runs without gap registers (itself, marked gapless, when it has none)."""
+    if block.gapless:
+        return [block]
+    parts = plan(block.items, max_registers=block.count, max_gap=0)
+    for p in parts:
+        p.gapless = True
+    return parts
+
+
+def same_request(a: Block, b: Block) -> bool:
+    return (a.fncode, a.address, a.count) == (b.fncode, b.address, b.count)
+
+
+def to_json(blocks: list[Block]) -> list[list]:
+    """A plan as JSON: [[fncode, address, count, gapless, [item keys]], ...]."""
+    return [[b.fncode, b.address, b.count, b.gapless, [i.key for i in b.items]] for b in blocks]
+
+
+def from_json(data: object, items: dict[str, Item], max_registers: int = MAX_REGISTERS) -> list[Block] | None:
+    """A plan stored by to_json, or None when it does not fit these items: every block a valid read of
+    at most max_registers holding only known items of its function code within its registers, and
+    every item in some block."""
+    if not isinstance(data, list):
+        return None
+    blocks: list[Block] = []
+    covered: set[str] = set()
+    for entry in data:
+        if not (isinstance(entry, list) and len(entry) == 5 and isinstance(entry[4], list)):
+            return None
+        fncode, address, count, gapless, keys = entry
+        if not all(type(v) is int for v in (fncode, address, count)) or not isinstance(gapless, bool):
+            return None
+        if not (1 <= count <= max_registers and 0 <= address and address + count <= 0x10000) or not keys:
+            return None
+        block = Block(fncode, address, count, [], gapless)
+        for key in keys:
+            item = items.get(key) if isinstance(key, str) else None
+            if item is None or item.fncode != fncode or item.address < address or item.end > block.end:
+                return None
+            block.items.append(item)
+            covered.add(key)
+        blocks.append(block)
+    return blocks if covered == set(items) else None

@@ -1,7 +1,7 @@
 """The transport and the reader for a device, by its reading type.
 
-The transports are imported when a bus needs one, not before: a TCP bus must not load minimalmodbus
-and pyserial, a serial bus not pymodbus, and the node (which lists buses) neither.
+The transports are imported when a bus needs one, not before: a TCP bus must not load pyserial, and
+the node (which lists buses) neither transport.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from ..core.config import Device
 from ..core.macs import MacResolver, lookup
-from .modbus import ModbusDevice, Transport
+from .modbus import ModbusDevice, PlanStore, Transport
 from .system import SystemDevice
 
 
@@ -19,11 +19,11 @@ def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Tr
     TCP device known only by its MAC (default: the ARP table and the scan cache, no scan)."""
     a = device.address
     if device.reading_type == "modbustcp":
-        from .modbus_tcp import TcpTransport  # pymodbus: only in TCP buses (see the module doc)
+        from .modbus_tcp import TcpTransport  # only in TCP buses (see the module doc)
 
         return TcpTransport(a.get("host"), int(a.get("port", 502)), mac=a.get("mac"), resolve_mac=resolve_mac or lookup)
     if device.reading_type == "modbusrtu":
-        from .modbus_rtu import RtuTransport  # minimalmodbus and pyserial: only in serial buses
+        from .modbus_rtu import RtuTransport  # pyserial: only in serial buses
 
         return RtuTransport(
             a["device"],
@@ -36,8 +36,11 @@ def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Tr
     return None
 
 
-def make_reader(device: Device, transport: Any) -> ModbusDevice | SystemDevice:
-    """Raises ValueError when the device cannot be read (e.g. its registers leave 0..65535)."""
+def make_reader(
+    device: Device, transport: Any, plans: PlanStore | None = None, plan_key: str = ""
+) -> ModbusDevice | SystemDevice:
+    """Raises ValueError when the device cannot be read (e.g. its registers leave 0..65535). `plans`
+    keeps a Modbus device's working plan under `plan_key` across restarts."""
     if device.reading_type == "sys":
         return SystemDevice(device)
-    return ModbusDevice(device, transport)
+    return ModbusDevice(device, transport, plans, plan_key)
