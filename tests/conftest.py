@@ -24,6 +24,33 @@ AMMP_EDGE = [sys.executable, "-m", "ammp_edge"]
 
 
 
+def pytest_collection_modifyitems(config, items):
+    """The image tests last (a stable sort), so that their builds, started in the background as soon as
+    they are collected, overlap everything else (tests/image_builds.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("images") is not None)
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    targets = []
+    for target, fixture in (("docker", "docker_image"), ("rpi", "rpi_image")):
+        if any(fixture in getattr(item, "fixturenames", ()) for item in session.items):
+            if target == "rpi" and os.environ.get("AE_TEST_RPI_IMAGE"):
+                continue
+            targets.append(target)
+    if targets:
+        import image_builds
+
+        image_builds.start(targets)
+
+
+def pytest_sessionfinish(session):
+    import image_builds
+
+    image_builds.stop()
+
+
 @pytest.fixture
 def port() -> int:
     return free_port()
