@@ -48,6 +48,9 @@ Targets:
            ammp-edge-app-TAG-aarch64.tar(.sha256), the app bundle the image_update command installs
            (serve it at the device's UPDATE_URL). About 7 min.
 
+  dockerd  only step 1 of docker: start dockerd when no daemon answers; prints the pid file when it
+           started one (stop it with kill), nothing when a daemon was already there.
+
 Options:
   -h, --help        this text
   --no-base         never build the base image (same as AE_IMG_BASE_FROM=local)
@@ -86,7 +89,7 @@ Run as root.
 USAGE
 }
 
-log() { printf 'build.sh: %s\n' "$*" >&2; }
+log() { printf 'build.sh: [%4d s] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 start_dockerd() {
@@ -98,6 +101,7 @@ start_dockerd() {
   log "starting dockerd (data root $AE_IMG_DOCKER_DATA_ROOT, log $AE_IMG_OUT/dockerd.log)"
   nohup dockerd --data-root "$AE_IMG_DOCKER_DATA_ROOT" >"$AE_IMG_OUT/dockerd.log" 2>&1 &
   echo $! >"$AE_IMG_OUT/dockerd.pid"
+  DOCKERD_STARTED=1
   for _ in $(seq 60); do docker info >/dev/null 2>&1 && return 0; sleep 1; done
   die "dockerd did not answer within 60 s (see $AE_IMG_OUT/dockerd.log)"
 }
@@ -162,7 +166,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage; exit 0 ;;
     --no-base) AE_IMG_BASE_FROM=local ;;
     --rebuild-base) AE_IMG_BASE_FROM=mmdebstrap ;;
-    docker|rpi) [ -z "$target" ] || die "one target at a time"; target=$1 ;;
+    docker|rpi|dockerd) [ -z "$target" ] || die "one target at a time"; target=$1 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
   shift
@@ -170,5 +174,6 @@ done
 case "$target" in
   docker) build_docker ;;
   rpi) build_rpi ;;
+  dockerd) DOCKERD_STARTED=0; start_dockerd; [ "$DOCKERD_STARTED" = 0 ] || echo "$AE_IMG_OUT/dockerd.pid" ;;
   *) usage >&2; exit 2 ;;
 esac

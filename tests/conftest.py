@@ -2,10 +2,39 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from ammp_edge.core import drivers
 from helpers.common import REPO, free_port
+
+
+def pytest_collection_modifyitems(config, items):
+    """The image tests last (a stable sort), so that their builds, started in the background as soon as
+    they are collected, overlap everything else (tests/helpers/image_builds.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("images") is not None)
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    targets = []
+    for target, fixture in (("docker", "docker_image"), ("rpi", "rpi_image")):
+        if any(fixture in getattr(item, "fixturenames", ()) for item in session.items):
+            if target == "rpi" and os.environ.get("AE_TEST_RPI_IMAGE"):
+                continue
+            targets.append(target)
+    if targets:
+        from helpers import image_builds
+
+        image_builds.start(targets)
+
+
+def pytest_sessionfinish(session):
+    from helpers import image_builds
+
+    image_builds.stop()
 
 
 @pytest.fixture

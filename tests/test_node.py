@@ -406,9 +406,26 @@ def test_ssh_fingerprint_is_ssh_keygens_without_prefix(tmp_path):
     vals = meta.values(1_700_000_000, tmp_path)
     assert vals["ssh_fingerprint"] == out[7:] and vals["start_time"] == "1700000000"
     assert len(vals["arch"].split()) >= 4 and int(vals["boot_time"]) < time.time()
-    assert "snap_rev" not in meta.values(0, tmp_path / "none") and "ssh_fingerprint" not in meta.values(
-        0, tmp_path / "none"
+    assert "snap_rev" not in meta.values(0, tmp_path / "none")
+
+
+def test_ssh_fingerprint_needs_no_ssh_keygen_and_is_empty_without_a_host_key(tmp_path, monkeypatch):
+    """In a container there is neither ssh-keygen nor a host key: the value is computed without any
+    program, and without a key it is published empty (what upstream's script prints then)."""
+    # a real key and what `ssh-keygen -lf` printed for it: SHA256:4cy2H8dI79Q4JnF99v5NjnU8DZ43I2oXSf0Yi/wBADY
+    key = (
+        "AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBCJ8qzwc4J4OzwOS1kNTI8dVCrF6HrM3WgnqlAbuqdnEAdUIF8OE"
+        "Rgihim5rdkiCQdXK1CNmVMcZCRdLOu9dcEc="
     )
+    (tmp_path / "ssh_host_ecdsa_key.pub").write_text(f"ecdsa-sha2-nistp256 {key} root@host\n")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # no ssh-keygen, no program at all
+    assert meta.values(0, tmp_path)["ssh_fingerprint"] == "4cy2H8dI79Q4JnF99v5NjnU8DZ43I2oXSf0Yi/wBADY"
+    assert meta.values(0, tmp_path / "none")["ssh_fingerprint"] == ""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "ssh_host_ecdsa_key.pub").write_text("ecdsa-sha2-nistp256 not*base64\n")
+    assert meta.values(0, tmp_path / "bad")["ssh_fingerprint"] == ""
 
 
 def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
@@ -422,12 +439,16 @@ def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
             link = MqttLink("t-meta")
             link.start()
             try:
-                assert meta.publish_meta(link, {"arch": "Linux x", "version": "9"}, threading.Event(), within=10)
+                assert meta.publish_meta(
+                    link, {"arch": "Linux x", "ssh_fingerprint": "", "version": "9"}, threading.Event(), within=10
+                )
             finally:
                 link.stop()
             rec.wait_for(lambda m: m.topic == "u/meta/version" and m.payload == b"9")
             seq = [(m.topic, m.payload, m.retain) for m in rec.messages if m.payload != b"old"]
             assert seq.index(("u/meta/arch", b"", False)) < seq.index(("u/meta/arch", b"Linux x", False))
+            # no host key: the clear, then the (empty) value; the topic is not left out
+            assert seq.count(("u/meta/ssh_fingerprint", b"", False)) == 2, seq
         from helpers.brokers import retained
 
         assert retained(broker.port, "u/meta/arch") is None, "the old retained value is gone, no new one"

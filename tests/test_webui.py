@@ -4,6 +4,7 @@ The browser tests (Chromium against the whole appliance) are in test_webui_brows
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import stat
@@ -56,8 +57,11 @@ def password() -> str:
     return paths.webui_initial_password_path().read_text().strip()
 
 
-def login(base: str, pw: str | None = None) -> requests.Session:
+def login(base: str, pw: str | None = None, timeout: float | None = None) -> requests.Session:
+    """A session logged in (or not: see s.last_login); `timeout` bounds each of its requests."""
     s = requests.Session()
+    if timeout is not None:
+        s.request = functools.partial(s.request, timeout=timeout)
     page = s.get(base + "/login")
     token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
     r = s.post(base + "/login", data={"csrf": token, "password": pw or password(), "next": "/"}, allow_redirects=False)

@@ -3,7 +3,8 @@
     u/meta/boot_time        boot time, epoch seconds
     u/meta/start_time       node start, epoch seconds
     u/meta/arch             `uname -srvm`
-    u/meta/ssh_fingerprint  SHA256 fingerprint of the ECDSA ssh host key without "SHA256:" (when there is one)
+    u/meta/ssh_fingerprint  SHA256 fingerprint of the ECDSA ssh host key without "SHA256:"; empty (MQTT has no
+                            null) without a host key, as in a container: upstream's script prints nothing then
     u/meta/version          this software's version; upstream's u/meta/snap_rev is never published
 
 As upstream: first an empty retained message on each topic (clears an old retained value), then the
@@ -36,7 +37,8 @@ BRIDGE_WAIT_S = 300.0
 
 
 def ssh_fingerprint(ssh_dir: Path = Path("/etc/ssh")) -> str | None:
-    """As `ssh-keygen -l -E sha256 -f ssh_host_ecdsa_key.pub`, without the "SHA256:" prefix."""
+    """As `ssh-keygen -l -E sha256 -f ssh_host_ecdsa_key.pub`, without the "SHA256:" prefix, computed here
+    (no ssh-keygen needed at run time); None without a readable key."""
     try:
         fields = (ssh_dir / "ssh_host_ecdsa_key.pub").read_text().split()
         blob = base64.b64decode(fields[1], validate=True)
@@ -55,9 +57,7 @@ def values(start_time: float, ssh_dir: Path = Path("/etc/ssh")) -> dict[str, str
         "arch": f"{u.sysname} {u.release} {u.version} {u.machine}",
         "version": __version__,
     }
-    fp = ssh_fingerprint(ssh_dir)
-    if fp:
-        out["ssh_fingerprint"] = fp
+    out["ssh_fingerprint"] = ssh_fingerprint(ssh_dir) or ""
     return out
 
 
