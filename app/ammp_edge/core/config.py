@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import drivers as drv, serialline
+from . import drivers as drv, jsontext, serialline
 from .problems import ConfigUnusable, InvalidInput, Problem, join_path
 
 log = logging.getLogger(__name__)
@@ -275,10 +275,8 @@ def _check_top(raw: Any) -> tuple[int, bool]:
 
 
 def parse_json(text: str | bytes, what: str = "config") -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConfigUnusable([Problem("$", f"{what} is not valid JSON: {exc}")]) from None
+    """The one parser with its size and depth limits (core.jsontext); ConfigUnusable naming the problem."""
+    return jsontext.parse(text, what)
 
 
 def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:

@@ -11,11 +11,12 @@ from urllib.parse import quote, urlsplit
 import bottle
 from bottle import HTTPResponse, request, response
 
+from ..core import jsontext
 from . import auth
 from .web import Ctx
 
 PUBLIC = ("/health", "/login", "/static/")
-MAX_BODY = 5 * 1024 * 1024
+MAX_BODY = jsontext.MAX_BYTES + 1024 * 1024  # a config at the limit, uploaded as a form
 bottle.BaseRequest.MEMFILE_MAX = MAX_BODY
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
@@ -32,7 +33,10 @@ def install(app: bottle.Bottle, ctx: Ctx) -> None:
     def guard() -> None:
         path = request.path
         if int(request.environ.get("CONTENT_LENGTH") or 0) > MAX_BODY:
-            raise HTTPResponse("request too large", status=413)
+            raise HTTPResponse(
+                f"request too large: the limit is {MAX_BODY:,} bytes (a config at most {jsontext.MAX_BYTES:,})",
+                status=413,
+            )
         if request.method not in ("GET", "HEAD", "POST"):
             raise HTTPResponse("method not allowed", status=405)
         if request.method == "POST":
