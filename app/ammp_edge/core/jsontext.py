@@ -5,10 +5,11 @@ Every door a config or driver comes through (web UI, d/config, the AMMP API, the
 parses it here, so a config one door accepts loads in every process.
 
 The limits (README "Configuration" says why these values):
-  MAX_BYTES   4 MiB: the biggest realistic config (scripts/bench_config.py builds one: 250 inverters
-              with every field read, every built-in driver embedded) is about 1.4 MB.
-  MAX_DEPTH   64 levels of arrays and objects: an upstream config nests 7 deep, a driver embedded in a
-              config 8.
+  MAX_BYTES   4 MiB: the biggest realistic config (scripts/bench_config.py builds it: 250 inverters and
+              20 meters with every field read, every built-in driver embedded, pretty printed) is
+              1.5 MB; a bus process loading a config at the limit peaks about 30 MB above an empty one.
+  MAX_DEPTH   64 levels of arrays and objects: that config nests 8 deep (a driver embedded in a
+              config), an upstream config 7.
 
 Python's json decoder recurses once per level, and the recursion limit differs between processes
 (JSONata raises it to 10,000 in the processes that load it, the buses keep the default 1000; 100,000
