@@ -105,7 +105,11 @@ def main() -> None:
     empty_rss = peak_rss_mb(None)
     print(f"limits: {jsontext.MAX_BYTES:,} bytes, {jsontext.MAX_DEPTH} levels")
     print(f"bus-like process loading an empty config: peak RSS {empty_rss:.1f} MB")
-    for name, raw in (("biggest realistic", realistic), ("at the size limit", at_size), ("at the depth limit", at_depth)):
+    for name, raw in (
+        ("biggest realistic", realistic),
+        ("at the size limit", at_size),
+        ("at the depth limit", at_depth),
+    ):
         text = raw.decode()
         depth = jsontext.nesting_depth(text)
         t_parse = timed(lambda raw=raw: jsontext.parse(raw))

@@ -128,7 +128,7 @@ def bus_id_for(key: str, reading_type: str, address: dict) -> str:
     return _safe(f"{reading_type}_{key}")
 
 
-def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict:
+def _check_address(key: str, reading_type: str, address: Any, path: str, problems: list[Problem] | None = None) -> dict:
     if address is None:
         address = {}
     if not isinstance(address, dict):
@@ -160,8 +160,8 @@ def _check_address(key: str, reading_type: str, address: Any, path: str) -> dict
         baud = _int_in(
             address, "baudrate", path, serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE, serialline.DEFAULT_BAUDRATE
         )
-        if baud not in serialline.STANDARD_BAUDRATES:
-            log.warning("%s: %s is not a standard baud rate", join_path(path, "baudrate"), baud)
+        if baud not in serialline.STANDARD_BAUDRATES and problems is not None:  # reported by every door alike
+            problems.append(Problem(join_path(path, "baudrate"), f"{baud} is not a standard baud rate", "warning"))
         bytesize = _int_in(address, "bytesize", path, 5, 8, 8)
         address["bytesize"] = bytesize
         stopbits = address.get("stopbits", 1)
@@ -231,7 +231,7 @@ def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list
         raise InvalidInput(
             join_path(path, "driver"), f"no driver named {driver_name!r} (built in or in config.drivers)"
         )
-    address = _check_address(key, rt, dev.get("address"), join_path(path, "address"))
+    address = _check_address(key, rt, dev.get("address"), join_path(path, "address"), problems)
     timeout = _positive(dev, "timeout", path, DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
     deadline = _positive(dev, "deadline", path, 2 * timeout) or 2 * timeout
     return Device(

@@ -15,7 +15,7 @@
 % if result and result.problems:
 <ul id="config-result-problems">
 % for p in result.problems:
-<li class="{{p.severity}}"><code>{{p.path}}</code>: {{p.message}}</li>
+<li class="{{p.severity}}">{{str(p)}}</li>
 % end
 </ul>
 % end
@@ -24,7 +24,7 @@
 <p class="small" id="config-verdict">{{result.message if result else ""}}</p>
 <ul>
 % for p in (result.problems if result else []):
-<li class="{{p.severity}}"><code>{{p.path}}</code>: {{p.message}}{{" (warning)" if p.severity != "error" else ""}}</li>
+<li class="{{p.severity}}">{{str(p)}}</li>
 % end
 </ul>
 % if result and result.outcome == "unconfirmed":
