@@ -51,7 +51,7 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         notice = (
             "Control handed back to the AMMP cloud: the node checks its config now." if q.get("handed_back") else None
         )
-        return config_page(notice=notice)
+        return config_page(applied=True if q.get("applied") else None, notice=notice)
 
     @app.get("/config/download")
     def config_download():

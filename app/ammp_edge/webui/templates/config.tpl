@@ -6,9 +6,9 @@
 % end
 % if applied:
 <p class="okbox" id="config-applied">Config applied. The buses pick it up at their next cycle.{{f" {len(result.problems)} problem(s) below; the items with errors are skipped." if result and result.problems else ""}}
-% if result and source["managed"] and source["keep_local"]:
+% if source["managed"] and source["keep_local"]:
  It is kept until the AMMP cloud sends a new config, or until you hand control back.
-% elif result and source["managed"]:
+% elif source["managed"] and source["source"] not in ("api", "d/config"):
  The AMMP cloud manages this node: its config replaces this edit at the next check (within {{interval}}).
 % end
 </p>
