@@ -20,6 +20,7 @@ from ammp_edge.core.kvs import KVStore
 from ammp_edge.node import intake, meta, provision
 from ammp_edge.node.cloudapi import Api, ApiError, Retry
 from helpers.brokers import Mosquitto, Recorder, publish, wait_until
+from helpers.common import AMMP_EDGE
 from helpers.fake_cloud import FakeCloud
 
 LOCAL_BROKER = "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\n"
@@ -651,7 +652,7 @@ def test_up_demo_reaches_no_cloud(tmp_path):
         kv.close()
         app.env.pop("AE_OFFLINE", None)
         app.proc = subprocess.Popen(
-            [*__import__("conftest").AMMP_EDGE, "up", "--demo"],
+            [*AMMP_EDGE, "up", "--demo"],
             env=app.env,
             stdout=open(app.up_log, "a"),
             stderr=subprocess.STDOUT,

@@ -141,7 +141,8 @@ def test_cloud_managed_or_local_in_a_browser(tmp_path, simulator, builtin_driver
         kept = stored(app)
         kept_id = cfg.digest(kept)
         assert kept["devices"]["inverter"]["name"] == "edited and kept"
-        assert f"the cloud's config {x_id}, the one it replaced, is not applied again" in page.inner_text("#config-kept")
+        kept_text = page.inner_text("#config-kept")
+        assert f"the cloud's config {x_id}, the one it replaced, is not applied again" in kept_text
         shot(page, "config-kept")
         checks, fetches = api.calls("GET", "node"), api.calls("GET", "config")
         wait_until(lambda: api.calls("GET", "node") >= checks + 3, 6 * CHECK_S + 30, 0.5, what="three more checks")
