@@ -18,7 +18,8 @@ KV store ($AE_DATA_DIR/kvs-db/kvstore.db, persistent)
   mqtt_bridge_*             the broker's bridges (conf/README.md lists them)
   serial_sensor_port        the RS-485 port of the sensors (default /dev/ttyAMA0)
   image_update_url          where image_update fetches the app bundle (Pi image)
-  webui_password, webui_secret, webui_previous_config, log_level   the web UI's
+  webui_previous_config     the config the last change replaced, whichever door (the web UI's "Restore")
+  webui_password, webui_secret, log_level   the web UI's
 
 KV cache ($AE_TEMP_DIR/ae-kvcache.db, volatile)
   clock_trusted             true once node trusts the clock; buses under supervisord wait for it
