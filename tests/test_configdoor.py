@@ -418,3 +418,12 @@ def test_an_api_answer_over_the_limits_is_refused_once_and_not_retried_as_an_api
     )
     assert "more than 64 levels deep" in said[0] and "more than 64 levels deep" in said[1]
     assert "bytes with its envelope; the limit is 4,194,304 bytes" in said[2]
+
+
+def test_a_body_over_the_web_ui_request_limit_is_refused_before_parsing_naming_the_limits(webui):  # noqa: F811
+    s = login(webui)
+    token = csrf_of(s, webui, "/config")
+    r = s.post(webui + "/config", data={"csrf": token}, files={"file": ("c.json", b" " * (6 * 1024 * 1024))})
+    assert r.status_code == 413
+    assert r.text == "request too large: the limit is 5,242,880 bytes (a config at most 4,194,304)"
+    assert s.get(webui + "/config").status_code == 200

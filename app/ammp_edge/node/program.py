@@ -83,6 +83,7 @@ class Node:
         self.commands: CommandService | None = None  # set up in start(), after the clock check has begun
         self.threads: list[threading.Thread] = []
         self._announced: Config | None = None
+        self._announcement: str | None = None  # said on u/log/msg once node is connected
 
     # -- MQTT -------------------------------------------------------------------------------------
     def publish(self, topic: str, text: str) -> None:
@@ -146,13 +147,16 @@ class Node:
             meta.publish_meta(self.link, meta.values(self.started), self.stop)
 
     def announce(self, config: Config | None) -> None:
-        """Say on u/log/msg which config runs and where it came from, once per config that starts to run."""
-        if config is None or config is self._announced:
-            return
-        self._announced = config
-        text = configdoor.announcement(self.store, config)
-        log.info("%s", text)
-        self.publish(keys.LOG_TOPIC, text)
+        """Say on u/log/msg which config runs and where it came from, once per config that starts to run;
+        never waits for the broker (the round reconciles the buses): while node is not connected the
+        latest announcement waits for a later round."""
+        if config is not None and config is not self._announced:
+            self._announced = config
+            self._announcement = configdoor.announcement(self.store, config)
+            log.info("%s", self._announcement)
+        if self._announcement is not None and self.link.connected.is_set():
+            if self.link.publish(keys.LOG_TOPIC, self._announcement, qos=1) is not None:
+                self._announcement = None
 
     # -- the program ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -174,8 +178,8 @@ class Node:
             while not self.stop.is_set() and not self.fatal.is_set():
                 watchdog.heartbeat("node", MAX_SILENCE_S)
                 config = self.source.current()
-                self.announce(config)
                 buses.step(config)
+                self.announce(config)
                 self.stop.wait(round_s)
         finally:
             self.link.stop()
