@@ -183,6 +183,7 @@ BAD_PAYLOADS = [
     (b"[]", "is empty"),
     (json.dumps(["env_scan"] * 11).encode(), "11 commands, at most 10"),
     (json.dumps(["x" * 5000]).encode(), "larger than 4096 bytes"),
+    (b"[" * 2000 + b"]" * 2000, "nests arrays and objects more than 64 levels deep"),  # took node down once
 ]
 
 

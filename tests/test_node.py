@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ammp_edge.core import clock, config as cfg, keys
+from ammp_edge.core import clock, config as cfg, configdoor, jsontext, keys
 from ammp_edge.core.kvs import KVStore
 from ammp_edge.node import intake, meta, provision
 from ammp_edge.node.cloudapi import Api, ApiError, Retry
@@ -99,7 +99,7 @@ def test_the_config_is_cut_out_of_the_envelope_byte_for_byte():
     ],
 )
 def test_config_id_is_cut_out_and_nothing_else_changes(text, expected):
-    out = intake.without_member(text, "config_id")
+    out = jsontext.without_member(text, "config_id")
     assert out == expected
     assert json.loads(out) == {k: v for k, v in json.loads(text).items() if k != "config_id"}
 
@@ -262,7 +262,7 @@ def test_an_unusable_config_is_refused_and_said_on_u_log_msg(intake_, raw, says)
     assert store.get_raw("config") == good
     ((topic, text),) = pub
     assert topic == "u/log/msg" and "refused, the previous config keeps running" in text and says in text
-    assert not it.offer(raw, "the AMMP API", quiet_repeat=True) and len(pub) == 1, "the hourly watch says it once"
+    assert not it.offer(raw, "api", quiet_repeat=True) and len(pub) == 1, "the hourly watch says it once"
     assert not it.offer(raw, "d/config") and len(pub) == 2, "a push is always answered"
 
 
@@ -278,8 +278,10 @@ def test_a_config_with_one_bad_device_is_stored_and_the_problem_published(intake
     doc["readings"]["p"] = {"device": "bad", "var": "P_total"}
     assert it.offer(json.dumps(doc).encode(), "d/config")
     assert json.loads(store.get_raw("config")) == doc
-    ((topic, text),) = pub
-    assert topic == "u/log/msg" and "devices.bad.address.port" in text and "the rest runs" in text
+    assert pub == [], "node says it when the config starts to run (whichever door stored it)"
+    text = configdoor.announcement(store, cfg.load(doc, it.builtin))
+    assert text.startswith(f"config {cfg.digest(doc)} running, from d/config at ")
+    assert "devices.bad.address.port" in text and "the rest runs" in text
 
 
 def test_the_provisioning_file_is_the_initial_config_only(intake_, tmp_path):

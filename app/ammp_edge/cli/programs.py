@@ -120,15 +120,25 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from ..device import appliance
-    from .tools import load_config_file
 
-    raw = config = None
-    if args.config or args.demo:
-        raw, config = load_config_file(Path(args.config) if args.config else appliance.DEMO_CONFIG)
+    path = Path(args.config) if args.config else appliance.DEMO_CONFIG if args.demo else None
+    raw = None
+    if path is not None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
+            return 2
     if args.demo:  # the demo reaches no cloud: node makes no HTTP request (paths.offline)
         paths.set_offline()
     try:
-        return appliance.run(raw, config if args.demo else None)
+        return appliance.run(
+            raw, args.demo, str(path) if args.config else None, lambda p: print(f"{path}: {p}", file=sys.stderr)
+        )
+    except appliance.ConfigRefused as exc:  # through the one door, as every config (core.configdoor)
+        for p in exc.verdict.problems:
+            print(f"{path}: {p}", file=sys.stderr)
+        return 2
     except appliance.SetupError as exc:
         print(f"up: {exc}", file=sys.stderr)
         return 1

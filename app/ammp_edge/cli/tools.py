@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..core import config as cfg, drivers, paths
+from ..core import config as cfg, drivers, keys, paths
 from ..core.kvs import KVStore
 from ..core.problems import ConfigUnusable, Problem
 
@@ -198,6 +198,19 @@ def cmd_kvs(args: argparse.Namespace) -> int:
             return 1
         value = json.loads(raw)
         print(value if isinstance(value, str) else json.dumps(value))
+        return 0
+    if args.key == keys.CONFIG:  # the site config goes through the one door, like every config
+        from ..core import configdoor
+        from ..delivery.outputcheck import output_problems
+
+        verdict = configdoor.submit(
+            store, args.value.encode(), "kvs", drivers.load_builtin_drivers(paths.drivers_dir()), output_problems
+        )
+        for p in verdict.problems:
+            print(f"config: {p}", file=sys.stderr)
+        if not verdict.accepted:
+            print(verdict.message, file=sys.stderr)
+            return 2
         return 0
     try:  # as upstream: JSON when it parses, else a string
         value = json.loads(args.value)

@@ -15,6 +15,7 @@ calling bus.run_bus, does not wait.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import subprocess
 import threading
@@ -27,6 +28,12 @@ from .host import in_container
 from .kvs import cache as kv_cache
 
 log = logging.getLogger(__name__)
+
+
+def now_rfc3339() -> str:
+    """The time now as RFC 3339 in UTC to the second (`2026-11-27T10:00:00Z`), as the KV store keeps it."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
 
 CHECK_EVERY_S = 5.0
 FIRST_MESSAGE_GAP_S = 60.0

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import drivers as drv, serialline
+from . import drivers as drv, jsontext, serialline
 from .problems import ConfigUnusable, InvalidInput, Problem, join_path, nonfinite, nonfinite_problem, refuse_nonfinite
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def bus_id_for(key: str, reading_type: str, address: dict) -> str:
     return _safe(f"{reading_type}_{key}")
 
 
-def _check_address(key: str, reading_type: str, address: Any, path: str, problems: list[Problem]) -> dict:
+def _check_address(key: str, reading_type: str, address: Any, path: str, problems: list[Problem] | None = None) -> dict:
     if address is None:
         address = {}
     if not isinstance(address, dict):
@@ -166,8 +166,8 @@ def _check_address(key: str, reading_type: str, address: Any, path: str, problem
         baud = _int_in(
             address, "baudrate", path, serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE, serialline.DEFAULT_BAUDRATE
         )
-        if baud not in serialline.STANDARD_BAUDRATES:
-            log.warning("%s: %s is not a standard baud rate", join_path(path, "baudrate"), baud)
+        if baud not in serialline.STANDARD_BAUDRATES and problems is not None:  # reported by every door alike
+            problems.append(Problem(join_path(path, "baudrate"), f"{baud} is not a standard baud rate", "warning"))
         bytesize = _int_in(address, "bytesize", path, 5, 8, 8)
         address["bytesize"] = bytesize
         stopbits = address.get("stopbits", 1)
@@ -197,7 +197,9 @@ def _int_in(address: dict, key: str, path: str, lo: int, hi: int, default: int) 
     return value
 
 
-def _seconds(obj: dict, key: str, path: str, default: float, lo: float, hi: float | None, problems: list) -> float:
+def _seconds(
+    obj: dict, key: str, path: str, default: float, lo: float, hi: float | None, problems: list[Problem] | None
+) -> float:
     """A non-negative, finite number of seconds (absent, null or 0: default); a value outside lo..hi
     is used as the nearer bound, with a warning."""
     value = obj.get(key)
@@ -208,7 +210,7 @@ def _seconds(obj: dict, key: str, path: str, default: float, lo: float, hi: floa
     if value == 0:
         return default
     bounded = min(max(float(value), lo), hi if hi is not None else math.inf)
-    if bounded != value:
+    if bounded != value and problems is not None:
         problems.append(
             Problem(join_path(path, key), f"{value} s is outside {lo:g}..{hi:g} s; using {bounded:g} s", "warning")
         )
@@ -293,10 +295,8 @@ def _check_top(raw: Any) -> tuple[int, bool]:
 
 
 def parse_json(text: str | bytes, what: str = "config") -> Any:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise ConfigUnusable([Problem("$", f"{what} is not valid JSON: {exc}")]) from None
+    """The one parser with its size and depth limits (core.jsontext); ConfigUnusable naming the problem."""
+    return jsontext.parse(text, what)
 
 
 def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:

@@ -8,14 +8,13 @@ the rest of the driver is used.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import codec
+from . import codec, jsontext
 from .problems import InvalidInput, Problem, join_path, refuse_nonfinite
 
 log = logging.getLogger(__name__)
@@ -404,8 +403,9 @@ def check_driver(driver: Any, path: str) -> list[Problem]:
 
 
 def load_driver_file(path: Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """A driver file through the one parser (core.jsontext: the same size and depth limits as configs);
+    OSError, or ConfigUnusable (a ValueError) naming the problem."""
+    return jsontext.parse(Path(path).read_bytes(), "driver")
 
 
 def load_builtin_drivers(directory: Path) -> dict[str, dict]:

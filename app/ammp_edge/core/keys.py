@@ -7,12 +7,19 @@ the constant, never the string.
 KV store ($AE_DATA_DIR/kvs-db/kvstore.db, persistent)
   config                    the current site config, stored as the exact bytes received
   last_good_config          the last usable config (a program that starts after a bad one uses it)
+  config_origin             where the stored config came from (core.configdoor writes it with the config):
+                            {"source", "label", "at", "config_id", "detail", "problems", "replaced"}
+  config_keep_local         while a local edit is kept on a cloud-managed node: {"since", "by",
+                            "config_id", "replaced", "cloud_known"}; absent: the cloud's config wins
+  config_cloud              the AMMP API's answer at the last config check: {"config_id", "checked"}
+  config_check_request      set by the web UI (hand control back): node checks against the API now
   node_id, access_key, activated   the node's identity (activated: RFC 3339)
   http_api_base_url         the AMMP API (default https://edge.ammp.io/api/v0)
   mqtt_bridge_*             the broker's bridges (conf/README.md lists them)
   serial_sensor_port        the RS-485 port of the sensors (default /dev/ttyAMA0)
   image_update_url          where image_update fetches the app bundle (Pi image)
-  webui_password, webui_secret, webui_sessions, webui_previous_config, log_level   the web UI's
+  webui_previous_config     the config the last change replaced, whichever door (the web UI's "Restore")
+  webui_password, webui_secret, webui_sessions, log_level   the web UI's
 
 KV cache ($AE_TEMP_DIR/ae-kvcache.db, volatile)
   clock_trusted             true once node trusts the clock; buses under supervisord wait for it
@@ -39,6 +46,10 @@ from __future__ import annotations
 # -- KV store -------------------------------------------------------------------------------------
 CONFIG = "config"
 LAST_GOOD_CONFIG = "last_good_config"
+CONFIG_ORIGIN = "config_origin"
+CONFIG_KEEP_LOCAL = "config_keep_local"
+CONFIG_CLOUD = "config_cloud"
+CONFIG_CHECK_REQUEST = "config_check_request"
 NODE_ID = "node_id"
 ACCESS_KEY = "access_key"
 ACTIVATED = "activated"

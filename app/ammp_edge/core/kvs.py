@@ -1,9 +1,9 @@
 """The KV store and KV cache: SQLite `kvstore(key TEXT PRIMARY KEY, value BLOB)` with JSON values.
 
 Same file, schema and key names as upstream (reference section 4.4), so an upstream node's data
-directory works unchanged. WAL journal, synchronous FULL; one short transaction per call, safe across
-processes. The file, its WAL and its directory are readable by their owner only: the store holds the
-node's access key and the web UI's session secret.
+directory works unchanged. WAL journal, synchronous FULL; one short transaction per call (or several
+calls in one `transaction()`), safe across processes. The file, its WAL and its directory are
+readable by their owner only: the store holds the node's access key and the web UI's session secret.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ class KVStore:
     def __init__(self, path: Path | str | None = None):
         self.path = Path(path) if path else paths.kvstore_path()
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)  # an existing one: `up` fixes it
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by the calls inside a transaction()
         self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
         private_sqlite(self.path)  # before the WAL exists: SQLite gives it the main file's mode
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -55,6 +57,19 @@ class KVStore:
                 "INSERT INTO kvstore (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, raw_json),
             )
+
+    @contextmanager
+    def transaction(self) -> Iterator[KVStore]:
+        """Reads and writes that no other thread or process interleaves with (BEGIN IMMEDIATE: the
+        write lock is taken at the start), committed together or not at all."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def delete(self, key: str) -> None:
         with self._lock:

@@ -1,6 +1,8 @@
 """`ammp-edge up`: the whole appliance under supervisord, in the foreground.
 
-`up` renders supervisord.conf and one include per bus of the config in the KV store (supervise.py),
+`up --config FILE` (and `--demo`) hands the file to the one config door (core.configdoor, the rules of
+every door: refused with its problems when unusable, the stored config unchanged). `up` then renders
+supervisord.conf and one include per bus of the config in the KV store (supervise.py),
 has the broker config rendered once (`ammp-edge bridge-config --once`) so mosquitto can start, then
 runs supervisord as its child and waits. supervisord runs in its own session (a Ctrl-C in the
 terminal reaches `up` only) and gets SIGTERM if `up` dies (PR_SET_PDEATHSIG), so it never outlives it.
@@ -31,15 +33,18 @@ import subprocess
 import sys
 import threading
 import xmlrpc.client
+from collections.abc import Callable
 
 import psutil
 
-from ..core import credentials, keys, paths, supervisor as supervisord
+from ..core import configdoor, credentials, drivers, keys, paths, supervisor as supervisord
 from ..core.config import Config
 from ..core.configsource import ConfigSource
 from ..core.fileio import PRIVATE_DIR, make_private, make_private_tree, write_atomic
 from ..core.kvs import KVStore, cache as kv_cache
+from ..core.problems import Problem
 from ..core.supervisor_conf import ammp_edge, write_bus_include
+from ..delivery.outputcheck import output_problems
 from . import supervise
 
 log = logging.getLogger(__name__)
@@ -50,6 +55,14 @@ SUPERVISORD_EXIT_WAIT_S = 60  # normally nothing is left to stop by then
 
 class SetupError(Exception):
     """The appliance cannot start; the message says why and what to do."""
+
+
+class ConfigRefused(SetupError):
+    """The config given to `up` cannot be used (the stored one is unchanged)."""
+
+    def __init__(self, verdict: configdoor.Verdict):
+        super().__init__(verdict.message)
+        self.verdict = verdict
 
 
 def already_running() -> bool:
@@ -99,8 +112,23 @@ def announce_password(initial: str) -> None:
     )
 
 
-def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list[str]:
-    """Store the config, render supervisord's files; returns the bus ids started with."""
+def store_config(store: KVStore, config_raw: bytes, demo: bool, detail: str | None) -> configdoor.Verdict:
+    """`up --config FILE` (or `--demo`) through the one door; ConfigRefused when it cannot be used."""
+    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    verdict = configdoor.submit(store, config_raw, "demo" if demo else "up", builtin, output_problems, detail=detail)
+    if not verdict.accepted:
+        raise ConfigRefused(verdict)
+    return verdict
+
+
+def prepare(
+    config_raw: bytes | None = None,
+    demo: bool = False,
+    detail: str | None = None,
+    report: Callable[[Problem], None] = lambda p: None,
+) -> tuple[list[str], Config | None]:
+    """Store the config, render supervisord's files; returns the bus ids started with and the demo's
+    config (its devices are simulated)."""
     os.umask(0o077)  # inherited by supervisord, which sets the same for its programs
     private_dirs()
     sock = paths.supervisor_socket()
@@ -110,12 +138,20 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
         raise SetupError(
             f"an appliance is already running with AE_TEMP_DIR={paths.temp_dir()} (socket {sock}); stop it first"
         )
+    store = KVStore()
+    demo_config = None
+    if config_raw is not None:
+        try:
+            verdict = store_config(store, config_raw, demo, detail)
+        except ConfigRefused:
+            store.close()
+            raise
+        for problem in verdict.problems:
+            report(problem)
+        demo_config = verdict.config if demo else None
     cache = kv_cache()
     cache.delete(keys.CLOCK_TRUSTED)  # node decides afresh whether the clock can be trusted; buses wait for it
     cache.close()
-    store = KVStore()
-    if config_raw is not None:
-        store.set_raw(keys.CONFIG, config_raw)  # as given, never re-serialised
     config = ConfigSource(kvstore=store).current()
     initial = credentials.ensure_password(store)  # the web UI's per-node password: on the console, `docker logs`
     if initial:
@@ -132,9 +168,9 @@ def prepare(config_raw: bytes | None = None, demo: Config | None = None) -> list
     env = paths.environment()
     for bus_id in bus_ids:
         write_bus_include(bus_id, env)
-    text = supervise.render_main(supervise.fixed_programs(demo), paths.temp_dir(), env)
+    text = supervise.render_main(supervise.fixed_programs(demo_config), paths.temp_dir(), env)
     write_atomic(paths.supervisor_conf_path(), text, 0o600)
-    return bus_ids
+    return bus_ids, demo_config
 
 
 def render_broker_once() -> None:
@@ -157,8 +193,13 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def run(config_raw: bytes | None = None, demo: Config | None = None) -> int:
-    bus_ids = prepare(config_raw, demo)
+def run(
+    config_raw: bytes | None = None,
+    demo: bool = False,
+    detail: str | None = None,
+    report: Callable[[Problem], None] = lambda p: None,
+) -> int:
+    bus_ids, _ = prepare(config_raw, demo, detail, report)
     render_broker_once()
     stop = threading.Event()
 

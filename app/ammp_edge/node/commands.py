@@ -41,10 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core import keys, paths, supervisor as supervisord
+from ..core import jsontext, keys, paths, supervisor as supervisord
 from ..core.host import in_container
 from ..core.kvs import KVStore, cache as kv_cache
 from ..core.paths import update_hooks
+from ..core.problems import ConfigUnusable
 from . import cloudapi, scan as scanning
 from .configgen import generation_request
 from .scan import sensor_address, serial as serial_scan
@@ -89,10 +90,12 @@ def validate(payload: bytes) -> list[str]:
     """The command names of a payload; raises ValueError naming what is wrong."""
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"payload of {len(payload)} bytes is larger than {MAX_PAYLOAD} bytes")
-    try:
-        names = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from None
+    try:  # the one parser: a deep nesting must not take node down (the default recursion limit is 1000)
+        names = jsontext.parse(payload, "the payload", MAX_PAYLOAD)
+    except jsontext.OverLimit as exc:
+        raise ValueError(exc.problems[0].message) from None
+    except ConfigUnusable as exc:
+        raise ValueError(f"not JSON ({exc.problems[0].message})") from None
     if not isinstance(names, list):
         raise ValueError(f"expected a JSON list of command names, got {type(names).__name__}")
     if not names:

@@ -11,7 +11,9 @@
 - bus programs: every round the KV key `config` is read; when its bytes changed it is loaded
   (core.configsource.ConfigSource: an unusable config is logged and the previous one kept) and the
   `bus-*` programs are reconciled with its buses through supervisord (buses.py). Reconciling runs every
-  round, so a failed attempt is retried and a bus that gave up is started again.
+  round, so a failed attempt is retried and a bus that gave up is started again. When the config that
+  runs changes (and at start), node says on `u/log/msg` which config it is, where it came from (any
+  door: core.configdoor keeps its origin) and its problems.
 
 MQTT: one persistent session on the local broker (client id `ammp-edge-node`, clean session false)
 with QoS 2 subscriptions to `d/config` and `d/command`; the broker keeps what arrives while node is
@@ -31,7 +33,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..bridge.plan import bridge_state_topics
-from ..core import clock, keys, paths, watchdog
+from ..core import clock, configdoor, keys, paths, watchdog
+from ..core.config import Config
 from ..core.configsource import ConfigSource
 from ..core.kvs import KVStore, cache
 from ..delivery.mqtt import MqttLink
@@ -79,6 +82,8 @@ class Node:
         self.intake = Intake(store, self.source.builtin, self.publish)
         self.commands: CommandService | None = None  # set up in start(), after the clock check has begun
         self.threads: list[threading.Thread] = []
+        self._announced: Config | None = None
+        self._announcement: str | None = None  # said on u/log/msg once node is connected
 
     # -- MQTT -------------------------------------------------------------------------------------
     def publish(self, topic: str, text: str) -> None:
@@ -91,7 +96,7 @@ class Node:
         try:
             if topic == keys.CONFIG_TOPIC:
                 log.info("config pushed on %s (%d bytes)", topic, len(payload))
-                self.intake.offer(bytes(payload), topic)
+                self.intake.offer(bytes(payload), "d/config")
             elif topic == keys.COMMAND_TOPIC:
                 if self.commands is None:
                     self.publish(keys.COMMAND_RESPONSE_TOPIC, "Commands could not be set up on this node (see its log)")
@@ -141,6 +146,18 @@ class Node:
         if not self.stop.is_set():
             meta.publish_meta(self.link, meta.values(self.started), self.stop)
 
+    def announce(self, config: Config | None) -> None:
+        """Say on u/log/msg which config runs and where it came from, once per config that starts to run;
+        never waits for the broker (the round reconciles the buses): while node is not connected the
+        latest announcement waits for a later round."""
+        if config is not None and config is not self._announced:
+            self._announced = config
+            self._announcement = configdoor.announcement(self.store, config)
+            log.info("%s", self._announcement)
+        if self._announcement is not None and self.link.connected.is_set():
+            if self.link.publish(keys.LOG_TOPIC, self._announcement, qos=1) is not None:
+                self._announcement = None
+
     # -- the program ------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread("clock", self._clock)  # first: the buses wait for it
@@ -160,7 +177,9 @@ class Node:
         try:
             while not self.stop.is_set() and not self.fatal.is_set():
                 watchdog.heartbeat("node", MAX_SILENCE_S)
-                buses.step(self.source.current())
+                config = self.source.current()
+                buses.step(config)
+                self.announce(config)
                 self.stop.wait(round_s)
         finally:
             self.link.stop()

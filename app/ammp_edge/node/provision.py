@@ -5,7 +5,8 @@
   random hex digits.
 - An upstream node's data directory is taken over as it is: when the KV store has a node_id nothing
   is done; when it has none but the legacy `<data>/config.db` exists, the first row of its table
-  `nodeconfig(node_id, access_key, config)` is copied into the KV store.
+  `nodeconfig(node_id, access_key, config)` is copied into the KV store (its config through the one
+  door, core.configdoor, like every other config: one that cannot be used is not copied).
 - Otherwise activation: GET {base}/nodes/{id}/activate gives {"access_key": ...}; POST to the same URL
   with the key in `Authorization` (raw, no scheme) and an empty body activates the node. Each step is
   retried until it works (capped backoff, cloudapi.Retry). Then `node_id`, `access_key` and
@@ -14,7 +15,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 import secrets
@@ -23,7 +23,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core import paths
+from ..core import configdoor, drivers, keys, paths
+from ..core.clock import now_rfc3339
+from ..delivery.outputcheck import output_problems
 from .cloudapi import Api, ApiError, Retry
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,6 @@ def generate_node_id() -> str:
     return node_id_from(interface_macs())
 
 
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
 # ---------------------------------------------------------------------------------------------
 # legacy data directory
 
@@ -97,15 +95,12 @@ def import_legacy(store, path: Path | None = None) -> bool:
     store.set("node_id", str(node_id))
     if access_key:
         store.set("access_key", str(access_key))
-    if config and store.get_raw("config") is None:
+    if config and store.get_raw(keys.CONFIG) is None:
         raw = config.encode() if isinstance(config, str) else bytes(config)
-        try:
-            import json
-
-            if isinstance(json.loads(raw), dict):
-                store.set_raw("config", raw)
-        except ValueError:
-            log.error("legacy %s: its config is not JSON; not copied", path)
+        builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+        verdict = configdoor.submit(store, raw, "legacy", builtin, output_problems, detail=str(path))
+        if not verdict.accepted:
+            log.error("legacy %s: its config is not copied: %s", path, verdict.message)
     log.info("took over node %s from the legacy %s", node_id, path)
     return True
 

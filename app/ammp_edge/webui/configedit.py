@@ -1,57 +1,47 @@
-"""Changing the config from the web UI: validate first, apply only what passes, keep the previous one.
+"""Changing the config from the web UI, through the one door (core.configdoor) every config takes.
 
-A config is applied by writing the KV store key `config`; `node` and the buses pick it up (a bus
-reloads between cycles). Any error (a problem with severity "error", or an unusable config) refuses
-the change unless the user asks to apply it anyway, which is possible only for a usable config (the
-items with errors are then skipped, as for a config from the cloud). The replaced config is kept in
-`webui_previous_config` so it can be restored.
+Every change (upload, paste, device edit or add, restore) is handed to configdoor.submit with the
+source "webui": the same parser and limits, the same `config_id` cut, the same problems and refusals
+as a config from the cloud or `up --config`, the replaced config kept in `webui_previous_config` for
+"restore". The web UI asks before it stores a config with errors (unless "apply despite errors", which
+stores what every other door stores). On a node the AMMP cloud manages, the engineer chooses whether
+the cloud's next config replaces the edit or the edit is kept until the cloud sends a new one.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 
-from ..core import config as cfg, keys, serialline
-from ..core.problems import ConfigUnusable, Problem
+from ..core import config as cfg, configdoor, jsontext, keys, serialline
+from ..core.configdoor import Say, Verdict
+from ..core.problems import ConfigUnusable
+from ..delivery.outputcheck import output_problems
 
 DEVICE_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
-@dataclass
-class Check:
-    problems: list[Problem] = field(default_factory=list)
-    usable: bool = False
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-
-def check(raw: bytes, builtin: dict) -> Check:
-    if len(raw) > MAX_CONFIG_BYTES:
-        return Check([Problem("$", f"larger than {MAX_CONFIG_BYTES // 1024 // 1024} MiB")])
-    try:
-        config = cfg.load(cfg.parse_json(raw), builtin)
-    except ConfigUnusable as exc:
-        return Check(list(exc.problems))
-    from ..delivery.outputs import compile_outputs
-
-    problems = list(config.problems) + compile_outputs(config.outputs)[1]
-    return Check(problems, True)
-
-
-def apply(store, raw: bytes, builtin: dict, anyway: bool = False) -> tuple[bool, Check]:
-    result = check(raw, builtin)
-    if not result.usable or (result.errors and not anyway):
-        return False, result
-    old = store.get_raw(keys.CONFIG)
-    if old is not None and old != raw:
-        store.set_raw(keys.WEBUI_PREVIOUS_CONFIG, old)
-    store.set_raw(keys.CONFIG, raw)
-    return True, result
+def apply(
+    store,
+    raw: bytes,
+    builtin: dict,
+    anyway: bool = False,
+    keep_local: bool = False,
+    say: Say | None = None,
+    detail: str | None = None,
+) -> Verdict:
+    """A config from the web UI through the one door; errors need `anyway`."""
+    return configdoor.submit(
+        store,
+        raw,
+        "webui",
+        builtin,
+        output_problems,
+        detail=detail,
+        confirm_errors=not anyway,
+        keep_local=keep_local,
+        say=say,
+    )
 
 
 def dumps(doc: dict) -> bytes:
@@ -63,9 +53,9 @@ def current_doc(store) -> dict:
     if raw is None:
         return {"devices": {}, "readings": {}, "read_interval": 60}
     try:
-        doc = json.loads(raw)
-    except ValueError:
-        raise ValueError("the stored config is not valid JSON; upload a new one") from None
+        doc = jsontext.parse(raw)
+    except ConfigUnusable as exc:
+        raise ValueError(f"the stored config cannot be edited ({exc}); upload a new one") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("devices", {}), dict):
         raise ValueError("the stored config is not a JSON object")
     doc.setdefault("devices", {})

@@ -14,11 +14,12 @@ from urllib.parse import quote, urlsplit
 import bottle
 from bottle import HTTPResponse, request, response
 
+from ..core import jsontext
 from . import auth
 from .web import Ctx, form
 
 PUBLIC = ("/health", "/login", "/static/")
-MAX_BODY = 5 * 1024 * 1024  # a config upload; cheroot refuses a larger Content-Length itself (server.py)
+MAX_BODY = jsontext.MAX_BYTES + 1024 * 1024  # a config at the limit, as a form; cheroot refuses more itself (server.py)
 MAX_ANONYMOUS_BODY = 16 * 1024  # without a session only the login form is accepted (well under 1 KiB)
 bottle.BaseRequest.MEMFILE_MAX = MAX_BODY
 CSP = (
@@ -76,7 +77,10 @@ def install(app: bottle.Bottle, ctx: Ctx) -> None:
             raise HTTPResponse("method not allowed", status=405)
         length = request.content_length
         if length > MAX_BODY:
-            raise HTTPResponse("request too large", status=413)
+            raise HTTPResponse(
+                f"request too large: the limit is {MAX_BODY:,} bytes (a config at most {jsontext.MAX_BYTES:,})",
+                status=413,
+            )
         if request.method == "POST":
             origin = request.headers.get("Origin")
             if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("Host"):

@@ -11,7 +11,7 @@ import time
 import psutil
 
 from .. import __version__
-from ..core import keys, paths
+from ..core import configdoor, keys, paths
 from ..core.supervisor import RUNNING, bus_program_name, programs
 
 # /health's thresholds (webui/README.md): a program restarted more than MAX_RESTARTS times within
@@ -223,8 +223,25 @@ def summary(state) -> dict:
         "expected_buses": sorted(config.buses()) if config else [],
         "config_id": config.config_id if config else None,
         "config_problems": len(config.problems) if config else len(unusable),
+        "config_source": configdoor.state(state.store, config.config_id if config else None),
         "interfaces": interfaces(),
         "system": system(),
+    }
+
+
+def config_story(store, config_id: str | None) -> dict:
+    """Which config runs and where it came from, for /health: {config_id, source, from, at, managed,
+    kept_locally, cloud_config_id, replaced_local}."""
+    st = configdoor.state(store, config_id)
+    return {
+        "config_id": config_id,
+        "source": st["source"],
+        "from": st["label"] if config_id else None,
+        "at": st["at"],
+        "managed_by_cloud": st["managed"],
+        "kept_locally": st["keep_local"],
+        "cloud_config_id": (st["cloud"] or {}).get("config_id"),
+        "replaced_local": st["replaced"],
     }
 
 
@@ -238,10 +255,12 @@ def health(state) -> tuple[int, dict]:
     settings = sysinfo.pop("settings") or {}
     sysinfo["settings_problems"] = len(settings.get("problems", [])) if settings else None
     sysinfo["access_point_active"] = (settings.get("access_point") or {}).get("active")
+    config, _ = state.config()
     return (200 if ok else 503), {
         "status": "ok" if ok else "fail",
         "problems": found,
         "version": __version__,
+        "config": config_story(state.store, config.config_id if config else None),
         "programs": {p["name"]: p["state"] for p in progs},
         "error": err,
         "outbox": state.outbox_info,

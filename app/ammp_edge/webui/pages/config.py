@@ -7,7 +7,9 @@ import logging
 import bottle
 from bottle import request, response
 
-from ...core import keys
+from ...core import configdoor, jsontext, keys, paths
+from ...core.configdoor import Verdict
+from ...core.problems import Problem
 from .. import configedit
 from ..security import see_other
 from ..web import Ctx, bad_request, drivers, form, query, render
@@ -18,7 +20,15 @@ log = logging.getLogger(__name__)
 def register(app: bottle.Bottle, ctx: Ctx) -> None:
     state = ctx.state
 
-    def config_page(result=None, applied=None, text: str = "", code: int = 200):
+    def say(text: str) -> None:  # a refusal goes to u/log/msg too, as from every door that can say it
+        state.publish(keys.LOG_TOPIC, text)
+
+    def keep_chosen(f) -> bool:
+        """The engineer chose to keep this edit until the cloud sends a new config (offered only when the
+        AMMP cloud manages the node)."""
+        return f.get("cloud") == "keep" and configdoor.managed(state.store)
+
+    def config_page(result=None, applied=None, text: str = "", code: int = 200, notice: str | None = None):
         config, unusable = state.config()
         response.status = code
         return render(
@@ -30,12 +40,19 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             result=result,
             applied=applied,
             text=text,
+            notice=notice,
+            source=configdoor.state(state.store, config.config_id if config else None),
+            check_interval=paths.config_check_interval(),
             has_previous=state.store.get_raw(keys.WEBUI_PREVIOUS_CONFIG) is not None,
         )
 
     @app.get("/config")
     def config_view():
-        return config_page()
+        q = request.query
+        notice = (
+            "Control handed back to the AMMP cloud: the node checks its config now." if q.get("handed_back") else None
+        )
+        return config_page(applied=True if q.get("applied") else None, notice=notice)
 
     @app.get("/config/download")
     def config_download():
@@ -50,27 +67,55 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         f = form()
         upload = request.files.get("file")
         if upload is not None and upload.filename:
-            raw = upload.file.read(configedit.MAX_CONFIG_BYTES + 1)
+            raw = upload.file.read()  # bounded by the request body limit (webui.security); the door checks the size
         else:
             raw = (f.get("text") or "").encode()
         if not raw.strip():
-            return config_page(configedit.Check([configedit.Problem("$", "no config given")]), False, "", 400)
-        ok, result = configedit.apply(state.store, raw, state.builtin, anyway=f.get("anyway") == "on")
-        if ok:
-            log.info("web UI: config applied (%d bytes, %d problems)", len(raw), len(result.problems))
-        return config_page(result, ok, "" if ok else raw.decode("utf-8", "replace")[:200000], 200 if ok else 400)
+            return config_page(
+                Verdict(configdoor.REFUSED, "no config given", [Problem("$", "no config given")]), False, "", 400
+            )
+        result = configedit.apply(
+            state.store, raw, state.builtin, anyway=f.get("anyway") == "on", keep_local=keep_chosen(f), say=say
+        )
+        if result.accepted:
+            log.info("web UI: %s", result.message)
+        text = "" if result.accepted else raw[: jsontext.MAX_BYTES].decode("utf-8", "replace")[:200000]
+        return config_page(result, result.accepted, text, 200 if result.accepted else 400)
 
     @app.post("/config/restore")
     def config_restore():
+        f = form()
         raw = state.store.get_raw(keys.WEBUI_PREVIOUS_CONFIG)
         if raw is None:
-            return config_page(configedit.Check([configedit.Problem("$", "no previous config kept")]), False, "", 400)
-        ok, result = configedit.apply(state.store, raw, state.builtin)
-        return config_page(result, ok, "", 200 if ok else 400)
+            return config_page(
+                Verdict(configdoor.REFUSED, "no previous config kept", [Problem("$", "no previous config kept")]),
+                False,
+                "",
+                400,
+            )
+        result = configedit.apply(
+            state.store, raw, state.builtin, keep_local=keep_chosen(f), say=say, detail="(restore)"
+        )
+        return config_page(result, result.accepted, "", 200 if result.accepted else 400)
+
+    @app.post("/config/cloud")
+    def config_hand_back():
+        configdoor.hand_back(state.store)
+        return see_other("/config?handed_back=1")
 
     def device_page(key: str | None, values: dict, errors: list, code: int = 200, add: bool = False):
         response.status = code
-        return render("device", ctx, key=key, v=values, errors=errors, add=add, drivers=sorted(drivers(state)))
+        return render(
+            "device",
+            ctx,
+            key=key,
+            v=values,
+            errors=errors,
+            add=add,
+            drivers=sorted(drivers(state)),
+            managed=configdoor.managed(state.store),
+            check_interval=paths.config_check_interval(),
+        )
 
     @app.get("/config/device/<key>")
     def device_edit(key):
@@ -88,10 +133,10 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         }
         return device_page(key, v, [])
 
-    def apply_doc(doc: dict, on_error):
-        ok, result = configedit.apply(state.store, configedit.dumps(doc), state.builtin)
-        if not ok:
-            return on_error([str(p) for p in result.errors] or ["the config would not be usable"])
+    def apply_doc(doc: dict, f, on_error):
+        result = configedit.apply(state.store, configedit.dumps(doc), state.builtin, keep_local=keep_chosen(f), say=say)
+        if not result.accepted:
+            return on_error([str(p) for p in result.errors] or [result.message])
         return see_other("/config?applied=1")
 
     @app.post("/config/device/<key>")
@@ -101,7 +146,7 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             doc = configedit.edit_device(configedit.current_doc(state.store), key, f, drivers(state))
         except ValueError as exc:
             return device_page(key, dict(f), [str(exc)], 400)
-        return apply_doc(doc, lambda errs: device_page(key, dict(f), errs, 400))
+        return apply_doc(doc, f, lambda errs: device_page(key, dict(f), errs, 400))
 
     @app.get("/config/add")
     def device_add_form():
@@ -122,4 +167,4 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             doc = configedit.add_device(configedit.current_doc(state.store), key, f, drivers(state))
         except ValueError as exc:
             return device_page(key, dict(f), [str(exc)], 400, add=True)
-        return apply_doc(doc, lambda errs: device_page(key, dict(f), errs, 400, add=True))
+        return apply_doc(doc, f, lambda errs: device_page(key, dict(f), errs, 400, add=True))

@@ -51,5 +51,12 @@
 % end
 </select></label>
 </fieldset>
+% if managed:
+% interval = f"{check_interval / 60:g} min" if check_interval >= 60 else f"{check_interval:g} s"
+<p class="warn cloud-choice">The AMMP cloud manages this node's config: its next config (checked every {{interval}}) replaces an edit saved here, unless you keep it until the cloud sends a new one.</p>
+<button type="submit" id="device-save" name="cloud" value="replace">Apply; the cloud's next config replaces it</button>
+<button type="submit" id="device-keep" name="cloud" value="keep">Apply and keep until the cloud sends a new config</button> <a href="/config">Cancel</a>
+% else:
 <button type="submit" id="device-save">Validate and apply</button> <a href="/config">Cancel</a>
+% end
 </form>

@@ -34,7 +34,12 @@
 <tr><th>System uptime</th><td>{{dur(s["uptime"]["system_s"])}}</td></tr>
 <tr><th>Clock</th><td><span class="{{'ok' if s['clock'].startswith('synch') else 'bad'}}">{{s["clock"]}}</span>
   · {{time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(s["time"]))}} UTC <span id="clock-skew" data-server-time="{{s['time']}}"></span></td></tr>
-<tr><th>Config</th><td>{{s["config_id"] or "none"}}{{f" · {s['config_problems']} problem(s)" if s["config_problems"] else ""}} · <a href="/config">view</a></td></tr>
+% cs = s["config_source"]
+<tr><th>Config</th><td id="status-config">{{s["config_id"] or "none"}}{{f" · {s['config_problems']} problem(s)" if s["config_problems"] else ""}} · <a href="/config">view</a></td></tr>
+% if s["config_id"]:
+<tr><th>Config from</th><td id="status-config-source">{{cs["label"]}}{{f" at {cs['at']}" if cs["at"] else ""}}{{f" · replaced the local config {cs['replaced'].get('config_id')} ({cs['replaced'].get('label')})" if cs["replaced"] else ""}}</td></tr>
+% end
+<tr><th>Config control</th><td id="status-config-control">{{("managed by the AMMP cloud" + (" · a local config is kept until the cloud sends a new one" if cs["keep_local"] else "")) if cs["managed"] else f"local ({cs['local_because']})"}}</td></tr>
 </table>
 </section>
 <section class="card">
