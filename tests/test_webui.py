@@ -259,8 +259,9 @@ def test_live_readings_from_the_cache_and_the_outbox(webui):
     s = login(webui)
 
     def live():
+        # the cache (status) and the outbox (value) may be sampled in different rounds: wait for both
         d = s.get(webui + "/api/live").json()["devices"]
-        return d if d and d[0]["fields"][0]["value"] == 1300.0 else None
+        return d if d and d[0]["fields"][0]["value"] == 1300.0 and d[0]["status"] else None
 
     dev = wait_for(live)[0]
     fields = {f["name"]: f for f in dev["fields"]}
