@@ -10,6 +10,7 @@ import time
 import pytest
 
 from ammp_edge.delivery.outbox import Outbox
+from helpers.brokers import wait_until
 from helpers.common import AMMP_EDGE, UPSTREAM_CONFIGS, UPSTREAM_DRIVERS, free_port, write_json
 
 
@@ -234,26 +235,40 @@ def test_bus_keeps_the_previous_config_when_the_new_one_is_unusable(
         "read_interval": 1,
     }
     f = write_json(tmp_path / "c.json", conf)
-    proc = subprocess.Popen(
-        [*AMMP_EDGE, "bus", f"tcp_127.0.0.1_{sim.port}", "--config", str(f)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    errlog = tmp_path / "bus.err"
+
+    def committed() -> list[dict]:
+        box = Outbox(data / "outbox")
+        try:
+            return [r for _, r in box.pending(1000)]
+        finally:
+            box.close()
+
+    with open(errlog, "w") as err_fh:
+        proc = subprocess.Popen(
+            [*AMMP_EDGE, "bus", f"tcp_127.0.0.1_{sim.port}", "--config", str(f)],
+            stdout=subprocess.DEVNULL,
+            stderr=err_fh,
+            text=True,
+        )
     try:
-        time.sleep(2)
+        wait_until(lambda: committed(), timeout=60, what="the bus's first readout")
         f.write_text("{ this is not json")
-        time.sleep(2.5)
+        wait_until(
+            lambda: "config cannot be used, keeping the previous one" in errlog.read_text(),
+            timeout=60,
+            what="the bus noticing the unusable config",
+        )
+        noticed = max(r["t"] for r in committed())
+        # two more cycles after the bus saw the bad file: it kept reading with the previous config
+        late = wait_until(
+            lambda: [r for r in committed() if r["t"] >= noticed + 2], timeout=60, what="cycles after the bad config"
+        )
         assert proc.poll() is None, "the bus must keep running"
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    assert "config cannot be used, keeping the previous one" in err
-    box = Outbox(data / "outbox")
-    records = [r for _, r in box.pending(1000)]
-    box.close()
-    late = [r for r in records if r["t"] > records[0]["t"] + 2]
-    assert late and all(r["devices"][0]["P_total"] == 5.0 for r in late)
+        proc.wait(timeout=30)
+    assert all(r["devices"][0]["P_total"] == 5.0 for r in late)
 
 
 def test_bus_exits_when_its_bus_leaves_the_config(tmp_path, builtin_drivers):
