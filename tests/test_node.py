@@ -471,6 +471,44 @@ def test_a_push_sent_while_node_is_down_is_applied_when_it_comes_back(tmp_path, 
                 again.link.stop()
 
 
+def test_upstream_update_commands_through_the_running_node(tmp_path, monkeypatch):
+    """snap_refresh and snap_proxy_on as the AMMP cloud sends them, to the node's own MQTT session: the
+    installation's update hook runs (as image_update's) and the proxy app updates use is set."""
+    from ammp_edge.node.program import Node
+
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    marker = tmp_path / "updated"
+    hook = root / "bin" / "update"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\necho 'installed version 9.9.9 (was 0.1.0)'\n")
+    hook.chmod(0o755)
+    monkeypatch.setenv("AE_ROOT_DIR", str(root))
+    with Mosquitto.from_text(tmp_path / "b", LOCAL_BROKER) as broker:
+        monkeypatch.setenv("MQTT_BRIDGE_PORT", str(broker.port))
+        store = KVStore()
+        with Recorder(broker.port, "u/command_response") as rec:
+            node = Node(threading.Event(), store, offline=True)
+            node.start()
+            try:
+                wait_until(node.link.connected.is_set, 10)
+                wait_until(lambda: node.commands is not None, 10, what="the command service")
+                time.sleep(0.3)  # subscribed
+                publish(broker.port, "d/command", b'["snap_refresh", "snap_proxy_on"]', qos=2)
+                first = rec.wait_for(lambda m: m.topic == "u/command_response", 20)
+                assert first.text == (
+                    "Command: snap_refresh\nexit status: 0\nstdout: snap_refresh: this appliance is not a snap; "
+                    "updating the app as image_update does (the app bundle at the KV key image_update_url)\n"
+                    "installed version 9.9.9 (was 0.1.0)\nstderr: "
+                )
+                assert marker.exists()
+                wait_until(lambda: len(rec.on("u/command_response")) == 2, 20, what="the second answer")
+                assert rec.on("u/command_response")[1].text.startswith("Command: snap_proxy_on\nexit status: 0\n")
+                assert store.get("image_update_proxy") == "http://10.255.255.254:8888"
+            finally:
+                node.stop.set()
+                node.link.stop()
+
+
 # -- end to end: `ammp-edge up` from an empty data dir ---------------------------------------------
 
 
