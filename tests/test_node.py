@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ammp_edge import __version__
 from ammp_edge.core import clock, config as cfg, keys
 from ammp_edge.core.kvs import KVStore
 from ammp_edge.node import intake, meta, provision
@@ -406,9 +407,8 @@ def test_ssh_fingerprint_is_ssh_keygens_without_prefix(tmp_path):
     vals = meta.values(1_700_000_000, tmp_path)
     assert vals["ssh_fingerprint"] == out[7:] and vals["start_time"] == "1700000000"
     assert len(vals["arch"].split()) >= 4 and int(vals["boot_time"]) < time.time()
-    assert "snap_rev" not in meta.values(0, tmp_path / "none") and "ssh_fingerprint" not in meta.values(
-        0, tmp_path / "none"
-    )
+    assert "ssh_fingerprint" not in meta.values(0, tmp_path / "none")
+    assert vals["snap_rev"] == vals["version"] == __version__
 
 
 def test_meta_clears_the_retained_values_then_publishes(tmp_path, monkeypatch):
@@ -597,11 +597,13 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
             60,
             "a full cycle at the cloud",
         )
-        for topic in ("boot_time", "start_time", "arch", "version"):
+        for topic in ("boot_time", "start_time", "arch", "version", "snap_rev"):
             rec.wait_for(
                 lambda m, topic=topic: m.topic == f"a/{node_id}/u/meta/{topic}" and m.payload, 30, f"meta {topic}"
             )
-        assert not rec.on(f"a/{node_id}/u/meta/snap_rev")
+        # as upstream: an empty retained message clears the topic, then the value, not retained
+        snap_rev = [(m.payload, m.retain) for m in rec.on(f"a/{node_id}/u/meta/snap_rev")]
+        assert snap_rev[-1] == (__version__.encode(), False) and (b"", False) in snap_rev[:-1], snap_rev
         assert app.programs()["node"]["pid"] == node_pid, "API faults retried without a crash"
         assert "works again" in app.logs("node")
 
