@@ -99,6 +99,9 @@ NODE_CLIENT_ID = "ammp-edge-node"  # persistent session: d/config and d/command 
 NODE_META_CLIENT_ID = "ammp-edge-node-meta"
 PUBLISHER_CLIENT_ID = "ammp-edge-publisher"
 WEBUI_CLIENT_ID_PREFIX = "ammp-edge-webui-"  # + start time: a clean session, nothing to take over
+# The local broker's user for every program of the appliance (password: paths.broker_password_path);
+# clients without a user may only read u/# (bridge/render.py writes the ACL)
+LOCAL_BROKER_USER = "ammp-edge"
 
 # -- shared defaults ------------------------------------------------------------------------------
 DEFAULT_API_BASE_URL = "https://edge.ammp.io/api/v0"
