@@ -3,10 +3,15 @@
 # $$AE_TEMP_DIR/mosquitto/mosquitto.conf. Edit the template or the KV store, never the rendered file:
 # it is rewritten whenever the KV store changes.
 
-# Loopback only. Every client of this broker (publisher, node, webui) runs on this host, which is why
-# anonymous access is acceptable. Never bind this listener to all interfaces.
+# Loopback only. Never bind this listener to all interfaces.
 listener ${PORT} 127.0.0.1
+# Any local user may read the data (`mosquitto_sub -t u/data`): a client without a user name may only
+# read u/#. The appliance's own programs (node, publisher, web UI) log in as ${USER} with the password
+# in $$AE_DATA_DIR/broker-password (mode 0600) and may do everything, so nobody else on this host can
+# publish d/config or d/command, or read them. Messages arriving over a bridge are not subject to the ACL.
 allow_anonymous true
+password_file ${PASSWORD_FILE}
+acl_file ${ACL_FILE}
 ${USER_LINE}
 # Persistence: a full snapshot every 60 s (never on every change: SD cards wear out). On start,
 # bridge-config moves an interrupted save (mosquitto.db.new) aside together with mosquitto.db.

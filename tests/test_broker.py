@@ -31,7 +31,7 @@ from ammp_edge.bridge.plan import configured_bridges, plan
 from ammp_edge.bridge.render import render, write_if_changed
 from ammp_edge.core import paths, supervisor
 from ammp_edge.core.kvs import KVStore
-from helpers.brokers import Mosquitto, Recorder, cloud_broker, free_port, publish, retained, wait_until
+from helpers.brokers import Mosquitto, Recorder, cloud_broker, free_port, local_auth, publish, retained, wait_until
 from helpers.common import AMMP_EDGE, REPO
 
 
@@ -89,7 +89,7 @@ def ammp(**extra):
 
 def test_prod_bridge_on_by_default_exactly_as_upstream(layout):
     files = rendered(ammp(), layout)
-    assert set(files) == {"mosquitto.conf", "conf.d/bridge-prod.conf"}
+    assert set(files) == {"mosquitto.conf", "passwd", "acl", "conf.d/bridge-prod.conf"}
     assert lines(files["conf.d/bridge-prod.conf"]) == [
         f"connection {NODE}-brg",
         "address mqtt.ammp.io:8883",
@@ -117,6 +117,8 @@ def test_main_conf_settings(layout):
     for line in (
         "listener 18830 127.0.0.1",
         "allow_anonymous true",
+        f"password_file {layout.conf_dir / 'passwd'}",
+        f"acl_file {layout.conf_dir / 'acl'}",
         "persistence true",
         f"persistence_location {layout.persistence_dir}/",
         "autosave_interval 60",
@@ -167,7 +169,7 @@ def test_prod_off_only_when_literally_false(layout, value, on):
 def test_stage_alone_keeps_upstream_state_topic(layout):
     kv = ammp(mqtt_bridge_prod=False, mqtt_bridge_stage=True)
     files = rendered(kv, layout)
-    assert set(files) == {"mosquitto.conf", "conf.d/bridge-stage.conf"}
+    assert set(files) == {"mosquitto.conf", "passwd", "acl", "conf.d/bridge-stage.conf"}
     assert f"notification_topic a/{NODE}/bridge_state" in lines(files["conf.d/bridge-stage.conf"])
 
 
@@ -182,7 +184,7 @@ def test_stage_alone_keeps_upstream_state_topic(layout):
 def test_no_ammp_bridge_without_credentials(layout, kv, missing):
     problems = []
     files = rendered(kv, layout, problems)
-    assert set(files) == {"mosquitto.conf"}
+    assert set(files) == {"mosquitto.conf", "passwd", "acl"}
     assert "include_dir" not in "\n".join(lines(files["mosquitto.conf"]))
     assert any(f"{missing} not set" in msg for _, msg in problems), problems
 
@@ -190,11 +192,11 @@ def test_no_ammp_bridge_without_credentials(layout, kv, missing):
 def test_node_id_that_would_break_the_config_is_refused(layout):
     problems = []
     files = rendered({"node_id": "ab\nlistener 1883 0.0.0.0", "access_key": KEY}, layout, problems)
-    assert set(files) == {"mosquitto.conf"}
+    assert set(files) == {"mosquitto.conf", "passwd", "acl"}
     assert "0.0.0.0" not in files["mosquitto.conf"]
     problems = []
     files = rendered({"node_id": NODE, "access_key": "x\nlistener 1883 0.0.0.0"}, layout, problems)
-    assert set(files) == {"mosquitto.conf"}
+    assert set(files) == {"mosquitto.conf", "passwd", "acl"}
     assert any(msg.startswith("access_key: must be") for _, msg in problems)
 
 
@@ -226,7 +228,7 @@ def test_prod_override_for_tests_and_private_deployments(layout, tmp_path):
 def test_custom_bridge_defaults(layout):
     kv = ammp(mqtt_bridge_prod=False, mqtt_bridge_custom={"host": "broker.example.com"})
     files = rendered(kv, layout)
-    assert set(files) == {"mosquitto.conf", "conf.d/bridge-custom.conf"}
+    assert set(files) == {"mosquitto.conf", "passwd", "acl", "conf.d/bridge-custom.conf"}
     custom = lines(files["conf.d/bridge-custom.conf"])
     assert "address broker.example.com:8883" in custom
     assert f"connection {NODE}-brg-custom" in custom and f"remote_clientid {NODE}-brg-custom" in custom
@@ -331,7 +333,7 @@ def test_custom_bridge_all_options(layout, tmp_path):
 def test_invalid_custom_bridge_left_out_rest_rendered(layout, custom, message):
     problems = []
     files = rendered(ammp(mqtt_bridge_custom=custom), layout, problems)
-    assert set(files) == {"mosquitto.conf", "conf.d/bridge-prod.conf"}
+    assert set(files) == {"mosquitto.conf", "passwd", "acl", "conf.d/bridge-prod.conf"}
     errors = [m for level, m in problems if level == logging.ERROR]
     assert any(message in m for m in errors), errors
     assert all(m.startswith("custom bridge left out: ") for m in errors)
@@ -448,6 +450,68 @@ def test_once_renders_checks_persistence_and_keeps_secrets_out_of_the_log(isolat
     conf_d = temp / "mosquitto" / "conf.d"
     assert sorted(p.name for p in conf_d.iterdir()) == ["bridge-prod.conf"]
     assert KEY in (conf_d / "bridge-prod.conf").read_text()
+    # an existing data directory without a local broker password gets one (owner-only), never logged
+    password = (data / "broker-password").read_text().strip()
+    assert len(password) >= 24 and (data / "broker-password").stat().st_mode & 0o777 == 0o600
+    assert password not in r.stderr + r.stdout
+    assert password not in "".join(f.read_text() for f in (temp / "mosquitto").rglob("*") if f.is_file())
+    assert (temp / "mosquitto" / "passwd").read_text().startswith("ammp-edge:$7$101$")
+    assert (temp / "mosquitto" / "passwd").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_password_file_changes_only_with_the_password(layout):
+    first = render({}, layout, password="a" * 32)
+    assert render({}, layout, password="a" * 32) == first, "the same text every time: no broker restart"
+    other = render({}, layout, password="b" * 32)
+    assert other["passwd"] != first["passwd"] and other["mosquitto.conf"] == first["mosquitto.conf"]
+    assert "a" * 32 not in "".join(first.values())
+
+
+@pytest.mark.parametrize("topic", ["d/command", "d/config", "u/data", "a/0123456789ab/bridge_state"])
+def test_a_local_client_without_the_password_cannot_publish(local_port, topic):
+    """What a client without the password publishes is acknowledged (MQTT 3.1.1 has no refusal) and
+    dropped: the appliance's programs never see it, retained or not."""
+    local, _ = start_local({})
+    try:
+        with Recorder(local_port, "#", **local_auth()) as appliance:
+            publish(local_port, topic, b'["sys_reboot"]')
+            publish(local_port, topic, b'["sys_reboot"]', retain=True)
+            publish(local_port, "u/mark", b"after", **local_auth())  # the broker handles them in turn
+            appliance.wait_for(lambda m: m.topic == "u/mark")
+            assert [m for m in appliance.messages if m.topic == topic] == []
+        assert retained(local_port, topic, **local_auth()) is None
+    finally:
+        local.stop()
+
+
+def test_a_local_client_without_the_password_reads_u_and_nothing_else(local_port):
+    local, _ = start_local({})
+    try:
+        with Recorder(local_port, "#", "$SYS/#") as anyone, Recorder(local_port, "d/#", **local_auth()) as node:
+            for topic in ("d/config", "d/command", "u/data", "u/meta/version", "a/x/bridge_state"):
+                publish(local_port, topic, topic.encode(), **local_auth())
+            publish(local_port, "u/mark", b"last", **local_auth())
+            anyone.wait_for(lambda m: m.topic == "u/mark")
+            node.wait_for(lambda m: m.topic == "d/command")
+        assert [m.topic for m in anyone.messages] == ["u/data", "u/meta/version", "u/mark"]
+        assert retained(local_port, "d/config") is None  # nor as a new subscriber
+    finally:
+        local.stop()
+
+
+def test_a_wrong_broker_password_is_refused(local_port):
+    local, _ = start_local({})
+    try:
+        for user, password in (("ammp-edge", "wrong"), ("someone", local_auth()["password"])):
+            r = subprocess.run(
+                ["mosquitto_pub", "-p", str(local_port), "-u", user, "-P", password, "-t", "u/x", "-m", "x"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert r.returncode != 0 and "not authorised" in r.stderr.lower(), (user, r.stderr)
+    finally:
+        local.stop()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -515,7 +579,7 @@ def test_every_kind_of_rendered_config_is_accepted_by_mosquitto(tmp_path, local_
                     else f"Connecting bridge (step 1) {b.connection}"
                 )
             for b in bridges:
-                assert retained(local_port, b.state_topic) == b"0"
+                assert retained(local_port, b.state_topic, **local_auth()) == b"0"
         finally:
             local.stop()
 
@@ -554,14 +618,14 @@ def test_custom_bridge_end_to_end(tmp_path, local_port):
         state = f"a/{NODE}/bridge_state_custom"
         assert [b.state_topic for b in bridges] == [state]
         with (
-            Recorder(local_port, state, "d/#") as here,
+            Recorder(local_port, state, "d/#", **local_auth()) as here,
             Recorder(cloud.admin_port, f"a/{NODE}/#", **cloud.admin_auth) as there,
         ):
             here.wait_for_last(state, "1", timeout=15)
-            assert retained(local_port, state) == b"1"
+            assert retained(local_port, state, **local_auth()) == b"1"
             there.wait_for(lambda m: m.topic == state and m.payload == b"1", what="remote state 1")
 
-            publish(local_port, "u/data", b'{"t":1}')
+            publish(local_port, "u/data", b'{"t":1}', **local_auth())
             got = there.wait_for(lambda m: m.topic == f"a/{NODE}/u/data", what="u/data at the cloud")
             assert got.payload == b'{"t":1}'
 
@@ -569,12 +633,12 @@ def test_custom_bridge_end_to_end(tmp_path, local_port):
 
             cloud.stop()  # the uplink goes away: a retained 0 locally, at once
             here.wait_for_last(state, "0", timeout=10)
-            assert retained(local_port, state) == b"0"
+            assert retained(local_port, state, **local_auth()) == b"0"
             cloud.start()  # back: the bridge retries after restart_timeout (10 s after the first drop)
             here.wait_for_last(state, "1", timeout=45)
-            assert retained(local_port, state) == b"1"
+            assert retained(local_port, state, **local_auth()) == b"1"
 
-            publish(local_port, "u/data", b'{"t":2}')
+            publish(local_port, "u/data", b'{"t":2}', **local_auth())
             there.wait_for(lambda m: m.topic == f"a/{NODE}/u/data" and m.payload == b'{"t":2}', 15)
         assert PW not in local.log
     finally:
@@ -597,11 +661,11 @@ def test_stale_connected_state_does_not_survive_a_broker_restart(tmp_path, local
             }
         )
         state = bridges[0].state_topic
-        wait_until(lambda: retained(local_port, state, 0.5) == b"1", 15, what="bridge up")
+        wait_until(lambda: retained(local_port, state, 0.5, **local_auth()) == b"1", 15, what="bridge up")
         cloud.stop()
         local.stop()  # saves its persistence, with the retained state in it
         local.start()  # remote still down
-        assert retained(local_port, state) == b"0"
+        assert retained(local_port, state, **local_auth()) == b"0"
     finally:
         if local:
             local.stop()
@@ -627,11 +691,11 @@ def test_wrong_password_never_connects(tmp_path, local_port):
             }
         )
         state = bridges[0].state_topic
-        with Recorder(local_port, state) as here:
+        with Recorder(local_port, state, **local_auth()) as here:
             local.wait_for_log("Connection Refused: Not authorized")
             time.sleep(1.0)
             assert {m.payload for m in here.on(state)} == {b"0"}
-        assert retained(local_port, state) == b"0"
+        assert retained(local_port, state, **local_auth()) == b"0"
         assert "wrong-password" not in local.log
     finally:
         if local:
@@ -649,12 +713,12 @@ def test_prod_override_end_to_end(tmp_path, local_port):
         )
         assert [(b.name, b.state_topic) for b in bridges] == [("prod", f"a/{NODE}/bridge_state")]
         with (
-            Recorder(local_port, "d/#", f"a/{NODE}/bridge_state") as here,
+            Recorder(local_port, "d/#", f"a/{NODE}/bridge_state", **local_auth()) as here,
             Recorder(cloud.admin_port, f"a/{NODE}/#", **cloud.admin_auth) as there,
         ):
             here.wait_for_last(f"a/{NODE}/bridge_state", "1", timeout=15)
             there.wait_for(lambda m: m.topic == f"a/{NODE}/bridge_state" and m.payload == b"1")
-            publish(local_port, "u/meta/arch", b"Linux 6.1 aarch64")
+            publish(local_port, "u/meta/arch", b"Linux 6.1 aarch64", **local_auth())
             assert there.wait_for(lambda m: m.topic == f"a/{NODE}/u/meta/arch").payload == b"Linux 6.1 aarch64"
             push_until_received(cloud, f"a/{NODE}/d/command", b'["env_scan"]', here, "d/command")
         assert KEY not in local.log

@@ -280,6 +280,50 @@ def test_bus_exits_when_its_bus_leaves_the_config(tmp_path, builtin_drivers):
 # -- simulate and kvs -------------------------------------------------------------------------
 
 
+def test_simulate_serves_unit_0_and_leaves_other_units_silent(tmp_path):
+    """Unit 0 is a real unit id (Huawei's EMMA answers on it); an id not served still never answers."""
+    port = free_port()
+    values = write_json(tmp_path / "v.json", {"V_L1": 229.79, "freq": 50.01})
+    proc = subprocess.Popen(
+        [*AMMP_EDGE, "simulate", "--driver", "eastron_sdm530", "--port", str(port), "--unit", "0", "--unit", "2"]
+        + ["--values", str(values)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert "unit(s) 0, 2" in proc.stdout.readline()
+        devices = {
+            f"m{u}": {
+                "driver": "eastron_sdm530",
+                "reading_type": "modbustcp",
+                "vendor_id": f"m{u}",
+                "timeout": 0.5,
+                "address": {"host": "127.0.0.1", "port": port, "unit_id": u},
+            }
+            for u in (0, 5, 2)
+        }
+        readings = {f"{d}_{v}": {"device": d, "var": v} for d in devices for v in ("V_L1", "freq")}
+        f = write_json(tmp_path / "c.json", {"devices": devices, "readings": readings})
+        started = time.monotonic()
+        r = run("read", "--config", str(f), "--json")
+        took = time.monotonic() - started
+        recs = {rec["_d"]: rec for rec in json.loads(r.stdout)["r"]}
+        assert recs["m0"] == {"_d": "m0", "_vid": "m0", "V_L1": 229.79, "freq": 50.01}
+        assert recs["m2"] == {"_d": "m2", "_vid": "m2", "V_L1": 229.79, "freq": 50.01}
+        assert recs["m5"] == {"_d": "m5", "_vid": "m5"}  # not served: no answer at all, not an exception
+        assert "m5: no answer from unit 5 within 0.5 s" in r.stderr, r.stderr
+        assert took >= 0.5, "unit 5 cost its timeout: it stayed silent"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_simulate_refuses_a_unit_id_out_of_range():
+    r = run("simulate", "--driver", "eastron_sdm530", "--port", str(free_port()), "--unit", "256", timeout=30)
+    assert r.returncode != 0 and "unit ids must be 0..255, got [256]" in r.stderr
+
+
 def test_simulate_cli_serves_values_from_a_file(tmp_path):
     port = free_port()
     values = write_json(tmp_path / "v.json", {"V_L1": 231.5, "freq": 49.98})
@@ -316,8 +360,10 @@ def test_simulate_cli_serves_values_from_a_file(tmp_path):
                 "readings": {"1": {"device": "m", "var": "V_L1"}, "2": {"device": "m", "var": "freq"}},
             },
         )
-        msg = json.loads(run("read", "--config", str(f), "--json").stdout)
-        assert msg["r"][0]["V_L1"] == pytest.approx(231.5) and msg["r"][0]["freq"] == pytest.approx(49.98)
+        out = run("read", "--config", str(f), "--json").stdout
+        msg = json.loads(out)
+        assert msg["r"][0]["V_L1"] == 231.5 and msg["r"][0]["freq"] == 49.98
+        assert '"freq":49.98' in out  # the float32 49.97999954223633 published as the device meant it
     finally:
         proc.terminate()
         proc.wait(10)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -58,10 +59,6 @@ def f32(hexstr: str) -> float:
     return struct.unpack(">f", bytes.fromhex(hexstr))[0]
 
 
-def f64(hexstr: str) -> float:
-    return struct.unpack(">d", bytes.fromhex(hexstr))[0]
-
-
 def ref_bytes(registers: list[int], order: str) -> bytes:
     """Independent reference for register order: the value's big-endian bytes.
 
@@ -102,7 +99,6 @@ def text_regs_badc(data: bytes, words: int) -> list[int]:
     return [(data[i + 1] << 8) | data[i] for i in range(0, 2 * words, 2)]
 
 
-F32_MAX_HEX = "7f7fffff"
 SMA_VM = {"0x80000000": None, "0xffffffff": None}
 
 # ---------------------------------------------------------------------------------------------
@@ -160,10 +156,10 @@ DECODE_CASES = [
     ("float 1.0 BADC", [0x803F, 0x0000], {"datatype": "float", "order": "BADC"}, 1.0),
     ("float 1.0 DCBA", [0x0000, 0x803F], {"datatype": "float", "order": "DCBA"}, 1.0),
     ("float -2.0", [0xC000, 0x0000], {"datatype": "float"}, -2.0),
-    ("float 0.1 (float32 precision)", [0x3DCC, 0xCCCD], {"datatype": "float"}, 0.10000000149011612),
-    ("float 0.1 lsr", [0xCCCD, 0x3DCC], {"datatype": "float", "order": "lsr"}, 0.10000000149011612),
-    ("float 0.1 BADC", [0xCC3D, 0xCDCC], {"datatype": "float", "order": "BADC"}, 0.10000000149011612),
-    ("float max finite", [0x7F7F, 0xFFFF], {"datatype": "float"}, f32(F32_MAX_HEX)),
+    ("float 0.1 (shortest float32 decimal)", [0x3DCC, 0xCCCD], {"datatype": "float"}, 0.1),
+    ("float 0.1 lsr", [0xCCCD, 0x3DCC], {"datatype": "float", "order": "lsr"}, 0.1),
+    ("float 0.1 BADC", [0xCC3D, 0xCDCC], {"datatype": "float", "order": "BADC"}, 0.1),
+    ("float max finite", [0x7F7F, 0xFFFF], {"datatype": "float"}, 3.4028235e38),
     ("single is float", [0x3F80, 0x0000], {"datatype": "single"}, 1.0),
     ("single lsr", [0x0000, 0xC000], {"datatype": "single", "order": "lsr"}, -2.0),
     # --- double: 1.0 = 0x3FF0000000000000
@@ -183,11 +179,10 @@ DECODE_CASES = [
     ("infer 4 registers double", [0x3FF0, 0, 0, 0], {"words": 4}, 1.0),
     ("infer 4 registers double -2.5 lsr", [0, 0, 0, 0xC004], {"words": 4, "order": "lsr"}, -2.5),
     # --- upstream section 9 mock registers
-    ("mock ems 122/123 lsr float", [0xCC5A, 0x489E], {"datatype": "float", "order": "lsr"}, 325218.8125),
-    ("mock ems 124/125 lsr float", [0xF330, 0x48AA], {"datatype": "float", "order": "lsr"}, f32("48aaf330")),
-    ("mock ems 126/127 lsr float", [0xE441, 0x489F], {"datatype": "float", "order": "lsr"}, f32("489fe441")),
-    ("mock ems 124/125 value", [0xF330, 0x48AA], {"datatype": "float", "order": "lsr"}, 350105.5),
-    ("mock ems 126/127 value", [0xE441, 0x489F], {"datatype": "float", "order": "lsr"}, 327458.03125),
+    # the float32 325218.8125 is the one nearest 325218.8 (its neighbours are 1/32 away)
+    ("mock ems 122/123 lsr float", [0xCC5A, 0x489E], {"datatype": "float", "order": "lsr"}, 325218.8),
+    ("mock ems 124/125 lsr float", [0xF330, 0x48AA], {"datatype": "float", "order": "lsr"}, 350105.5),
+    ("mock ems 126/127 lsr float", [0xE441, 0x489F], {"datatype": "float", "order": "lsr"}, 327458.03),
     ("mock sma total yield uint32", [123, 45678], {"datatype": "uint32"}, 123 * 65536 + 45678),
     ("mock sma power int32", [0, 12345], {"datatype": "int32"}, 12345),
     ("mock sma serial uint32", [18838, 722], {"datatype": "uint32"}, 1234567890),
@@ -381,6 +376,168 @@ def test_case_ids_unique():
     assert len(ids) == len(set(ids))
 
 
+# ---------------------------------------------------------------------------------------------
+# 1b. what is published: raw words -> the JSON text in u/data (delivery.readout.dumps). The float
+# noise in the comments is what plain binary arithmetic gave before (and what upstream publishes).
+
+PUBLISHED_CASES = [
+    # float32: the shortest decimal that reads back as the same float32
+    ("f32 229.79 (not 229.7899932861328)", [0x4365, 0xCA3D], {"datatype": "float"}, "229.79"),
+    ("f32 229.79 lsr", [0xCA3D, 0x4365], {"datatype": "float", "order": "lsr"}, "229.79"),
+    ("f32 229.79 DCBA", [0x3DCA, 0x6543], {"datatype": "float", "order": "DCBA"}, "229.79"),
+    ("f32 49.98 (not 49.97999954223633)", [0x4247, 0xEB85], {"datatype": "float"}, "49.98"),
+    ("f32 -17.3", [0xC18A, 0x6666], {"datatype": "float"}, "-17.3"),
+    ("f32 0.5 exact", [0x3F00, 0x0000], {"datatype": "float"}, "0.5"),
+    ("f32 1e-07", [0x33D6, 0xBF95], {"datatype": "float"}, "1e-07"),
+    ("f32 2^-20 (a power of two)", [0x3580, 0x0000], {"datatype": "float"}, "9.536743e-07"),
+    ("f32 max", [0x7F7F, 0xFFFF], {"datatype": "float"}, "3.4028235e+38"),
+    ("f32 smallest subnormal", [0x0000, 0x0001], {"datatype": "float"}, "1e-45"),
+    ("f32 123456792 is 123456790", [0x4CEB, 0x79A3], {"datatype": "float"}, "123456790.0"),
+    ("f32 zero", [0x0000, 0x0000], {"datatype": "float"}, "0.0"),
+    ("f32 negative zero", [0x8000, 0x0000], {"datatype": "float"}, "-0.0"),
+    # float32 scaled: the shortest decimal times the multiplier, in decimal
+    (
+        "f32 12.345 kWh x1000 (not 12345.000267028809)",
+        [0x4145, 0x851F],
+        {"datatype": "float", "multiplier": 1000},
+        "12345.0",
+    ),
+    ("f32 12.345 x0.001", [0x4145, 0x851F], {"datatype": "float", "multiplier": 0.001}, "0.012345"),
+    ("f32 229.79 x0.1", [0x4365, 0xCA3D], {"datatype": "float", "multiplier": 0.1}, "22.979"),
+    ("f32 25.3 offset -0.1", [0x41CA, 0x6666], {"datatype": "float", "offset": -0.1}, "25.2"),
+    ("f32 25.3 x2 offset 1", [0x41CA, 0x6666], {"datatype": "float", "multiplier": 2, "offset": 1}, "51.6"),
+    ("f32 229.79 typecast int", [0x4365, 0xCA3D], {"datatype": "float", "typecast": "int"}, "229"),
+    ("f32 229.79 typecast float", [0x4365, 0xCA3D], {"datatype": "float", "typecast": "float"}, "229.79"),
+    ("f32 229.79 typecast str", [0x4365, 0xCA3D], {"datatype": "float", "typecast": "str"}, '"229.79"'),
+    ("f32 NaN", [0x7FC0, 0x0000], {"datatype": "float"}, "null"),
+    ("f32 NaN x1000", [0x7FC0, 0x0000], {"datatype": "float", "multiplier": 1000}, "null"),
+    ("f32 +inf", [0x7F80, 0x0000], {"datatype": "float"}, "null"),
+    ("f32 -inf offset 1", [0xFF80, 0x0000], {"datatype": "float", "offset": 1}, "null"),
+    ("f32 max x1e300 overflows", [0x7F7F, 0xFFFF], {"datatype": "float", "multiplier": 1e300}, "null"),
+    # double: its shortest repr, scaled in decimal
+    ("f64 229.79", [0x406C, 0xB947, 0xAE14, 0x7AE1], {"datatype": "double"}, "229.79"),
+    (
+        "f64 0.1 x3 (not 0.30000000000000004)",
+        [0x3FB9, 0x9999, 0x9999, 0x999A],
+        {"datatype": "double", "multiplier": 3},
+        "0.3",
+    ),
+    (
+        "f64 0.1 offset 0.2 (not 0.30000000000000004)",
+        [0x3FB9, 0x9999, 0x9999, 0x999A],
+        {"datatype": "double", "offset": 0.2},
+        "0.3",
+    ),
+    ("f64 NaN", [0x7FF8, 0, 0, 0], {"datatype": "double"}, "null"),
+    ("f64 -inf x2", [0xFFF0, 0, 0, 0], {"datatype": "double", "multiplier": 2}, "null"),
+    # integers: integer scaling stays an integer, a decimal multiplier gives the exact decimal
+    ("u16 2301", [2301], {"datatype": "uint16"}, "2301"),
+    ("u16 2301 x0.1 (not 230.10000000000002)", [2301], {"datatype": "uint16", "multiplier": 0.1}, "230.1"),
+    ("i16 -2301 x0.1", [0xF703], {"datatype": "int16", "multiplier": 0.1}, "-230.1"),
+    ("u16 12345 x0.01 (not 123.45000000000002)", [12345], {"datatype": "uint16", "multiplier": 0.01}, "123.45"),
+    ("i32 1234567 x0.001", [0x0012, 0xD687], {"datatype": "int32", "multiplier": 0.001}, "1234.567"),
+    ("u16 7 x0.1 (not 0.7000000000000001)", [7], {"datatype": "uint16", "multiplier": 0.1}, "0.7"),
+    ("u16 2301 x10", [2301], {"datatype": "uint16", "multiplier": 10}, "23010"),
+    ("u16 2301 x10 offset 5", [2301], {"datatype": "uint16", "multiplier": 10, "offset": 5}, "23015"),
+    ("u16 2301 offset -3", [2301], {"datatype": "uint16", "offset": -3}, "2298"),
+    ("u16 2301 offset -0.5", [2301], {"datatype": "uint16", "offset": -0.5}, "2300.5"),
+    ("u16 500 x0.1 offset -25", [500], {"datatype": "uint16", "multiplier": 0.1, "offset": -25}, "25.0"),
+    ("u16 2731 x0.1 offset -273.1", [2731], {"datatype": "uint16", "multiplier": 0.1, "offset": -273.1}, "0.0"),
+    ("u16 2301 x1.0 is a float", [2301], {"datatype": "uint16", "multiplier": 1.0}, "2301.0"),
+    ("u16 2301 x0.1 typecast int", [2301], {"datatype": "uint16", "multiplier": 0.1, "typecast": "int"}, "230"),
+    ("u16 2301 x0.1 typecast float", [2301], {"datatype": "uint16", "multiplier": 0.1, "typecast": "float"}, "230.1"),
+    (
+        "u16 2301 x0.1 typecast str (not scaled)",
+        [2301],
+        {"datatype": "uint16", "multiplier": 0.1, "typecast": "str"},
+        '"2301"',
+    ),
+    ("u16 x10 typecast float", [2301], {"datatype": "uint16", "multiplier": 10, "typecast": "float"}, "23010.0"),
+    (
+        "u64 near max stays exact",
+        [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE],
+        {"datatype": "uint64", "multiplier": 1},
+        "18446744073709551614",
+    ),
+    (
+        "u64 x0.5 typecast int is exact (a double gives ...808)",
+        [0xFFFF, 0xFFFF, 0xFFFF, 0xFFFE],
+        {"datatype": "uint64", "multiplier": 0.5, "typecast": "int"},
+        "9223372036854775807",
+    ),
+    ("bits x0.5 offset 1", [0xB200], {"start_bit": 12, "length_bits": 4, "multiplier": 0.5, "offset": 1}, "6.5"),
+    ("valuemap hit x0.1", [0xFFFF], {"valuemap": {"0xffff": 7}, "multiplier": 0.1}, "0.7"),
+    ("valuemap null", [0xFFFF], {"valuemap": {"0xffff": None}, "multiplier": 0.1}, "null"),
+]
+
+
+@pytest.mark.parametrize("registers, opts, text", [c[1:] for c in PUBLISHED_CASES], ids=[c[0] for c in PUBLISHED_CASES])
+def test_published_text(registers, opts, text):
+    from ammp_edge.delivery.readout import dumps
+
+    assert dumps({"v": decode(registers, opts)}) == '{"v":' + text + "}"
+
+
+def test_published_case_ids_unique():
+    ids = [c[0] for c in PUBLISHED_CASES]
+    assert len(ids) == len(set(ids))
+
+
+def shortest_reference(bits: bytes) -> int:
+    """Independent reference: the fewest significant digits d such that one of the two d-digit
+    decimals around the float32 (rounded down or up, in exact decimal) reads back as the same float32."""
+    exact = Decimal(struct.unpack(">f", bits)[0]).copy_abs()
+    for digits in range(1, 10):
+        step = Decimal(1).scaleb(exact.adjusted() - digits + 1)
+        for rounding in (ROUND_FLOOR, ROUND_CEILING):
+            candidate = exact.quantize(step, rounding=rounding)
+            try:
+                if struct.pack(">f", float(candidate)) == struct.pack(">f", abs(struct.unpack(">f", bits)[0])):
+                    return digits
+            except OverflowError:
+                continue
+    raise AssertionError(bits.hex())
+
+
+def significant_digits(text: str) -> int:
+    return len(Decimal(text).copy_abs().normalize().as_tuple().digits)
+
+
+@PROPS
+@given(
+    word_hi=st.integers(0, 0xFFFF),
+    word_lo=st.integers(0, 0xFFFF),
+    order=st.sampled_from(list(codec.ORDERS) + ["msr", "lsr"]),
+)
+def test_published_float32_reads_back_as_the_same_float32_and_is_shortest(word_hi, word_lo, order):
+    """Any two registers as a float32: the published JSON number, parsed as JSON readers do (a double),
+    is the same float32, and no decimal with fewer digits would be."""
+    from ammp_edge.delivery.readout import dumps
+
+    regs = [word_hi, word_lo]
+    bits = ref_bytes(regs, CANON[order])
+    f = struct.unpack(">f", bits)[0]
+    published = dumps({"v": decode(regs, {"datatype": "float", "order": order})})
+    parsed = json.loads(published)["v"]
+    if not math.isfinite(f):
+        assert parsed is None
+        return
+    assert struct.pack(">f", parsed) == bits
+    text = published[len('{"v":') : -1]
+    if f != 0:
+        assert significant_digits(text) == shortest_reference(bits), (bits.hex(), text)
+
+
+def test_powers_of_two_are_shortest_too():
+    """Below a power of two the float32 grid is finer on one side: every power of two, both signs."""
+    for exponent in range(1, 255):
+        for sign in (0, 1):
+            bits = ((sign << 31) | (exponent << 23)).to_bytes(4, "big")
+            got = codec.shortest_float32(struct.unpack(">f", bits)[0])
+            assert struct.pack(">f", got) == bits
+            assert significant_digits(repr(got)) == shortest_reference(bits), bits.hex()
+
+
 # common + field merge, as upstream drivers use it
 COMMON_CASES = [
     (
@@ -388,7 +545,7 @@ COMMON_CASES = [
         {"order": "lsr", "words": 2, "fncode": 3, "datatype": "float"},
         {"register": 122},
         [0xCC5A, 0x489E],
-        325218.8125,
+        325218.8,
     ),
     (
         "field overrides common datatype",
@@ -486,9 +643,9 @@ def read_field(driver: dict, name: str, image: dict[int, int]):
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("P_L1", 325218.8125),
+        ("P_L1", 325218.8),  # the float32 325218.8125, written as the shortest decimal that reads back
         ("P_L2", 350105.5),
-        ("P_L3", 327458.03125),
+        ("P_L3", 327458.03),  # 327458.03125
         ("relay_status", 1),
         ("alert_state", 0b0011),  # register 201 (1011 0010 ...), upstream msb bits 2..5 = 1,1,0,0 read reversed: 3
     ],
@@ -527,11 +684,7 @@ def test_sma_stp25000_sentinels_are_null():
 def test_ingburo_driver(name, raw, expected):
     drv = load_upstream_driver("ingburo_ss_rad")
     reg = {"temp_pv": 1, "temp_ext": 2, "irradiance": 0}[name]
-    got = read_field(drv, name, {reg: raw})
-    if expected is None:
-        assert got is None
-    else:
-        assert type(got) is float and got == pytest.approx(expected, abs=1e-9)
+    assert_same(read_field(drv, name, {reg: raw}), expected)  # exact: scaled in decimal
 
 
 # ---------------------------------------------------------------------------------------------
@@ -838,12 +991,15 @@ def test_int_decode_matches_reference_layout(dt, order, data):
 def test_float_decode_matches_reference_layout(dt, order, data):
     size = 4 if dt in FLOAT32_TYPES else 8
     regs = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=size // 2, max_size=size // 2))
-    expected = struct.unpack(">f" if size == 4 else ">d", ref_bytes(regs, CANON[order]))[0]
+    raw = ref_bytes(regs, CANON[order])
+    expected = struct.unpack(">f" if size == 4 else ">d", raw)[0]
     got = decode(regs, {"datatype": dt, "order": order})
-    if math.isfinite(expected):
-        assert_same(got, expected)
-    else:
+    if not math.isfinite(expected):
         assert got is None
+    elif size == 4:  # the shortest decimal of that float32: a double that narrows back to its bytes
+        assert type(got) is float and struct.pack(">f", got) == raw
+    else:
+        assert_same(got, expected)
 
 
 @pytest.mark.parametrize("order", ORDER_NAMES)
@@ -851,8 +1007,9 @@ def test_float_decode_matches_reference_layout(dt, order, data):
 @PROPS
 @given(value=st.floats(-3.4e38, 3.4e38, allow_nan=False))
 def test_float32_roundtrip(dt, order, value):
-    expected = struct.unpack(">f", struct.pack(">f", value))[0]  # float32 rounding
-    assert_same(roundtrip(value, compile_one({"datatype": dt, "order": order})), expected)
+    expected = struct.pack(">f", value)  # float32 rounding
+    got = roundtrip(value, compile_one({"datatype": dt, "order": order}))
+    assert type(got) is float and struct.pack(">f", got) == expected
 
 
 @pytest.mark.parametrize("order", ORDER_NAMES)
@@ -860,7 +1017,10 @@ def test_float32_roundtrip(dt, order, value):
 @PROPS
 @given(value=st.floats(width=32, allow_nan=False, allow_infinity=False))
 def test_float32_exact_values_roundtrip_exactly(dt, order, value):
-    assert_same(roundtrip(value, compile_one({"datatype": dt, "order": order})), value)
+    """A float32 comes back as the same float32 (written as its shortest decimal)."""
+    got = roundtrip(value, compile_one({"datatype": dt, "order": order}))
+    assert type(got) is float and struct.pack(">f", got) == struct.pack(">f", value)
+    assert got == codec.shortest_float32(value)
 
 
 @pytest.mark.parametrize("order", ORDER_NAMES)
@@ -1044,3 +1204,11 @@ def test_valuemap_hit_wins_over_decoding(dt, data):
     mapped = data.draw(st.one_of(st.none(), st.integers(-1000, 1000)))
     got = decode(regs, {"datatype": dt, "valuemap": {key: mapped}})
     assert_same(got, mapped)
+
+
+def test_the_web_ui_register_inspector_shows_the_shortest_float32():
+    from ammp_edge.webui import probe
+
+    rows = {r["order"]: r for r in probe.decode_orders([0x4365, 0xCA3D])}
+    assert rows["ABCD"]["float"] == 229.79 and repr(rows["ABCD"]["float"]) == "229.79"
+    assert rows["ABCD"]["uint32"] == 0x4365CA3D

@@ -212,7 +212,7 @@ def test_unknown_names_and_shell_metacharacters_are_only_names(node, rec, tmp_pa
     make()
     marker = tmp_path / "pwned"
     names = [
-        "snap_refresh",
+        "snap_install",
         f"env_scan; touch {marker}",
         "$(reboot)",
         "`reboot`",
@@ -384,6 +384,159 @@ def test_image_update_runs_the_hook(node, rec, tmp_path):
     send(b'["image_update"]')
     (text,) = responses(recorder, 1)
     assert text == "Command: image_update\nexit status: 3\nstdout: updating to 1.2.3\nstderr: warning\n"
+
+
+# -- upstream's snap and system commands --------------------------------------------------------
+
+
+def update_hook(tmp_path):
+    """An update hook that says what it did and leaves a marker, as the Pi image's would install."""
+    marker = tmp_path / "hook-ran"
+    hook = tmp_path / "update"
+    hook.write_text(f'#!/bin/sh\necho "$0 $#" >> {marker}\necho "installed version 9.9.9 (was 0.1.0)"\n')
+    hook.chmod(0o755)
+    return hook, marker
+
+
+@pytest.mark.parametrize(
+    "name, channel",
+    [
+        ("snap_refresh", None),
+        ("snap_refresh_stable", "stable"),
+        ("snap_refresh_beta", "beta"),
+        ("snap_refresh_edge", "edge"),
+    ],
+)
+def test_snap_refresh_updates_the_app_as_image_update_does(node, rec, tmp_path, name, channel):
+    make, recorder, send = node
+    hook, marker = update_hook(tmp_path)
+    make(hooks=lambda: [tmp_path / "none", hook], runner=commands.run_argv)
+    send(json.dumps([name]))
+    (text,) = responses(recorder, 1)
+    no_channel = f" and has no {channel} channel" if channel else ""
+    assert text == (
+        f"Command: {name}\nexit status: 0\n"
+        f"stdout: {name}: this appliance is not a snap{no_channel}; updating the app as image_update does "
+        "(the app bundle at the KV key image_update_url)\ninstalled version 9.9.9 (was 0.1.0)\nstderr: "
+    )
+    assert marker.read_text() == f"{hook} 0\n"  # the hook ran once, with no arguments
+
+
+def test_snap_refresh_in_a_container_says_to_pull_a_new_image(node, rec):
+    make, recorder, send = node
+    make(container=lambda: True)
+    send(b'["snap_refresh_stable"]')
+    (text,) = responses(recorder, 1)
+    assert text.startswith("Command: snap_refresh_stable\nexit status: 1\nstdout: snap_refresh_stable: this appliance")
+    assert text.endswith(
+        "stderr: updates are not supported in this installation (no update hook); "
+        "pull a new image and re-create the container\n"
+    )
+    assert rec.argv == []
+
+
+def test_snap_proxy_on_and_off_set_the_proxy_app_updates_use(node, rec, tmp_path):
+    make, recorder, send = node
+    hook, _ = update_hook(tmp_path)
+    make(hooks=lambda: [hook])
+    store = KVStore()
+    send(b'["snap_proxy_on"]')
+    (on,) = responses(recorder, 1)
+    assert on == (
+        "Command: snap_proxy_on\nexit status: 0\nstdout: this appliance is not a snap (no snapd to configure); "
+        "app updates (image_update, snap_refresh) now download through the proxy http://10.255.255.254:8888 "
+        "(KV key image_update_proxy)\nstderr: "
+    )
+    assert store.get("image_update_proxy") == "http://10.255.255.254:8888"
+    send(b'["snap_proxy_off"]')
+    off = responses(recorder, 2)[1]
+    assert off.startswith("Command: snap_proxy_off\nexit status: 0\nstdout: this appliance is not a snap")
+    assert "download without a proxy again" in off
+    assert store.get("image_update_proxy") is None
+    assert rec.argv == []
+
+
+def test_snap_proxy_where_there_are_no_in_app_updates_says_so(node, rec):
+    make, recorder, send = node
+    make(container=lambda: True)
+    send(b'["snap_proxy_on"]')
+    (text,) = responses(recorder, 1)
+    assert "the proxy is not used here" in text and "pulling a new image" in text
+    assert KVStore().get("image_update_proxy") == "http://10.255.255.254:8888"
+
+
+@pytest.mark.parametrize("pi, container", [(True, False), (False, True), (False, False)])
+def test_sys_remount_rw_is_answered_and_never_runs(node, rec, pi, container):
+    make, recorder, send = node
+    make(pi_image=lambda: pi, container=lambda: container, root_read_only=lambda: True)
+    send(b'["sys_remount_rw"]')
+    (text,) = responses(recorder, 1)
+    assert text.startswith("Command: sys_remount_rw\nexit status: 1\n")
+    if pi:
+        assert "stdout: the root file system is read-only\n" in text
+        assert "read-only by design and is not remounted from the cloud" in text and "/data" in text
+    elif container:
+        assert "not available in a container" in text and "not remounted" in text
+    else:
+        assert "does not manage the host's file systems" in text and "not remounted" in text
+    assert rec.argv == []
+
+
+def test_sys_remount_ro_on_the_pi_makes_a_writable_root_read_only_again(node, rec):
+    make, recorder, send = node
+    state = {"ro": False}
+
+    def runner(argv, timeout):
+        rec.argv.append(list(argv))
+        state["ro"] = True
+        return 0, "", ""
+
+    make(pi_image=lambda: True, root_read_only=lambda: state["ro"], runner=runner)
+    send(b'["sys_remount_ro"]')
+    (text,) = responses(recorder, 1)
+    assert text == (
+        "Command: sys_remount_ro\nexit status: 0\nstdout: the root file system was writable and is now read-only\n"
+        "stderr: "
+    )
+    assert rec.argv == [["mount", "-o", "remount,ro", "/"]]
+    send(b'["sys_remount_ro"]')  # read-only already: nothing runs
+    again = responses(recorder, 2)[1]
+    assert (
+        again == "Command: sys_remount_ro\nexit status: 0\nstdout: the root file system is already read-only; "
+        "nothing to do\nstderr: "
+    )
+    assert len(rec.argv) == 1
+
+
+def test_sys_remount_ro_outside_the_pi_image_does_nothing(node, rec):
+    make, recorder, send = node
+    make(pi_image=lambda: False, root_read_only=lambda: False)
+    send(b'["sys_remount_ro"]')
+    (text,) = responses(recorder, 1)
+    assert text.startswith("Command: sys_remount_ro\nexit status: 1\n") and "not remounted" in text
+    assert rec.argv == []
+
+
+@pytest.mark.parametrize("name", ["sys_start_snapd", "sys_stop_snapd"])
+def test_snapd_commands_do_not_apply(node, rec, name):
+    make, recorder, send = node
+    make()
+    send(json.dumps([name]))
+    (text,) = responses(recorder, 1)
+    assert text == (
+        f"Command: {name}\nexit status: 1\nstdout: stderr: {name}: this appliance does not use snapd (it is not a "
+        "snap; it updates with snap_refresh or image_update); nothing was started or stopped\n"
+    )
+    assert rec.argv == [] and rec.restarts == 0
+
+
+def test_root_read_only_reads_the_mount_in_effect(tmp_path):
+    mounts = tmp_path / "mounts"
+    mounts.write_text("/dev/root / ext4 ro,noatime 0 0\nproc /proc proc rw 0 0\n")
+    assert commands.root_read_only(mounts)
+    mounts.write_text("/dev/root / ext4 ro,noatime 0 0\n/dev/root / ext4 rw,noatime 0 0\n")  # remounted
+    assert not commands.root_read_only(mounts)
+    assert not commands.root_read_only(tmp_path / "none")
 
 
 def test_default_update_hooks_follow_the_root_dir(monkeypatch, tmp_path):

@@ -187,3 +187,45 @@ def test_config_change_mid_cycle_and_unusable_config(site, builtin_drivers, simu
     got = wait_delivered(app, rec, 60)
     app.stop()
     report("config change + unusable config", got, app.produced())
+
+
+def test_local_users_only_read_u_while_the_cloud_still_commands_the_node(site):
+    """The local broker, locked down: a client without the appliance's password (any local user) reads
+    u/data, but what it publishes on d/command or d/config never reaches the node and it reads nothing
+    of d/#; d/command from the cloud, over the bridge, still does. The data directory had no broker
+    password (as one from before the lock-down): it was made at the first start, owner-only, never logged."""
+    from helpers.brokers import publish
+
+    make, cloud, rec, _ = site
+    app = make(interval=2)
+    password_file = app.data / "broker-password"
+    assert not password_file.exists()
+    app.start()
+    _flowing(app, rec)
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 24
+
+    with Recorder(app.port, "#") as anyone:  # a local user, no password
+        anyone.wait_for(lambda m: m.topic == "u/data", 15, what="u/data for an anonymous reader")
+        publish(app.port, "d/command", b'["sent_by_a_local_user"]')  # acknowledged (MQTT 3.1.1), then dropped
+        wrong = json.loads(app.config_file.read_text())
+        wrong["read_interval"] = 7
+        publish(app.port, "d/config", json.dumps(wrong))
+        answer_topic = f"a/{NODE}/u/command_response"
+        deadline = time.monotonic() + 30
+        while not rec.on(answer_topic) and time.monotonic() < deadline:  # the bridge may still be subscribing
+            publish(cloud.admin_port, f"a/{NODE}/d/command", b'["sent_by_the_cloud"]', **cloud.admin_auth)
+            time.sleep(1.0)
+        answers = [m.text for m in rec.on(answer_topic)]
+        assert answers and answers[0] == "Unrecognized command: sent_by_the_cloud", answers
+        assert not any("sent_by_a_local_user" in a for a in answers)
+        assert json.loads(app.kv().get_raw("config"))["read_interval"] == 2, "the local user's d/config was not applied"
+        assert "sent_by_a_local_user" not in app.logs("node")
+        seen = {m.topic for m in anyone.messages}
+        assert "u/data" in seen and not any(t.startswith(("d/", "a/", "$SYS")) for t in seen), seen
+    logs = "".join(f.read_text(errors="replace") for f in (app.temp / "logs").glob("*.log*"))
+    logs += app.up_log.read_text(errors="replace")
+    assert password not in logs
+    _flowing(app, rec, len(rec.on(f"a/{NODE}/u/data")) + 2)  # data still flows
+    assert app.stop() == 0

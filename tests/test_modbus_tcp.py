@@ -294,7 +294,8 @@ def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simula
     msg = json.loads(r.stdout)
     recs = {rec["_d"]: rec for rec in msg["r"]}
     ems = recs["ems"]
-    assert ems["P_L1"] == 325218.8125
+    # the float32 325218.8125 (upstream publishes it so) as the shortest decimal that reads back as it
+    assert ems["P_L1"] == 325218.8 and '"P_L1":325218.8,' in r.stdout
     assert ems["relay_status"] == 1
     assert ems["alert_state"] == 3  # upstream msb: bits 2..5 of 1011 0010 ... (1100) read reversed
     assert sorted(ems["_s"], key=lambda s: s["c"]) == [

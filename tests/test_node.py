@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from ammp_edge import __version__
 from ammp_edge.core import clock, config as cfg, configdoor, jsontext, keys
 from ammp_edge.core.kvs import KVStore
 from ammp_edge.node import intake, meta, provision
@@ -408,7 +409,7 @@ def test_ssh_fingerprint_is_ssh_keygens_without_prefix(tmp_path):
     vals = meta.values(1_700_000_000, tmp_path)
     assert vals["ssh_fingerprint"] == out[7:] and vals["start_time"] == "1700000000"
     assert len(vals["arch"].split()) >= 4 and int(vals["boot_time"]) < time.time()
-    assert "snap_rev" not in meta.values(0, tmp_path / "none")
+    assert vals["snap_rev"] == vals["version"] == __version__
 
 
 def test_ssh_fingerprint_needs_no_ssh_keygen_and_is_empty_without_a_host_key(tmp_path, monkeypatch):
@@ -492,6 +493,44 @@ def test_a_push_sent_while_node_is_down_is_applied_when_it_comes_back(tmp_path, 
             finally:
                 again.stop.set()
                 again.link.stop()
+
+
+def test_upstream_update_commands_through_the_running_node(tmp_path, monkeypatch):
+    """snap_refresh and snap_proxy_on as the AMMP cloud sends them, to the node's own MQTT session: the
+    installation's update hook runs (as image_update's) and the proxy app updates use is set."""
+    from ammp_edge.node.program import Node
+
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    marker = tmp_path / "updated"
+    hook = root / "bin" / "update"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\necho 'installed version 9.9.9 (was 0.1.0)'\n")
+    hook.chmod(0o755)
+    monkeypatch.setenv("AE_ROOT_DIR", str(root))
+    with Mosquitto.from_text(tmp_path / "b", LOCAL_BROKER) as broker:
+        monkeypatch.setenv("MQTT_BRIDGE_PORT", str(broker.port))
+        store = KVStore()
+        with Recorder(broker.port, "u/command_response") as rec:
+            node = Node(threading.Event(), store, offline=True)
+            node.start()
+            try:
+                wait_until(node.link.connected.is_set, 10)
+                wait_until(lambda: node.commands is not None, 10, what="the command service")
+                time.sleep(0.3)  # subscribed
+                publish(broker.port, "d/command", b'["snap_refresh", "snap_proxy_on"]', qos=2)
+                first = rec.wait_for(lambda m: m.topic == "u/command_response", 20)
+                assert first.text == (
+                    "Command: snap_refresh\nexit status: 0\nstdout: snap_refresh: this appliance is not a snap; "
+                    "updating the app as image_update does (the app bundle at the KV key image_update_url)\n"
+                    "installed version 9.9.9 (was 0.1.0)\nstderr: "
+                )
+                assert marker.exists()
+                wait_until(lambda: len(rec.on("u/command_response")) == 2, 20, what="the second answer")
+                assert rec.on("u/command_response")[1].text.startswith("Command: snap_proxy_on\nexit status: 0\n")
+                assert store.get("image_update_proxy") == "http://10.255.255.254:8888"
+            finally:
+                node.stop.set()
+                node.link.stop()
 
 
 # -- end to end: `ammp-edge up` from an empty data dir ---------------------------------------------
@@ -582,11 +621,13 @@ def test_up_from_an_empty_data_dir_activates_fetches_and_follows_the_cloud(tmp_p
             60,
             "a full cycle at the cloud",
         )
-        for topic in ("boot_time", "start_time", "arch", "version"):
+        for topic in ("boot_time", "start_time", "arch", "version", "snap_rev"):
             rec.wait_for(
                 lambda m, topic=topic: m.topic == f"a/{node_id}/u/meta/{topic}" and m.payload, 30, f"meta {topic}"
             )
-        assert not rec.on(f"a/{node_id}/u/meta/snap_rev")
+        # as upstream: an empty retained message clears the topic, then the value, not retained
+        snap_rev = [(m.payload, m.retain) for m in rec.on(f"a/{node_id}/u/meta/snap_rev")]
+        assert snap_rev[-1] == (__version__.encode(), False) and (b"", False) in snap_rev[:-1], snap_rev
         assert app.programs()["node"]["pid"] == node_pid, "API faults retried without a crash"
         assert "works again" in app.logs("node")
 

@@ -175,3 +175,69 @@ def test_commit_when_healthy_keeps_the_update_after_every_program_ran(tmp_path, 
 
     selfupdate.commit_when_healthy(FastStop(), app, programs=lambda: next(states))
     assert not (app / "pending").exists() and not (app / "pending-tries").exists()
+
+
+@pytest.fixture
+def http_proxy():
+    """A forwarding HTTP proxy on loopback (absolute-URI GETs, fetched directly); yields (url, seen)."""
+    import http.server
+    import urllib.error
+    import urllib.request
+
+    seen: list[str] = []
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            try:
+                with direct.open(self.path, timeout=10) as answer:
+                    status, body = answer.status, answer.read()
+            except urllib.error.HTTPError as exc:
+                status, body = exc.code, b""
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_download_goes_through_the_proxy_snap_proxy_on_set(tmp_path, served, http_proxy):
+    www, base = served
+    proxy, seen = http_proxy
+    _bundle(www, tmp_path, plat="sparc64")  # refused after the download: nothing is installed
+    with pytest.raises(selfupdate.UpdateError, match="the bundle is for sparc64"):
+        selfupdate.install(f"{base}/app.tar", tmp_path / "app", restart=False, proxy=proxy)
+    assert seen == [f"{base}/app.tar", f"{base}/app.tar.sha256"]
+
+
+def test_self_update_uses_the_proxy_in_the_kv_store(tmp_path, served, http_proxy):
+    from ammp_edge.core.kvs import KVStore
+
+    www, base = served
+    proxy, seen = http_proxy
+    _bundle(www, tmp_path, plat="sparc64")
+    data = tmp_path / "data"
+    store = KVStore(data / "kvs-db" / "kvstore.db")
+    store.set("image_update_url", f"{base}/app.tar")
+    store.set("image_update_proxy", proxy)  # as snap_proxy_on sets it (there with upstream's address)
+    store.close()
+    env = {**os.environ, "AE_DATA_DIR": str(data)}
+    out = subprocess.run(
+        [sys.executable, "-m", "ammp_edge", "self-update", "--app-dir", str(tmp_path / "app"), "--no-restart"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    assert f"update from {base}/app.tar through the proxy {proxy} (KV key image_update_proxy) failed" in out.stderr
+    assert seen == [f"{base}/app.tar", f"{base}/app.tar.sha256"]

@@ -3,7 +3,7 @@
 Used by the demo, the tests, the benchmarks and by driver authors: `ammp-edge simulate --driver
 sma_stp25000 --port 5020 --unit 3`. Values come from a JSON file ({field: value}) or are plausible
 and changing (power follows a slow wave, energy counts up). Unit ids not served get no answer, as a
-gateway whose device is switched off.
+gateway whose device is switched off; any id 0..255 can be served, 0 too (Huawei's EMMA answers on 0).
 
 Registers between the driver's fields read as 0, or with `strict` answer "illegal data address", or
 with `silent_gaps` get no answer at all (a read touching any register no field or status item maps
@@ -29,8 +29,10 @@ import time
 from typing import Any
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator.simcore import SimCore
 from pymodbus.simulator.simdata import SimData
 from pymodbus.simulator.simdevice import SimDevice
 from pymodbus.simulator.simutils import DataType
@@ -77,6 +79,29 @@ def plausible(name: str, fld: drivers.ModbusField, t: float) -> Any:
     return round(100 + 10 * wave, 2) if fld.spec.typecast == "float" else 1
 
 
+class _ServedUnits(SimCore):
+    """pymodbus' simulator answers a unit id it does not have with device 0, which makes 0 a catch-all
+    rather than a unit. Here an id not served is missing: with ignore_missing_devices the server
+    sends nothing (as an absent device behind a gateway), and unit 0 is a unit like any other."""
+
+    def __init__(self, devices: list[SimDevice], on_missing):
+        super().__init__(devices)
+        self.on_missing = on_missing
+
+    def _served(self, device_id: int) -> None:
+        if device_id not in self.devices:
+            self.on_missing()
+            raise NoSuchIdException(f"unit {device_id} is not served")
+
+    async def async_getValues(self, device_id, func_code, address, count=1):
+        self._served(device_id)
+        return await super().async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(self, device_id, func_code, address, values):
+        self._served(device_id)
+        return await super().async_setValues(device_id, func_code, address, values)
+
+
 SEEN_MAX = 100_000  # requests kept in Simulator.seen (the oldest half goes when full)
 
 
@@ -109,6 +134,9 @@ class Simulator:
     ):
         if port is None and serial_port is None:
             raise ValueError("Simulator needs a TCP port or a serial_port")
+        bad = [u for u in units if isinstance(u, bool) or not isinstance(u, int) or not 0 <= u <= 255]
+        if bad or not units:
+            raise ValueError(f"unit ids must be 0..255, got {bad or 'none'}")
         self.host, self.port, self.delay, self.strict = host, port, delay, strict
         self.silent_gaps = silent_gaps
         self.serial_port = serial_port
@@ -202,9 +230,8 @@ class Simulator:
             action=self._make_action(unit),
         )
 
-    async def _silent(self, *args):
-        self.requests += 1
-        await asyncio.sleep(3600)
+    def _missing(self) -> None:
+        self.requests += 1  # counted as before: a request that reached the simulator
 
     def _make_action(self, unit: int):
         async def action(fncode, start, address, count, current, set_values):
@@ -279,12 +306,6 @@ class Simulator:
         async def main():
             self._loop = asyncio.get_running_loop()
             devices = [self._device(u) for u in self.fields]
-            # id 0 answers for every other unit id: it never answers, like an absent device behind a gateway
-            devices.append(
-                SimDevice(
-                    0, simdata=[SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)], action=self._silent
-                )
-            )
             if self.serial_port is None:
                 self._server = ModbusTcpServer(
                     devices, address=(self.host, self.port), ignore_missing_devices=True, trace_pdu=self._trace_pdu
@@ -299,6 +320,7 @@ class Simulator:
                     trace_packet=self._trace_packet,
                     **self.line_settings(),
                 )
+            self._server.context = _ServedUnits(devices, self._missing)
             try:
                 listening = await self._server.listen()
             except (OSError, termios.error) as exc:  # OSError includes serial.SerialException

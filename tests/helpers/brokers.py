@@ -11,6 +11,7 @@
     cloud = cloud_broker(tmp_path)               # TLS + password listener, plus a plain admin listener
     cloud.tls_port, cloud.admin_port, cloud.ca.ca_crt, cloud.node_user, cloud.node_password
     Recorder(cloud.admin_port, "a/#", **cloud.admin_auth)
+    Recorder(local_port, "d/#", **local_auth())  # a rendered local broker: as the appliance's programs
 
 Everything runs on free loopback ports in the given temporary directory (tests run beside a live appliance).
 Brokers are stopped by their own pid only.
@@ -415,6 +416,17 @@ class Recorder:
             return m if m is not None and m.payload == payload else None
 
         return wait_until(check, timeout, what=f"{topic} = {payload!r}")
+
+
+def local_auth(data_dir: Path | None = None) -> dict:
+    """Recorder/publish/retained keyword arguments to log in to a rendered local broker as the
+    appliance's programs do (the password in <data dir>/broker-password, made when missing)."""
+    from ammp_edge.core import credentials, keys, paths
+
+    return {
+        "username": keys.LOCAL_BROKER_USER,
+        "password": credentials.broker_password(paths.broker_password_path(data_dir)),
+    }
 
 
 def retained(port: int, topic: str, wait: float = 1.0, **auth) -> bytes | None:

@@ -1,13 +1,17 @@
-"""The broker's config text from a plan: mosquitto.conf, conf.d/bridge-<name>.conf, certs/ (pure apart
-from reading the templates), and writing it only when it changed."""
+"""The broker's config text from a plan: mosquitto.conf, passwd and acl (the local lock-down),
+conf.d/bridge-<name>.conf, certs/ (pure apart from reading the templates and the local broker
+password), and writing it only when it changed."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import string
 from collections.abc import Callable
 from pathlib import Path
 
+from ..core import credentials, keys
 from ..core.fileio import write_atomic
 from .model import CONF_D, MAIN_CONF, Bridge, Layout
 from .plan import plan
@@ -17,6 +21,28 @@ log = logging.getLogger(__name__)
 
 def _template(layout: Layout, name: str) -> string.Template:
     return string.Template((layout.templates_dir / name).read_text())
+
+
+PASSWORD_FILE = "passwd"
+ACL_FILE = "acl"
+ACL = f"""# Rendered by `ammp-edge bridge-config` (bridge/render.py). Clients without a user name (any local
+# user, e.g. mosquitto_sub -t u/data): read u/# only.
+topic read u/#
+
+# The appliance's own programs.
+user {keys.LOCAL_BROKER_USER}
+topic readwrite #
+topic read $SYS/#
+"""
+
+
+def password_line(user: str, password: str) -> str:
+    """A mosquitto 2.0 password_file line (PBKDF2-SHA512, as `mosquitto_passwd` writes it). The salt
+    comes from the password, so the rendered text changes only when the password does (bridge-config
+    restarts the broker on every change); the password itself is random."""
+    salt = hashlib.sha256(b"ammp-edge local broker salt\0" + password.encode()).digest()[:12]
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return f"{user}:$7$101${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}\n"
 
 
 def _render_bridge(b: Bridge, layout: Layout) -> str:
@@ -61,12 +87,19 @@ def _render_bridge(b: Bridge, layout: Layout) -> str:
 
 
 def render(
-    kv: dict, layout: Layout | None = None, *, report: Callable[[int, str], None] | None = None
+    kv: dict,
+    layout: Layout | None = None,
+    *,
+    report: Callable[[int, str], None] | None = None,
+    password: str | None = None,
 ) -> dict[str, str]:
-    """{relative file name: text} for the broker: mosquitto.conf, conf.d/bridge-<name>.conf, certs/*.
+    """{relative file name: text} for the broker: mosquitto.conf, passwd, acl, conf.d/bridge-<name>.conf,
+    certs/*.
 
-    Pure apart from reading the templates. Why a bridge is left out goes to `report(level, message)`
-    (default: this module's log). Secrets appear in the bridge files, never in the messages.
+    Pure apart from reading the templates and the local broker password (`password`, default
+    credentials.broker_password(), made when there is none). Why a bridge is left out goes to
+    `report(level, message)` (default: this module's log). Secrets appear in the files, never in the
+    messages.
     """
     layout = layout or Layout.default()
     p = plan(kv, layout)
@@ -86,8 +119,13 @@ def render(
         else ""
     )
     include = f"include_dir {layout.conf_dir / CONF_D}" if p.bridges else "# no bridges"
+    files[PASSWORD_FILE] = password_line(keys.LOCAL_BROKER_USER, password or credentials.broker_password())
+    files[ACL_FILE] = ACL
     files[MAIN_CONF] = _template(layout, "mosquitto.conf.tpl").substitute(
         PORT=layout.port,
+        USER=keys.LOCAL_BROKER_USER,
+        PASSWORD_FILE=layout.conf_dir / PASSWORD_FILE,
+        ACL_FILE=layout.conf_dir / ACL_FILE,
         USER_LINE=user_line,
         PERSISTENCE_DIR=str(layout.persistence_dir).rstrip("/"),
         INCLUDE_LINE=include,

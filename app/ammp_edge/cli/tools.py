@@ -166,16 +166,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.serial
         else {}
     )
-    sim = Simulator(
-        {u: driver for u in units},
-        args.port,
-        args.host,
-        values,
-        args.delay_ms / 1000,
-        args.strict,
-        silent_gaps=args.silent_gaps,
-        **serial,
-    )
+    try:
+        sim = Simulator(
+            {u: driver for u in units},
+            args.port,
+            args.host,
+            values,
+            args.delay_ms / 1000,
+            args.strict,
+            silent_gaps=args.silent_gaps,
+            **serial,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"simulate: {exc}") from None
     try:
         sim.start()
     except OSError as exc:

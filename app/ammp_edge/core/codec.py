@@ -4,11 +4,17 @@ Pipeline for one field, as upstream (reference section 3.6):
   registers --order--> raw bytes --valuemap (full raw hex)--> | --bit field or datatype--> number
   --> multiplier, then offset --> typecast --> NaN/inf become None
 
+Values as the device meant them: a float32 becomes the shortest decimal that reads back as the same
+float32 (0x4365CA3D is 229.79, not 229.7899932861328); multiplier and offset are applied in decimal
+to the shortest form of each operand (12.345 x 1000 is 12345.0, 2301 x 0.1 is 230.1), so scaling adds
+no binary noise; an integer with an integer multiplier and offset stays an integer.
+
 A compiled field is a `ValueSpec`; `drivers.compile_field` builds it from driver JSON.
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 import re
 import struct
@@ -224,17 +230,92 @@ def _typecast(value: Any, typecast: str | None) -> Any:
     raise DecodeError(f"unknown typecast {typecast!r}")
 
 
+_F32 = struct.Struct(">f")
+_F32_BITS = struct.Struct(">I")
+# exact for any product of two shortest doubles (17 digits each), plus an offset
+_DECIMAL = decimal.Context(prec=40, Emax=decimal.MAX_EMAX, Emin=decimal.MIN_EMIN)
+
+
+def _reads_back(text: str, bits: bytes) -> bool:
+    """Does this decimal, read as a double (as JSON readers do) and narrowed to float32, give `bits`?"""
+    try:
+        return _F32.pack(float(text)) == bits
+    except OverflowError:  # rounded up past the largest float32
+        return False
+
+
+def _float32_text(value: float, bits: bytes, digits: int, power_of_two: bool) -> float | None:
+    """The float32 `value` written with `digits` significant digits, when that reads back; else None."""
+    text = f"{value:.{digits}g}"  # the nearest such decimal
+    if _reads_back(text, bits):
+        return float(text)
+    if power_of_two:
+        # below a power of two the float32 grid is twice as fine: the nearest decimal may fall under
+        # the float32's interval while the next one above it is still inside
+        exact = decimal.Decimal(value).copy_abs()
+        up = exact.quantize(decimal.Decimal(1).scaleb(exact.adjusted() - digits + 1), rounding=decimal.ROUND_CEILING)
+        text = ("-" if value < 0 else "") + str(up)
+        if _reads_back(text, bits):
+            return float(text)
+    return None
+
+
+def shortest_float32(value: float) -> float:
+    """The double nearest to the shortest decimal that reads back as the float32 `value` (a float32
+    widened to a double, as struct gives it): 229.7899932861328 -> 229.79. NaN, infinities and zero
+    are returned as they are."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    bits = _F32.pack(value)
+    power_of_two = _F32_BITS.unpack(bits)[0] & 0x7FFFFF == 0
+    # If d digits read back, so do d + 1 (the nearest (d+1)-digit decimal is at least as near), so
+    # search from 6 digits down, or up to 9, which always suffice for a float32.
+    best = _float32_text(value, bits, 6, power_of_two)
+    if best is not None:
+        for digits in range(5, 0, -1):
+            shorter = _float32_text(value, bits, digits, power_of_two)
+            if shorter is None:
+                break
+            best = shorter
+        return best
+    for digits in (7, 8, 9):
+        found = _float32_text(value, bits, digits, power_of_two)
+        if found is not None:
+            return found
+    return value  # not reached
+
+
+def _decimal(number: int | float) -> decimal.Decimal:
+    """The number as written: a float's shortest repr (0.1, not 0.1000000000000000055...)."""
+    return decimal.Decimal(repr(number)) if isinstance(number, float) else decimal.Decimal(number)
+
+
+def _scaled(value: int | float, multiplier: int | float | None, offset: int | float | None) -> int | decimal.Decimal:
+    """value x multiplier + offset: exact in integers when all are integers, else in decimal."""
+    if isinstance(value, int) and not isinstance(multiplier, float) and not isinstance(offset, float):
+        return value * (1 if multiplier is None else multiplier) + (offset or 0)
+    d = _decimal(value)
+    if multiplier is not None:
+        d = _DECIMAL.multiply(d, _decimal(multiplier))
+    if offset is not None:
+        d = _DECIMAL.add(d, _decimal(offset))
+    return d
+
+
 def scale(value: Any, spec: ValueSpec) -> Any:
-    """Multiplier, then offset, then typecast; NaN and infinity become None."""
+    """Multiplier, then offset (in decimal, see the module text), then typecast; NaN and infinity
+    become None."""
     value = _finite(value)
     if value is None:
         return None
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if numeric and spec.typecast not in ("str", "bool"):
-        if spec.multiplier is not None:
-            value = value * spec.multiplier
-        if spec.offset is not None:
-            value = value + spec.offset
+    if numeric and spec.typecast not in ("str", "bool") and (spec.multiplier is not None or spec.offset is not None):
+        result = _scaled(value, spec.multiplier, spec.offset)
+        if isinstance(result, decimal.Decimal):
+            # int() straight from the decimal: exact for large integers a double would round
+            value = int(result) if spec.typecast == "int" and result.is_finite() else float(result)
+        else:
+            value = result
     return _finite(_typecast(_finite(value), spec.typecast))
 
 
@@ -246,7 +327,8 @@ def decode_text(raw: bytes, nbytes: int | None = None) -> str:
 
 
 def unpack(raw: bytes, datatype: str | None) -> Any:
-    """Raw big-endian bytes to a number (datatype None: inferred from the length as upstream)."""
+    """Raw big-endian bytes to a number (datatype None: inferred from the length as upstream); a
+    float32 as its shortest decimal (shortest_float32)."""
     if datatype is None:
         datatype = INFERRED_TYPES.get(len(raw))
         if datatype is None:
@@ -254,7 +336,8 @@ def unpack(raw: bytes, datatype: str | None) -> Any:
     code, size = NUMERIC_TYPES[datatype]
     if len(raw) != size:
         raise DecodeError(f"{datatype} needs {size} bytes, got {len(raw)}")
-    return struct.unpack(">" + code, raw)[0]
+    value = struct.unpack(">" + code, raw)[0]
+    return shortest_float32(value) if code == "f" else value
 
 
 def decode_bytes(raw: bytes, spec: ValueSpec) -> Any:

@@ -7,18 +7,25 @@ file put there before the first start (by an image builder) becomes the initial 
 resetting it replaces the session secret (`webui_secret`), which ends every web UI session. Used by
 `up` (printed on the console), the web UI, `webui --reset-password` and the Pi image's credentials file;
 the access point's passphrase is generated the same way.
+
+The local broker password (`broker_password`): the appliance's programs log in to the local mosquitto
+as keys.LOCAL_BROKER_USER with it; clients without a user may only read u/#. It is made at the first
+start of a data directory that has none (an upgraded one too), by whichever program asks first, kept
+in $AE_DATA_DIR/broker-password (mode 0600) and never logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from . import keys, paths
-from .fileio import write_atomic
+from .fileio import fsync_dir, write_atomic
 from .kvs import KVStore
 
 ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -100,3 +107,32 @@ def check_new_password(new: str, repeat: str) -> str | None:
     if len(new) > 256 or any(ord(c) < 32 for c in new):
         return "the new password must be at most 256 printable characters"
     return None
+
+
+def broker_password(path: Path | None = None) -> str:
+    """The local broker password; made (32 random characters, mode 0600, on disk) when there is none.
+    Programs starting together agree: the file is created with a hard link, which only one can win."""
+    path = path or paths.broker_password_path()
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = ""
+    if text:
+        return text
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            if not path.read_text().strip():  # an empty file (someone truncated it): replaced
+                os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return path.read_text().strip()

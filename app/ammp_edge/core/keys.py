@@ -18,6 +18,7 @@ KV store ($AE_DATA_DIR/kvs-db/kvstore.db, persistent)
   mqtt_bridge_*             the broker's bridges (conf/README.md lists them)
   serial_sensor_port        the RS-485 port of the sensors (default /dev/ttyAMA0)
   image_update_url          where image_update fetches the app bundle (Pi image)
+  image_update_proxy        the HTTP proxy image_update downloads through (snap_proxy_on/_off)
   webui_previous_config     the config the last change replaced, whichever door (the web UI's "Restore")
   webui_password, webui_secret, webui_sessions, log_level   the web UI's
 
@@ -59,6 +60,7 @@ MQTT_BRIDGE_STAGE = "mqtt_bridge_stage"
 MQTT_BRIDGE_CUSTOM = "mqtt_bridge_custom"
 SERIAL_SENSOR_PORT = "serial_sensor_port"
 IMAGE_UPDATE_URL = "image_update_url"
+IMAGE_UPDATE_PROXY = "image_update_proxy"  # set by snap_proxy_on: app updates download through it
 WEBUI_PASSWORD = "webui_password"
 WEBUI_SECRET = "webui_secret"
 WEBUI_PREVIOUS_CONFIG = "webui_previous_config"
@@ -117,9 +119,13 @@ NODE_CLIENT_ID = "ammp-edge-node"  # persistent session: d/config and d/command 
 NODE_META_CLIENT_ID = "ammp-edge-node-meta"
 PUBLISHER_CLIENT_ID = "ammp-edge-publisher"
 WEBUI_CLIENT_ID_PREFIX = "ammp-edge-webui-"  # + start time: a clean session, nothing to take over
+# The local broker's user for every program of the appliance (password: paths.broker_password_path);
+# clients without a user may only read u/# (bridge/render.py writes the ACL)
+LOCAL_BROKER_USER = "ammp-edge"
 
 # -- shared defaults ------------------------------------------------------------------------------
 DEFAULT_API_BASE_URL = "https://edge.ammp.io/api/v0"
 DEFAULT_SENSOR_PORT = "/dev/ttyAMA0"  # the Pi's UART with the RS-485 HAT
+SNAP_PROXY = "http://10.255.255.254:8888"  # upstream's snap_proxy_on proxy.https
 DEFAULT_WEBUI_PORT = 8000
 DEFAULT_WEBUI_HOST = "0.0.0.0"

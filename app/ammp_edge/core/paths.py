@@ -150,6 +150,11 @@ def webui_initial_password_path(data: Path | None = None) -> Path:
     return (data or data_dir()) / "webui-initial-password"
 
 
+def broker_password_path(data: Path | None = None) -> Path:
+    """The local broker password of the appliance's own programs (mode 0600, made at the first start)."""
+    return (data or data_dir()) / "broker-password"
+
+
 def under_supervisord() -> bool:
     return bool(os.environ.get("SUPERVISOR_ENABLED"))
 

@@ -5,6 +5,9 @@ subscriptions can change while it runs and are made again after every reconnect.
 Client ids are in core.keys: each program has its own, so two programs never kick each other off (an
 upstream bug); those holding a session (node, publisher) keep theirs stable, so a restarted program
 takes its session over.
+
+Every link logs in as keys.LOCAL_BROKER_USER with the local broker password (core.credentials; made
+when the data directory has none): without it the broker lets a client read u/# and nothing else.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ..core import paths
+from ..core import credentials, keys, paths
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ class MqttLink:
         self._acked: set[int] = set()
         self._lock = threading.Lock()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session)
+        self.client.username_pw_set(keys.LOCAL_BROKER_USER, credentials.broker_password())
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(1, 30)
@@ -64,6 +68,11 @@ class MqttLink:
     def _connected(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None) -> None:
         if reason_code.is_failure:
             log.warning("local broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            # the password may have been made anew (the broker follows once bridge-config re-rendered)
+            try:
+                client.username_pw_set(keys.LOCAL_BROKER_USER, credentials.broker_password())
+            except OSError as exc:
+                log.error("cannot read the local broker password: %s", exc)
             return
         with self._lock:
             self.epoch += 1

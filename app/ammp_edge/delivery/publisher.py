@@ -15,6 +15,8 @@ backlog pauses.
 Grouping: the readouts of cycle `t` wait until every bus the config expects has delivered, or until a
 grace period after `t`; a bus readout arriving after its cycle went out is sent as its own message
 with the same `t`.
+A cycle whose readouts hold no device record at all (every device was not due, min_read_interval)
+is not published, as upstream; its readouts leave the outbox at once.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class Publisher:
         self.unconfirmed: deque[Sent] = deque()
         self.tokens = 0.0
         self.last_refill = time.monotonic()
-        self.stats = {"messages": 0, "confirmed": 0, "resent": 0}
+        self.stats = {"messages": 0, "confirmed": 0, "resent": 0, "empty": 0}
         self.status_sent: dict[str, int | None] = {}
         self.link_epoch = 0
         self._outputs_cache: tuple[int, list] | None = None
@@ -245,6 +247,14 @@ class Publisher:
         message, warnings = build_message(g.t, readouts, self._outputs(config), calc_vid, readouts[0].get("config_id"))
         for w in warnings:
             log.warning(w)
+        if not message["r"]:
+            # every device of the cycle was left out (not due, min_read_interval): upstream sends nothing
+            # then; the readouts hold nothing to deliver, so they are done with
+            self.outbox.ack(keys)
+            self.published.setdefault(g.t, set()).update(g.readouts)
+            del self.groups[g.t]
+            self.stats["empty"] += 1
+            return True
         if g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60):
             self._write_last_readings(g.t, message)  # recent cycles only: an old backlog never shows as "latest"
         status_items = self._filter_status(message)

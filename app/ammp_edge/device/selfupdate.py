@@ -10,8 +10,10 @@ start runs it; the previous version stays until the new one has proven itself:
     /data/app/pending                       the new version has not yet run 60 s with every program up
     /data/app/pending-tries                 starts of the pending version so far
 
-Flow: `image_update` runs /usr/lib/ammp-edge/update -> `ammp-edge self-update`: download the bundle
-from the KV key `image_update_url` (settings file UPDATE_URL) and `<url>.sha256`, check the digest and
+Flow: `image_update` (or upstream's `snap_refresh`) runs /usr/lib/ammp-edge/update -> `ammp-edge
+self-update`: download the bundle from the KV key `image_update_url` (settings file UPDATE_URL) and
+`<url>.sha256` (through the HTTP proxy in the KV key `image_update_proxy` when `snap_proxy_on` set one;
+an https URL is then tunnelled, so the proxy sees no content), check the digest and
 each wheel's digest in the manifest, the platform and Python version; install into a new venv with
 `--no-index` (nothing else is fetched); check that the new `ammp-edge --version` runs and its
 modules import; then switch `current` and restart the appliance 5 s later (after the command's
@@ -95,10 +97,14 @@ def make_bundle(wheels: Path, drivers: Path, conf: Path, out: Path, version: str
 # -- installing ----------------------------------------------------------------------------------------
 
 
-def _download(url: str, dest: Path, timeout: float) -> None:
+def _download(url: str, dest: Path, timeout: float, proxy: str | None = None) -> None:
     if not url.startswith(("https://", "http://")):
         raise UpdateError(f"update URL must be http(s)://, got {url[:80]!r}")
-    with urllib.request.urlopen(url, timeout=timeout) as answer, open(dest, "wb") as f:
+    # the proxy given, else the environment's *_proxy variables as before
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"http": proxy, "https": proxy} if proxy else None)
+    )
+    with opener.open(url, timeout=timeout) as answer, open(dest, "wb") as f:
         total = 0
         for chunk in iter(lambda: answer.read(1 << 20), b""):
             total += len(chunk)
@@ -130,14 +136,16 @@ def install(
     python: str = "/usr/bin/python3",
     timeout: float = 120.0,
     restart: bool = True,
+    proxy: str | None = None,
 ) -> str:
-    """Download, check and install the bundle at `url`; switch to it. Returns a text for the answer."""
+    """Download (through `proxy` when given), check and install the bundle at `url`; switch to it.
+    Returns a text for the answer."""
     app_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=app_dir, prefix=".download-") as tmp:
         tmpdir = Path(tmp)
         bundle = tmpdir / "bundle.tar"
-        _download(url, bundle, timeout)
-        _download(url + ".sha256", tmpdir / "bundle.sha256", timeout)
+        _download(url, bundle, timeout, proxy)
+        _download(url + ".sha256", tmpdir / "bundle.sha256", timeout, proxy)
         words = (tmpdir / "bundle.sha256").read_text(errors="replace").split()
         expected = words[0].lower() if words else ""
         actual = _sha256(bundle)
@@ -288,13 +296,12 @@ def cmd(args) -> int:
         )
         print(out)
         return 0
-    url = args.url
-    if not url:
-        store = KVStore()
-        try:
-            url = store.get(keys.IMAGE_UPDATE_URL)
-        finally:
-            store.close()
+    store = KVStore()
+    try:
+        url = args.url or store.get(keys.IMAGE_UPDATE_URL)
+        proxy = store.get(keys.IMAGE_UPDATE_PROXY)
+    finally:
+        store.close()
     if not url:
         print(
             f"no update URL: set the KV key {keys.IMAGE_UPDATE_URL} "
@@ -302,9 +309,11 @@ def cmd(args) -> int:
             file=sys.stderr,
         )
         return 2
+    via = f" through the proxy {proxy} (KV key {keys.IMAGE_UPDATE_PROXY})" if proxy else ""
     try:
-        print(install(str(url), Path(args.app_dir), restart=not args.no_restart), end="")
+        text = install(str(url), Path(args.app_dir), restart=not args.no_restart, proxy=proxy or None)
+        print(f"downloaded {url}{via}\n{text}", end="")
     except (UpdateError, OSError, subprocess.SubprocessError) as exc:
-        print(f"update from {url} failed, nothing changed: {exc}", file=sys.stderr)
+        print(f"update from {url}{via} failed, nothing changed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -18,6 +18,10 @@ upstream's text, `Command: <name>\\nexit status: <n>\\nstdout: ...stderr: ...`, 
 | `sys_reboot` | reboots the machine (`systemctl reboot`, else `reboot`); refused in a container |
 | `app_restart` | restarts every program under supervisord (XML-RPC `supervisor.restart`), after answering |
 | `image_update` | runs the installation's update hook, `$AE_ROOT_DIR/bin/update` or `/usr/lib/ammp-edge/update` (the Pi image's: `ammp-edge self-update`, selfupdate.py); without one answers that updates are not supported here (Docker: pull a new image) |
+| `snap_refresh`, `snap_refresh_stable`, `_beta`, `_edge` | upstream refreshed its snap: here as `image_update`, the answer saying so (there are no channels: the bundle comes from `image_update_url`) |
+| `snap_proxy_on`, `snap_proxy_off` | upstream set snapd's HTTPS proxy: here app updates download through upstream's proxy (KV `image_update_proxy`), or directly again |
+| `sys_remount_ro` | Pi image: the root file system read-only again (`mount -o remount,ro /`) if something made it writable; elsewhere: not applicable, answered |
+| `sys_remount_rw`, `sys_start_snapd`, `sys_stop_snapd` | not applicable, answered with why (the Pi image's root is read-only by design, its state on /data; there is no snapd); nothing runs |
 | `imt_sensor_address` | IMT irradiance sensor on the sensor port: slave 1 -> 2 (scan.sensor_address) |
 | `holykell_sensor_address_7`, `_8` | Holykell level sensor on the sensor port: slave 1 -> 7 / 8 |
 
@@ -86,6 +90,19 @@ def http_post_json(url: str, body: Any, headers: dict, timeout: float) -> int:
     return cloudapi.send("POST", url, headers, body, timeout).status_code
 
 
+def root_read_only(mounts: Path = Path("/proc/self/mounts")) -> bool:
+    """Is / mounted read-only (its last mount entry, the one in effect)?"""
+    options = ""
+    try:
+        for line in mounts.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[1] == "/":
+                options = fields[3]
+    except OSError:
+        return False
+    return "ro" in options.split(",")
+
+
 def validate(payload: bytes) -> list[str]:
     """The command names of a payload; raises ValueError naming what is wrong."""
     if len(payload) > MAX_PAYLOAD:
@@ -141,18 +158,32 @@ class CommandService:
         hooks: Callable[[], list[Path]] = update_hooks,
         container: Callable[[], bool] = in_container,
         offline: Callable[[], bool] = paths.offline,
+        pi_image: Callable[[], bool] = paths.app_updates_enabled,
+        root_read_only: Callable[[], bool] = root_read_only,
     ):
         self.publish = publish
         self.kvstore = kvstore or KVStore()
         self.cache = cache or kv_cache()
         self.env_scan_fn, self.http_post, self.runner, self.supervisor = env_scan, http_post, runner, supervisor
         self.pause, self.hooks, self.container, self.offline = pause, hooks, container, offline
+        self.pi_image, self.root_read_only = pi_image, root_read_only
         self.commands: dict[str, tuple[Callable[[threading.Event], Result], float]] = {
             "env_scan": (self.env_scan, 1200.0),
             "trigger_config_generation": (self.trigger_config_generation, 1200.0),
             "sys_reboot": (self.sys_reboot, 60.0),
             "app_restart": (self.app_restart, 60.0),
             "image_update": (self.image_update, 1800.0),
+            "snap_refresh": (self._refresher("snap_refresh", None), 1800.0),
+            **{
+                f"snap_refresh_{ch}": (self._refresher(f"snap_refresh_{ch}", ch), 1800.0)
+                for ch in ("stable", "beta", "edge")
+            },
+            "snap_proxy_on": (lambda cancel: self.snap_proxy(True), 10.0),
+            "snap_proxy_off": (lambda cancel: self.snap_proxy(False), 10.0),
+            "sys_remount_rw": (lambda cancel: self.sys_remount(False), 10.0),
+            "sys_remount_ro": (lambda cancel: self.sys_remount(True), 90.0),
+            "sys_start_snapd": (lambda cancel: self.snapd("sys_start_snapd"), 10.0),
+            "sys_stop_snapd": (lambda cancel: self.snapd("sys_stop_snapd"), 10.0),
             "imt_sensor_address": (
                 lambda cancel: sensor_text(sensor_address.imt_sensor_address(self.sensor_port())),
                 60.0,
@@ -315,13 +346,79 @@ class CommandService:
 
         return Result(0, f"supervisord {state.get('statename')}: restarting all programs\n", after=restart)
 
-    def image_update(self, cancel: threading.Event) -> Result:
+    def _update_hook(self) -> Path | None:
         for hook in self.hooks():
             if hook.is_file() and os.access(hook, os.X_OK):
-                return Result(*self.runner([str(hook)], 1700.0))
+                return hook
+        return None
+
+    def image_update(self, cancel: threading.Event, note: str = "") -> Result:
+        hook = self._update_hook()
+        if hook is not None:
+            status, out, err = self.runner([str(hook)], 1700.0)
+            return Result(status, note + out, err)
         how = (
             "pull a new image and re-create the container"
             if self.container()
             else "update the checkout or the package by hand"
         )
-        return Result(1, "", f"updates are not supported in this installation (no update hook); {how}\n")
+        return Result(1, note, f"updates are not supported in this installation (no update hook); {how}\n")
+
+    # -- upstream's snap and system commands, mapped to what this appliance has -------------------
+    def _refresher(self, name: str, channel: str | None) -> Callable[[threading.Event], Result]:
+        return lambda cancel: self.snap_refresh(name, channel)
+
+    def snap_refresh(self, name: str, channel: str | None) -> Result:
+        note = (
+            f"{name}: this appliance is not a snap{f' and has no {channel} channel' if channel else ''}; "
+            f"updating the app as image_update does (the app bundle at the KV key {keys.IMAGE_UPDATE_URL})\n"
+        )
+        return self.image_update(threading.Event(), note)
+
+    def snap_proxy(self, on: bool) -> Result:
+        if on:
+            self.kvstore.set(keys.IMAGE_UPDATE_PROXY, keys.SNAP_PROXY)
+            text = f"app updates (image_update, snap_refresh) now download through the proxy {keys.SNAP_PROXY}"
+        else:
+            self.kvstore.delete(keys.IMAGE_UPDATE_PROXY)
+            text = "app updates (image_update, snap_refresh) download without a proxy again"
+        out = f"this appliance is not a snap (no snapd to configure); {text} (KV key {keys.IMAGE_UPDATE_PROXY})\n"
+        if self._update_hook() is None:
+            out += (
+                "this installation has no in-app updates (a container is updated by pulling a new image): "
+                "the proxy is not used here\n"
+            )
+        return Result(0, out)
+
+    def _not_here(self, what: str) -> str:
+        if self.container():
+            return f"{what}: not available in a container (the host's file systems and services are the host's)\n"
+        return f"{what}: this installation does not manage the host's file systems\n"
+
+    def sys_remount(self, read_only: bool) -> Result:
+        if not self.pi_image():
+            return Result(
+                1, "", self._not_here("sys_remount_ro" if read_only else "sys_remount_rw") + "not remounted\n"
+            )
+        now = "read-only" if self.root_read_only() else "writable"
+        if not read_only:
+            return Result(
+                1,
+                f"the root file system is {now}\n",
+                "the root file system of this image is read-only by design and is not remounted from the cloud: "
+                "settings are in ammp-edge.txt on the boot partition, data and app updates (image_update) on "
+                "/data\n",
+            )
+        if now == "read-only":
+            return Result(0, "the root file system is already read-only; nothing to do\n")
+        status, out, err = self.runner(["mount", "-o", "remount,ro", "/"], 60.0)
+        after = "read-only" if self.root_read_only() else "still writable"
+        return Result(status, f"{out}the root file system was writable and is now {after}\n", err)
+
+    def snapd(self, name: str) -> Result:
+        return Result(
+            1,
+            "",
+            f"{name}: this appliance does not use snapd (it is not a snap; it updates with snap_refresh or "
+            "image_update); nothing was started or stopped\n",
+        )

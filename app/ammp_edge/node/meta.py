@@ -5,7 +5,9 @@
     u/meta/arch             `uname -srvm`
     u/meta/ssh_fingerprint  SHA256 fingerprint of the ECDSA ssh host key without "SHA256:"; empty (MQTT has no
                             null) without a host key, as in a container: upstream's script prints nothing then
-    u/meta/version          this software's version; upstream's u/meta/snap_rev is never published
+    u/meta/version          this software's version
+    u/meta/snap_rev         the same version, where upstream published its snap revision (fleet views
+                            built on upstream's topic show it); upstream sends it only as a snap
 
 As upstream: first an empty retained message on each topic (clears an old retained value), then the
 values with retain false, QoS 1; retried for up to 30 s, then given up (logged).
@@ -31,7 +33,7 @@ from .. import __version__
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("boot_time", "start_time", "arch", "ssh_fingerprint", "version")
+TOPICS = ("boot_time", "start_time", "snap_rev", "arch", "ssh_fingerprint", "version")
 PUBLISH_FOR_S = 30.0
 BRIDGE_WAIT_S = 300.0
 
@@ -56,6 +58,7 @@ def values(start_time: float, ssh_dir: Path = Path("/etc/ssh")) -> dict[str, str
         "start_time": str(int(start_time)),
         "arch": f"{u.sysname} {u.release} {u.version} {u.machine}",
         "version": __version__,
+        "snap_rev": __version__,
     }
     out["ssh_fingerprint"] = ssh_fingerprint(ssh_dir) or ""
     return out

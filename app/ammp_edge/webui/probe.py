@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 import threading
 import time
 import xmlrpc.client
@@ -176,8 +175,7 @@ def decode_orders(regs: list[int]) -> list[dict]:
                 row[dtype] = None
                 continue
             data = codec.registers_to_bytes(regs[:words], order)
-            value = struct.unpack(">" + codec.NUMERIC_TYPES[dtype][0], data)[0]
-            row[dtype] = _json_value(value)
+            row[dtype] = _json_value(codec.unpack(data, dtype))
         out.append(row)
     return out
 
