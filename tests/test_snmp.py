@@ -240,3 +240,14 @@ def test_a_silent_agent_costs_one_timeout_then_backoff():
         assert poller.health["d"].failures == 2 and poller.health["d"].skip_cycles == 1  # 0, 1, 3, 7 ... skipped
     finally:
         silent.close()
+
+
+def test_the_web_ui_device_test_reads_an_snmp_device(agent):
+    from ammp_edge.webui import probe
+
+    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    device = probe.build_device(dev(agent.port, version=3, user="authpriv", **USERS["authpriv"]), {}, builtin)
+    out = probe.read_device(device)
+    rows = {r["name"]: r for r in out["fields"]}
+    assert out["bus"] == "snmp" and rows["temp"]["value"] == 41 and rows["temp"]["register"] == f"{UR5I}.3.3.0"
+    assert rows["Rx_SIM2_today"]["value"] is None and "noSuchInstance" in rows["Rx_SIM2_today"]["error"]

@@ -233,3 +233,22 @@ def test_simulate_speedwire_is_read_by_ammp_edge_read(tmp_path):
     assert abs(records["a"]["E_out"] - 123456.5) < 0.001
     assert records["b"]["P_out"] > 0 and 0 < records["b"]["pf"] <= 1  # plausible values from the other
     assert took < 30  # a datagram every 0.2 s: no device waits out its timeout
+
+
+def _probe_a_meter():
+    from ammp_edge.core import drivers, paths
+    from ammp_edge.webui import probe
+
+    sender = SpeedwireSender(_driver(), SERIAL_A, values={"P_out": 77.7}, interval=0.2).start()
+    try:
+        device = probe.build_device(_dev(SERIAL_A), {}, drivers.load_builtin_drivers(paths.drivers_dir()))
+        return probe.read_device(device)
+    finally:
+        sender.stop()
+
+
+def test_the_web_ui_device_test_reads_a_meter_and_says_docker_needs_host_networking():
+    out = in_netns(_probe_a_meter)
+    rows = {r["name"]: r for r in out["fields"]}
+    assert rows["P_out"]["value"] == 77.7 and rows["P_out"]["register"] == "OBIS 1.4"
+    assert "--network host" in out["note"]
