@@ -329,7 +329,7 @@ def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherFie
     return OtherField(name, kind, dict(opts), opts.get("unit"))
 
 
-def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -> ModbusField | SysField | OtherField:
+def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -> Any:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
@@ -340,6 +340,12 @@ def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -
         return compile_modbus_field(name, opts, path, warnings)
     if kind == "sys":
         return compile_sys_field(name, opts, path)
+    if kind in ("sma_speedwire", "snmp"):
+        from . import netfields  # compiled beside their address checks
+
+        if kind == "snmp":
+            return netfields.compile_snmp_field(name, opts, path)
+        return netfields.compile_speedwire_field(name, opts, path)
     if kind == "unknown":
         raise InvalidInput(path, "no register, method, oid, obis_channel, query, topic or schema: nothing to read")
     return compile_other_field(name, kind, opts, path)
