@@ -31,6 +31,10 @@ def cmd_bus(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     install_signal_handlers(stop)
+    if not args.once and not args.no_outbox:
+        from ..readers.mqtt import use_stable_client_id  # stdlib and core only
+
+        use_stable_client_id()  # the bus program owns its MQTT broker session (readers/mqtt.py)
     source = ConfigSource(Path(args.config) if args.config else None)
     outbox = None if args.no_outbox else Outbox()
     status_cache = kv_cache() if not args.no_outbox else None
