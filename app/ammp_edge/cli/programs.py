@@ -70,6 +70,34 @@ def cmd_bus(args: argparse.Namespace) -> int:
             outbox.close()
 
 
+def cmd_hycon(args: argparse.Namespace) -> int:
+    from ..core import watchdog
+    from ..core.configsource import ConfigSource
+    from ..delivery.backfill import HyconBackfill
+    from ..delivery.outbox import Outbox
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    source = ConfigSource(Path(args.config) if args.config else None)
+    outbox = Outbox()
+    try:
+        backfill = HyconBackfill(outbox, stop)
+        if args.once:
+            config = source.current()
+            if config is None or not config.backfill_devices():
+                print("hycon: the config has no sma_hycon_csv device", file=sys.stderr)
+                return 2
+            backfill.step(config, force=True)
+            return 0
+        while not stop.is_set():
+            watchdog.heartbeat("hycon", 3 * 3600.0)  # a day's fetch retries for 30 min at most
+            backfill.step(source.current())
+            stop.wait(30.0)
+        return 0
+    finally:
+        outbox.close()
+
+
 def cmd_publisher(args: argparse.Namespace) -> int:
     from ..bridge.plan import bridge_state_topics
     from ..core.configsource import ConfigSource
