@@ -480,3 +480,52 @@ def test_json_values_table():
     assert mqtt_reader.decode_message(b'{"a": [1, null]}', f) is None
     with pytest.raises(codec.DecodeError, match="nests arrays and objects more than 32"):
         mqtt_reader.decode_message(b'{"a": [' + b"[" * 40 + b"]" * 40 + b"]}", f)
+
+
+def test_the_web_ui_device_test_reads_mqtt_without_disturbing_the_bus(broker, monkeypatch):
+    from ammp_edge.webui import probe
+
+    publish(broker.port, "site/meter/P", b"321.5", retain=True)
+    publish(broker.port, "site/meter/json", b'{"sensors": [{"temp": "x"}], "state": "ok"}', retain=True)
+    c = make_config(broker.port, fields=["P", "T"])
+    monkeypatch.setitem(mqtt_reader._STABLE, "on", True)
+    bus = poller_for(c)
+    monkeypatch.setitem(mqtt_reader._STABLE, "on", False)
+    try:
+        assert bus.poll(1000)["devices"][0]["P"] == 321.5
+        out = probe.read_device(c.devices["m1"])
+        rows = {r["name"]: r for r in out["fields"]}
+        assert rows["P"]["value"] == 321.5 and rows["P"]["error"] is None and rows["P"]["topic"] == "site/meter/P"
+        assert rows["P"]["raw"] == [b"321.5".hex()]
+        assert rows["T"]["value"] is None and "'x' is not a number" in rows["T"]["error"]
+        assert bus.transport.subscriber.connects == 1 and bus.transport.subscriber.connected.is_set()
+    finally:
+        bus.close()
+
+
+def test_an_mqtt_bus_loads_no_paho_openssl_or_hycon_code(broker):
+    """The bus RSS: a plain mqtt bus polls without paho, OpenSSL (ssl, _hashlib) or the HyCon reader."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, time
+from ammp_edge.cli.programs import cmd_bus  # the bus program's own imports
+from ammp_edge.readers import mqtt
+from ammp_edge.core import config as cfg
+from ammp_edge.bus.poller import BusPoller
+raw = {{"devices": {{"m": {{"driver": "d", "reading_type": "mqtt", "vendor_id": "v",
+        "address": {{"host": "127.0.0.1", "port": {broker.port}}}}}}},
+       "drivers": {{"d": {{"fields": {{"P": {{"topic": "a/b", "parse_as": "str"}}}}}}}},
+       "readings": {{"p": {{"device": "m", "var": "P"}}}}}}
+c = cfg.load(raw, {{}})
+(bus, devs), = c.buses().items()
+p = BusPoller(bus, devs, 10)
+p.poll(1)
+p.close()
+bad = [m for m in ("paho", "ssl", "_hashlib", "ammp_edge.readers.hycon_csv", "ftplib") if m in sys.modules]
+print("LOADED", bad)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "LOADED []" in r.stdout, r.stdout

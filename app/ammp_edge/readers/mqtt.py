@@ -22,9 +22,8 @@ topic of its devices; a cycle reads what arrived. So:
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import secrets
+import os
 import socket
 import sqlite3
 import time
@@ -38,6 +37,11 @@ from ..core.kvs import KVStore
 from ..core.problems import ConfigUnusable
 from .modbus import DeviceResult
 from .mqtt_client import MAX_PAYLOAD, Subscriber
+
+try:  # CPython's own SHA-1: hashlib would map OpenSSL (~5 MB of RSS) into every bus process for one digest
+    from _sha1 import sha1 as _sha1
+except ImportError:  # pragma: no cover - other Pythons
+    from hashlib import sha1 as _sha1
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +77,10 @@ def client_id_for(bus_id: str, address: dict, stable: bool | None = None) -> str
     if address.get("client_id"):
         base = str(address["client_id"])
     else:
-        base = "ammp-edge-" + hashlib.sha1(f"{_node_identity()}|{bus_id}".encode()).hexdigest()[:12]
+        base = "ammp-edge-" + _sha1(f"{_node_identity()}|{bus_id}".encode()).hexdigest()[:12]
     if stable if stable is not None else _STABLE["on"]:
         return base
-    return f"{base}-{secrets.token_hex(3)}"
+    return f"{base}-{os.urandom(3).hex()}"
 
 
 class MqttTransport:
