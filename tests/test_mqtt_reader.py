@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import struct
 import threading
@@ -529,3 +530,43 @@ print("LOADED", bad)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "LOADED []" in r.stdout, r.stdout
+
+
+def test_the_appliance_publishes_mqtt_values_from_the_first_cycle(tmp_path, broker):
+    """The whole appliance: the bus program `bus-mqtt_...` under supervisord, its stable client id, the
+    retained values in its first u/data, a new value in a later one."""
+    from helpers.appliance import Appliance
+    from helpers.brokers import Recorder
+
+    publish(broker.port, "site/meter/P", b"4321", retain=True)
+    raw = {
+        "devices": {
+            "m1": {
+                "driver": "mq",
+                "reading_type": "mqtt",
+                "vendor_id": "m-1",
+                "address": {"host": "127.0.0.1", "port": broker.port},
+            },
+        },
+        "drivers": {"mq": DRIVER},
+        "readings": {"p": {"device": "m1", "var": "P"}},
+        "read_interval": 2,
+    }
+    app = Appliance(tmp_path / "app", raw, None)
+    try:
+        app.start(timeout=90)
+        with Recorder(app.port, "u/data") as rec:  # anonymous clients may read u/# on the local broker
+            first = rec.wait_for(lambda m: b'"m1"' in m.payload, 60, what="a u/data with m1")
+            msg = json.loads(first.payload)
+            assert msg["r"] == [{"_d": "m1", "_vid": "m-1", "P": 4321.0}]
+            publish(broker.port, "site/meter/P", b"1234")
+            rec.wait_for(lambda m: b'"P":1234.0' in m.payload, 30, what="the new value")
+            assert all(b'"P":' in m.payload for m in rec.on("u/data") if b'"m1"' in m.payload)
+        # no cycle of the bus went without the value, its first one included
+        bus_log = app.logs("bus-mqtt_127.0.0.1")
+        assert "polling 1 device(s)" in bus_log and "committed t=" in bus_log
+        assert "no message yet" not in bus_log and "not subscribed yet" not in bus_log, bus_log
+        ids = set(re.findall(r"New client connected from \S+ as (ammp-edge-[0-9a-f-]+)", broker.log))
+        assert len(ids) == 1 and len(next(iter(ids))) == 22, ids  # the bus's stable id, no random suffix
+    finally:
+        app.stop()

@@ -81,14 +81,22 @@ def cmd_hycon(args: argparse.Namespace) -> int:
     source = ConfigSource(Path(args.config) if args.config else None)
     outbox = Outbox()
     try:
-        backfill = HyconBackfill(outbox, stop)
-        if args.once:
+        if args.once:  # by hand: one attempt per device, now
+            from ..readers.hycon_csv import HyconError
+
             config = source.current()
             if config is None or not config.backfill_devices():
                 print("hycon: the config has no sma_hycon_csv device", file=sys.stderr)
                 return 2
-            backfill.step(config, force=True)
-            return 0
+            once, rc = HyconBackfill(outbox, stop, retry_for=0), 0
+            for dev in config.backfill_devices():
+                try:
+                    print(f"{dev.key}: {once.backfill(dev)} rows into the outbox")
+                except HyconError as exc:
+                    print(f"{dev.key}: {exc}", file=sys.stderr)
+                    rc = 1
+            return rc
+        backfill = HyconBackfill(outbox, stop)
         while not stop.is_set():
             watchdog.heartbeat("hycon", 3 * 3600.0)  # a day's fetch retries for 30 min at most
             backfill.step(source.current())

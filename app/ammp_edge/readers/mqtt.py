@@ -35,7 +35,7 @@ from ..core.config import Device
 from ..core.drivers import MqttField
 from ..core.kvs import KVStore
 from ..core.problems import ConfigUnusable
-from .modbus import DeviceResult
+from .modbus import INTERRUPT_SLICE, DeviceResult
 from .mqtt_client import MAX_PAYLOAD, Subscriber
 
 try:  # CPython's own SHA-1: hashlib would map OpenSSL (~5 MB of RSS) into every bus process for one digest
@@ -147,8 +147,15 @@ class MqttDevice:
     def read(self, deadline: float) -> DeviceResult:
         res = DeviceResult()
         sub = self.transport.subscriber
-        # the first cycle (and one after new topics) waits for the subscriptions and retained messages
-        synced = sub.wait_synced(min(deadline, time.monotonic() + self.device.timeout))
+        # the first cycle (and one after new topics) waits for the subscriptions and retained messages;
+        # not while the broker is known to be down, and not past a stopping bus's grace
+        end = min(deadline, time.monotonic() + self.device.timeout)
+        synced = sub.synced.is_set()
+        while not synced and time.monotonic() < end and not (sub.error and not sub.connected.is_set()):
+            if self.transport.interrupt is not None and self.transport.interrupt.is_set():
+                res.interrupted = True
+                return res
+            synced = sub.wait_synced(min(end, time.monotonic() + INTERRUPT_SLICE))
         now = time.monotonic()
         for var, f in self.device.fields.items():
             msg = sub.last(f.topic)
