@@ -570,3 +570,33 @@ def test_the_appliance_publishes_mqtt_values_from_the_first_cycle(tmp_path, brok
         assert len(ids) == 1 and len(next(iter(ids))) == 22, ids  # the bus's stable id, no random suffix
     finally:
         app.stop()
+
+
+def test_ammp_edge_read_prints_the_retained_values(tmp_path, broker):
+    import subprocess
+
+    from helpers.common import AMMP_EDGE, child_env, write_json
+
+    publish(broker.port, "site/meter/json", b'{"sensors": [{"temp": 199}], "state": "ok"}', retain=True)
+    raw = {
+        "devices": {
+            "m1": {
+                "driver": "mq",
+                "reading_type": "mqtt",
+                "vendor_id": "m-1",
+                "address": {"host": "127.0.0.1", "port": broker.port},
+            }
+        },
+        "drivers": {"mq": DRIVER},
+        "readings": {"t": {"device": "m1", "var": "T"}, "s": {"device": "m1", "var": "state"}},
+    }
+    conf = write_json(tmp_path / "c.json", raw)
+    r = subprocess.run(
+        [*AMMP_EDGE, "read", "--config", str(conf), "--json"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["r"] == [{"_d": "m1", "_vid": "m-1", "T": 19.9, "state": "ok"}]

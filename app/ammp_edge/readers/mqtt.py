@@ -77,7 +77,7 @@ def client_id_for(bus_id: str, address: dict, stable: bool | None = None) -> str
     if address.get("client_id"):
         base = str(address["client_id"])
     else:
-        base = "ammp-edge-" + _sha1(f"{_node_identity()}|{bus_id}".encode()).hexdigest()[:12]
+        base = keys.MQTT_READER_CLIENT_ID_PREFIX + _sha1(f"{_node_identity()}|{bus_id}".encode()).hexdigest()[:12]
     if stable if stable is not None else _STABLE["on"]:
         return base
     return f"{base}-{os.urandom(3).hex()}"

@@ -250,6 +250,9 @@ class Subscriber:
                 if isinstance(exc, ProtocolError):
                     self.stats["protocol_errors"] += 1
                 self._down(f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConnectionError) else str(exc))
+            except Exception as exc:  # a bug here must not leave the bus alive with a dead connection
+                log.exception("[%s] unexpected error in the MQTT connection; connecting again", self.label)
+                self._down(f"{type(exc).__name__}: {exc}")
             finally:
                 if sock is not None:
                     try:

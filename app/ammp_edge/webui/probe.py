@@ -148,6 +148,7 @@ def _read_mqtt(device: cfg.Device) -> list[dict]:
                     "register": None,
                     "unit": f.unit or "",
                     "raw": [payload[:64].hex()] if payload else [],
+                    "age_s": round(time.monotonic() - msg.received, 1) if msg is not None else None,
                     "value": _json_value(res.values.get(name)),
                     "error": res.item_errors.get(name),
                 }
