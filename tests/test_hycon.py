@@ -613,3 +613,27 @@ def test_a_backfill_after_the_outbox_emptied_is_delivered(tmp_path, isolated_dir
                 th.join(10)
         ts = [json.loads(m.payload)["t"] for m in got()]
         assert len(ts) == 150 and ts == sorted(set(ts))
+
+
+def test_the_schedule_fetches_once_a_night_and_waits_for_a_late_file(tmp_path, isolated_dirs):
+    data, _ = isolated_dirs
+    files = {"LogDataFast_2023-03-08.zip": zip_of(day_csv(date(2023, 3, 8), TZ, rows=10))}
+    with HyconFtp(tmp_path, files) as ftp:
+        dev = device(ftp.url)
+        c = config_of(dev)
+        box = Outbox(data / "outbox")
+        before = datetime(2023, 3, 9, 2, 0, tzinfo=ZoneInfo(TZ)).timestamp()  # the night after the 8th
+        assert bf.HyconBackfill(box, threading.Event(), clock=lambda: before).step(c) == 10
+        # the next night the 9th is not there yet: retried (here 2 s) instead of "sent before"
+        run = bf.HyconBackfill(box, threading.Event(), clock=lambda: NOW, retry_for=2.0, backoff=(0.3, 0.5))
+        timer = threading.Timer(
+            1.0, ftp.set_files, args=({**files, "LogDataFast_2023-03-09.zip": zip_of(day_csv(DAY, TZ, rows=20))},)
+        )
+        timer.start()
+        assert run.step(c) == 20
+        assert box.mark("hycon/hycon1")["day"] == "2023-03-09"
+        begun = time.monotonic()
+        assert run.step(c) == 0 and time.monotonic() - begun < 0.5  # done for the night: no FTP at all
+        outside = datetime(2023, 3, 10, 12, 0, tzinfo=ZoneInfo(TZ)).timestamp()
+        assert bf.HyconBackfill(box, threading.Event(), clock=lambda: outside).step(c) == 0
+        assert box.count() == 30

@@ -91,16 +91,17 @@ class HyconBackfill:
     ):
         self.outbox, self.stop, self.clock = outbox, stop, clock
         self.retry_for, self.backoff = retry_for, backoff
-        self.gave_up: dict[str, str] = {}  # device -> day given up on (tried for retry_for)
+        self.tried: dict[str, str] = {}  # device -> the day last fetched or given up on (once a night)
 
-    def backfill(self, device: cfg.Device) -> int:
+    def backfill(self, device: cfg.Device, expected: date | None = None) -> int:
         """Fetch the newest complete day and put its rows not yet put; retried with growing delays for
-        `retry_for` seconds. Returns the rows put (0 when the day was already done)."""
+        `retry_for` seconds. Returns the rows put (0 when the day was already done). `expected`: the day
+        the schedule is after (yesterday); an older day already sent means its file is not there yet."""
         prefix = f"[hycon {device.key}]"
         delay, deadline = self.backoff[0], time.monotonic() + self.retry_for
         while True:
             try:
-                return self._attempt(device, prefix)
+                return self._attempt(device, prefix, expected)
             except hycon_csv.HyconError as exc:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -111,7 +112,7 @@ class HyconBackfill:
                     raise
                 delay = min(delay * 2, self.backoff[1])
 
-    def _attempt(self, device: cfg.Device, prefix: str) -> int:
+    def _attempt(self, device: cfg.Device, prefix: str, expected: date | None = None) -> int:
         name = mark_name(device.key)
         mark = self.outbox.mark(name)
         mark = mark if isinstance(mark, dict) else {}
@@ -120,8 +121,11 @@ class HyconBackfill:
         day, parsed = day_file.day.isoformat(), day_file.parsed
         if not parsed.rows:
             raise hycon_csv.HyconError(f"{day_file.name}: no data rows ({'; '.join(parsed.errors[:3]) or 'empty'})")
-        done = int(mark.get("rows", 0)) if mark.get("day") == day and mark.get("file") == day_file.name else 0
+        # resumed by day (a file may be zipped between two attempts: the same rows under another name)
+        done = int(mark.get("rows", 0)) if mark.get("day") == day else 0
         if mark.get("day") == day and mark.get("finished"):
+            if expected is not None and day_file.day < expected:
+                raise hycon_csv.HyconError(f"no file of {expected} yet (the newest complete day, {day}, was sent)")
             log.info("%s %s (%s) was sent before; nothing to do", prefix, day, day_file.name)
             return 0
         total = len(parsed.rows)
@@ -165,13 +169,14 @@ class HyconBackfill:
         now = self.clock()
         for device in config.backfill_devices():
             day = None if force else due_day(device, now, self.outbox.mark(mark_name(device.key)))
-            if not force and (day is None or self.gave_up.get(device.key) == day.isoformat()):
+            if not force and (day is None or self.tried.get(device.key) == day.isoformat()):
                 continue
             try:
-                put += self.backfill(device)
+                put += self.backfill(device, day)
             except hycon_csv.HyconError:
-                if day is not None:
-                    self.gave_up[device.key] = day.isoformat()
+                pass  # logged; the next night tries again
+            if day is not None:
+                self.tried[device.key] = day.isoformat()  # once a night (with its 30 minutes of retries)
         return put
 
     def run(self, source: ConfigSource, round_s: float = 30.0) -> None:
