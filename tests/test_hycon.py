@@ -637,3 +637,16 @@ def test_the_schedule_fetches_once_a_night_and_waits_for_a_late_file(tmp_path, i
         outside = datetime(2023, 3, 10, 12, 0, tzinfo=ZoneInfo(TZ)).timestamp()
         assert bf.HyconBackfill(box, threading.Event(), clock=lambda: outside).step(c) == 0
         assert box.count() == 30
+
+
+def test_put_batch_commits_records_and_mark_together_or_not_at_all(isolated_dirs):
+    data, _ = isolated_dirs
+    box = Outbox(data / "outbox")
+    box.put_batch([{"t": 1, "bus": "b", "devices": []}], "hycon/x", {"rows": 1})
+    with pytest.raises(ValueError):  # the third record cannot be written: the batch is rolled back whole
+        box.put_batch([{"t": 2}, {"t": 3}, {"t": float("nan")}], "hycon/x", {"rows": 4})
+    assert [r["t"] for _, r in box.read_from(None)] == [1] and box.mark("hycon/x") == {"rows": 1}
+    assert box.count() == 1  # the marks are not records
+    box.close()
+    again = Outbox(data / "outbox")
+    assert again.mark("hycon/x") == {"rows": 1} and again.mark("hycon/y") is None

@@ -53,13 +53,11 @@ class Outbox:
         """Commit records and a progress mark (`mark(name)` reads it back) in one transaction: after a
         power cut either both are there or neither, so a writer that resumes from its mark puts each
         record exactly once."""
-        datas = [json.dumps(r, separators=(",", ":"), allow_nan=False).encode() for r in records]
-        with self.cache.transact(retry=True):
-            keys = [self.cache.push(d, retry=True) for d in datas]
+        with self.cache.transact(retry=True):  # diskcache's transactions nest: put's own writes join this one
+            keys = [self.put(r) for r in records]
             marks = dict(self.cache.get(_MARKS, {}, retry=True))
             marks[mark] = value
             self.cache.set(_MARKS, marks, retry=True)
-        self._enforce_bounds()
         return keys
 
     def mark(self, name: str) -> object:
