@@ -559,8 +559,12 @@ def test_the_appliance_publishes_mqtt_values_from_the_first_cycle(tmp_path, brok
             first = rec.wait_for(lambda m: b'"m1"' in m.payload, 60, what="a u/data with m1")
             msg = json.loads(first.payload)
             assert msg["r"] == [{"_d": "m1", "_vid": "m-1", "P": 4321.0}]
+            sent = time.time()
             publish(broker.port, "site/meter/P", b"1234")
-            rec.wait_for(lambda m: b'"P":1234.0' in m.payload, 30, what="the new value")
+            new = rec.wait_for(lambda m: b'"P":1234.0' in m.payload, 30, what="the new value")
+            # in the next cycle (every 2 s), or the one after on a loaded machine; never in an earlier one
+            t_new = json.loads(new.payload)["t"]
+            assert int(sent) - 1 <= t_new <= sent + 2 * raw["read_interval"] + 1, (sent, t_new)
             assert all(b'"P":' in m.payload for m in rec.on("u/data") if b'"m1"' in m.payload)
         # no cycle of the bus went without the value, its first one included
         bus_log = app.logs("bus-mqtt_127.0.0.1")
@@ -600,3 +604,33 @@ def test_ammp_edge_read_prints_the_retained_values(tmp_path, broker):
     )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["r"] == [{"_d": "m1", "_vid": "m-1", "T": 19.9, "state": "ok"}]
+
+
+def test_devices_on_one_broker_share_one_bus_and_one_connection(broker):
+    publish(broker.port, "a/1", b"1", retain=True)
+    publish(broker.port, "b/1", b"2", retain=True)
+    raw = {
+        "devices": {
+            k: {
+                "driver": k,
+                "reading_type": "mqtt",
+                "vendor_id": k,
+                "address": {"host": "127.0.0.1", "port": broker.port},
+            }
+            for k in ("da", "db")
+        },
+        "drivers": {
+            "da": {"fields": {"x": {"topic": "a/1", "parse_as": "str"}}},
+            "db": {"fields": {"x": {"topic": "b/1", "parse_as": "str"}}},
+        },
+        "readings": {"ra": {"device": "da", "var": "x"}, "rb": {"device": "db", "var": "x"}},
+    }
+    c = cfg.load(raw, {})
+    assert list(c.buses()) == [f"mqtt_127.0.0.1_{broker.port}"]
+    p = poller_for(c)
+    try:
+        r = p.poll(1000)
+        assert r["devices"] == [{"_d": "da", "_vid": "da", "x": 1}, {"_d": "db", "_vid": "db", "x": 2}]
+        assert len(re.findall(r"New client connected from .* as ammp-edge-", broker.log)) == 1
+    finally:
+        p.close()
