@@ -634,3 +634,30 @@ def test_devices_on_one_broker_share_one_bus_and_one_connection(broker):
         assert len(re.findall(r"New client connected from .* as ammp-edge-", broker.log)) == 1
     finally:
         p.close()
+
+
+def test_devices_on_one_broker_with_different_logins_are_warned_about():
+    raw = {
+        "devices": {
+            "da": {
+                "driver": "d",
+                "reading_type": "mqtt",
+                "vendor_id": "a",
+                "address": {"host": "h", "username": "u", "password": "secret-1"},
+            },
+            "db": {
+                "driver": "d",
+                "reading_type": "mqtt",
+                "vendor_id": "b",
+                "address": {"host": "h", "username": "u", "password": "secret-2"},
+            },
+        },
+        "drivers": {"d": {"fields": {"x": {"topic": "a/1"}}}},
+        "readings": {"ra": {"device": "da", "var": "x"}, "rb": {"device": "db", "var": "x"}},
+    }
+    c = cfg.load(raw, {})
+    assert set(c.devices) == {"da", "db"} and not c.errors
+    assert [str(p) for p in c.problems] == [
+        "devices.db.address: warning: shares the connection of bus mqtt_h_1883 with 'da', which is made with "
+        "'da''s password"
+    ]

@@ -383,6 +383,7 @@ def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:
     _attach_readings(raw, drivers, devices, problems)
     _attach_status(raw, drivers, devices, problems)
     _attach_backfill_columns(raw, drivers, devices, problems)
+    _check_shared_connections(devices, problems)
     # a device is read only when something asks for it (as upstream)
     used = {k: d for k, d in devices.items() if d.fields or d.status}
     outputs = [o for i, o in enumerate(raw.get("output") or []) if not nonfinite(o, join_path("output", i))]
@@ -461,6 +462,29 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
             failed_fields.add((dev.driver_name, var))
             continue
         dev.fields[var] = fld
+
+
+MQTT_CONNECTION_KEYS = ("username", "password", "tls", "ca_certs", "tls_insecure", "keepalive", "qos", "clean_session")
+
+
+def _check_shared_connections(devices: dict[str, Device], problems: list[Problem]) -> None:
+    """MQTT devices on one broker share one connection, made with the first one's settings: say so
+    where another differs (values not shown: one may be a password)."""
+    first: dict[str, Device] = {}
+    for dev in devices.values():
+        if dev.reading_type != "mqtt":
+            continue
+        lead = first.setdefault(dev.bus_id, dev)
+        differ = [k for k in MQTT_CONNECTION_KEYS if dev.address.get(k) != lead.address.get(k)]
+        if differ:
+            problems.append(
+                Problem(
+                    join_path("devices", dev.key, "address"),
+                    f"shares the connection of bus {dev.bus_id} with {lead.key!r}, which is made with "
+                    f"{lead.key!r}'s {', '.join(differ)}",
+                    "warning",
+                )
+            )
 
 
 def _attach_backfill_columns(raw: dict, drivers: dict, devices: dict[str, Device], problems: list[Problem]) -> None:
