@@ -650,3 +650,10 @@ def test_put_batch_commits_records_and_mark_together_or_not_at_all(isolated_dirs
     box.close()
     again = Outbox(data / "outbox")
     assert again.mark("hycon/x") == {"rows": 1} and again.mark("hycon/y") is None
+
+
+def test_the_web_ui_device_test_says_a_hycon_is_read_once_a_day():
+    from ammp_edge.webui import probe
+
+    with pytest.raises(probe.ProbeError, match="read once a day"):
+        probe.read_device(device("ftp://h/x"))
