@@ -14,7 +14,8 @@ import pytest
 from ammp_edge.bus.poller import BusPoller
 from ammp_edge.core import codec, config as cfg, drivers as drv
 from ammp_edge.readers import mqtt as mqtt_reader
-from ammp_edge.readers.mqtt_client import Subscriber, connect_packet, packet, subscribe_packet
+from ammp_edge.readers.mqtt.client import Subscriber
+from ammp_edge.readers.mqtt.packets import connect_packet, packet, subscribe_packet
 from helpers.brokers import Mosquitto, cloud_broker, publish, wait_until
 from helpers.common import free_port
 

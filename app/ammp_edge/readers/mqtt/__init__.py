@@ -3,7 +3,7 @@ connection per broker (the bus `mqtt_<host>_<port>` owns it).
 
 Upstream (reference 8.4) connected for every cycle with the fixed client id `ammp-edge` (two devices
 or processes kicked each other off), waited `timeout` seconds, and had nothing in its first cycle.
-Here the bus keeps one connection (readers/mqtt_client.py) open from its start, subscribed to every
+Here the bus keeps one connection (client.py, packets.py) open from its start, subscribed to every
 topic of its devices; a cycle reads what arrived. So:
 
 - The client id is stable for the bus program and cannot collide: `ammp-edge-` and 12 hex digits of
@@ -30,13 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..core import codec, jsontext, keys, paths
-from ..core.config import Device
-from ..core.drivers import MqttField
-from ..core.kvs import KVStore
-from ..core.problems import ConfigUnusable
-from .modbus import INTERRUPT_SLICE, DeviceResult
-from .mqtt_client import MAX_PAYLOAD, Subscriber
+from ...core import codec, jsontext, keys, paths
+from ...core.config import Device
+from ...core.drivers import MqttField
+from ...core.kvs import KVStore
+from ...core.problems import ConfigUnusable
+from ..modbus import INTERRUPT_SLICE, DeviceResult
+from .client import Subscriber
+from .packets import MAX_PAYLOAD
 
 try:  # CPython's own SHA-1: hashlib would map OpenSSL (~5 MB of RSS) into every bus process for one digest
     from _sha1 import sha1 as _sha1
