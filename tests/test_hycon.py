@@ -19,7 +19,7 @@ from ammp_edge.delivery.outbox import Outbox
 from ammp_edge.delivery.publisher import Publisher
 from ammp_edge.readers import hycon_csv as hc
 from helpers.brokers import Mosquitto, Recorder, make_ca, wait_until
-from helpers.common import AMMP_EDGE, child_env, free_port, write_json
+from helpers.common import AMMP_EDGE, child_env, write_json
 from helpers.hycon import HEAD, HyconFtp, SntpServer, day_csv, local_times, row_line, row_values, zip_of
 
 TZ = "Africa/Johannesburg"  # the upstream test's zone (UTC+2, no DST)
@@ -419,7 +419,6 @@ def test_hycon_once_then_the_publisher_sends_each_row_alone(tmp_path, isolated_d
         f"LogDataFast_{yesterday}.csv": day_csv(yesterday, TZ, rows=rows),
         f"LogDataFast_{today}.csv": day_csv(today, TZ, rows=3),
     }
-    port = free_port()
     with (
         HyconFtp(tmp_path, files) as ftp,
         Mosquitto.from_text(
@@ -485,7 +484,6 @@ def test_hycon_once_then_the_publisher_sends_each_row_alone(tmp_path, isolated_d
         expected_t = [int(u.timestamp()) for _, u in list(local_times(yesterday, TZ))[:rows]]
         assert [m["t"] for m in backfill] == expected_t  # each row's own t, in order
         assert live[0]["r"] == [{"_d": "logger", "_vid": "lg", "cpu_load": 0.5}]
-        del port
 
 
 # ---------------------------------------------------------------------------------------------
