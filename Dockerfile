@@ -24,9 +24,10 @@ COPY conf/ /opt/ammp-edge/conf/
 FROM ${BASE}
 ENV DEBIAN_FRONTEND=noninteractive
 # python3 runs the venv; mosquitto is the local broker; nmap the environment scan; iproute2 and
-# ca-certificates for the node's network and TLS to the AMMP API.
+# ca-certificates for the node's network and TLS to the AMMP API; tzdata for zoneinfo (a HyCon's
+# CSV is in its local time zone; Python has no zone data of its own).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 mosquitto nmap ca-certificates iproute2 \
+ && apt-get install -y --no-install-recommends python3 mosquitto nmap ca-certificates iproute2 tzdata \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /usr/share/doc/*/changelog* /usr/share/man/*
 COPY --from=build /opt/ammp-edge/ /opt/ammp-edge/
 # The overlay shared with the Raspberry Pi image: /etc/default/ammp-edge, entry point, health check

@@ -7,6 +7,7 @@
    request per field; the ratio of cycle time to requests x round trip.
 2. Modbus RTU at 9600 baud, eastron_sdm530 (scripts/bench_read_rtu.py, if present); sma_speedwire and
    snmp (scripts/bench_read_net.py): datagrams or requests and time per cycle, a silent device's cost.
+2a. The mqtt reader against a local mosquitto (scripts/bench_read_mqtt.py, if present).
 3. Peak RSS (VmHWM) of a real `ammp-edge bus` process polling that device every second.
 """
 
@@ -133,6 +134,12 @@ def main() -> int:
             print()
             sys.stdout.flush()
             subprocess.run([sys.executable, str(REPO / "scripts" / extra)], check=False)
+
+    mqtt = REPO / "scripts" / "bench_read_mqtt.py"
+    if mqtt.exists():
+        print()
+        sys.stdout.flush()
+        subprocess.run([sys.executable, str(mqtt)], check=False)
 
     rss = measure_rss(builtin, args.rss_seconds)
     print(f"\nbus process peak RSS (VmHWM) polling sma_stp25000 every 1 s for {args.rss_seconds:.0f} s: {rss:.1f} MB")

@@ -22,9 +22,11 @@ def messages(config) -> list[str]:
 def test_upstream_docker_config_loads_per_device(builtin_drivers):
     raw = json.loads((UPSTREAM_CONFIGS / "docker-test-config.json").read_text())
     config = load(raw, builtin_drivers)
-    assert set(config.devices) == {"logger", "ems", "sma_stp_1", "sma_stp_2"}
-    # the hycon backfill is not implemented yet: that device alone is reported
-    assert [p.path for p in config.errors] == ["devices.sma_hycon_csv.reading_type"]
+    assert set(config.devices) == {"logger", "ems", "sma_stp_1", "sma_stp_2", "sma_hycon_csv"}
+    assert config.errors == []
+    # the HyCon backfill (no readings name it) publishes every column of its built-in driver
+    assert set(config.devices["sma_hycon_csv"].fields) == {"grid_out_P", "genset_P", "pvinv_P_total", "grid_in_P"}
+    assert [d.key for d in config.backfill_devices()] == ["sma_hycon_csv"]
     ems = config.devices["ems"]
     assert set(ems.fields) == {"P_L1", "P_L2", "P_L3", "relay_status", "alert_state"}
     assert [s.key for s in ems.status] == ["relay_fault", "high_temp_warning", "alarm_state", "unavailable"]

@@ -306,7 +306,7 @@ def test_upstream_docker_test_config_against_its_mock_registers(tmp_path, simula
     assert recs["sma_stp_1"]["total_yield"] == 123 * 65536 + 45678 and recs["sma_stp_1"]["P_total"] == 12345
     assert recs["sma_stp_2"] == {"_d": "sma_stp_2", "_vid": "000"}
     assert recs["_calc"] == {"_d": "_calc", "_vid": "calc-1", "P_double": 24690.0}
-    assert "sma_hycon_csv" in r.stderr and "not supported" in r.stderr
+    assert "sma_hycon_csv: sma_hycon_csv is a daily backfill" in r.stderr
 
 
 def test_a_device_known_only_by_its_mac(simulator, builtin_drivers):

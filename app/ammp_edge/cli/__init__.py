@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=programs.cmd_bus)
 
     s = sub.add_parser(
+        "hycon",
+        help="the daily SMA HyCon CSV backfill: in 00:30-04:00 (each HyCon's time zone) the previous day's rows "
+        "into the outbox, one u/data per row",
+    )
+    s.add_argument("--config", help="config file (default: the KV store key 'config')")
+    s.add_argument("--once", action="store_true", help="fetch the newest complete day now (any time), then exit")
+    s.set_defaults(func=programs.cmd_hycon)
+
+    s = sub.add_parser(
         "publisher", help="join each cycle's bus readouts into one u/data message and deliver it at least once"
     )
     s.add_argument("--config", help="config file (default: the KV store key 'config'), for outputs and grouping")

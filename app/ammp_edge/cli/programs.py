@@ -31,6 +31,10 @@ def cmd_bus(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     install_signal_handlers(stop)
+    if not args.once and not args.no_outbox:
+        from ..readers.mqtt import use_stable_client_id  # stdlib and core only
+
+        use_stable_client_id()  # the bus program owns its MQTT broker session (readers/mqtt.py)
     source = ConfigSource(Path(args.config) if args.config else None)
     outbox = None if args.no_outbox else Outbox()
     status_cache = kv_cache() if not args.no_outbox else None
@@ -64,6 +68,42 @@ def cmd_bus(args: argparse.Namespace) -> int:
     finally:
         if outbox is not None:
             outbox.close()
+
+
+def cmd_hycon(args: argparse.Namespace) -> int:
+    from ..core import watchdog
+    from ..core.configsource import ConfigSource
+    from ..delivery.backfill import HyconBackfill
+    from ..delivery.outbox import Outbox
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    source = ConfigSource(Path(args.config) if args.config else None)
+    outbox = Outbox()
+    try:
+        if args.once:  # by hand: one attempt per device, now
+            from ..readers.hycon_csv import HyconError
+
+            config = source.current()
+            if config is None or not config.backfill_devices():
+                print("hycon: the config has no sma_hycon_csv device", file=sys.stderr)
+                return 2
+            once, rc = HyconBackfill(outbox, stop, retry_for=0), 0
+            for dev in config.backfill_devices():
+                try:
+                    print(f"{dev.key}: {once.backfill(dev)} rows into the outbox")
+                except HyconError as exc:
+                    print(f"{dev.key}: {exc}", file=sys.stderr)
+                    rc = 1
+            return rc
+        backfill = HyconBackfill(outbox, stop)
+        while not stop.is_set():
+            watchdog.heartbeat("hycon", 3 * 3600.0)  # a day's fetch retries for 30 min at most
+            backfill.step(source.current())
+            stop.wait(30.0)
+        return 0
+    finally:
+        outbox.close()
 
 
 def cmd_publisher(args: argparse.Namespace) -> int:

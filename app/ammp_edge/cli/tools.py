@@ -113,6 +113,12 @@ def cmd_read(args: argparse.Namespace) -> int:
                 }
             )
 
+    for dev in config.backfill_devices():
+        print(
+            f"{dev.key}: {dev.reading_type} is a daily backfill of the previous day, not read in a cycle "
+            "(`ammp-edge hycon --once` runs it now)",
+            file=sys.stderr,
+        )
     threads = [threading.Thread(target=poll, args=item) for item in config.buses().items()]
     for th in threads:
         th.start()

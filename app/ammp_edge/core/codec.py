@@ -380,6 +380,75 @@ def decode_registers(registers: list[int] | tuple[int, ...], spec: ValueSpec) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# Byte-stream readers (mqtt, rawserial, rawtcp): `parse_as` (upstream 2.1) before the steps above
+
+PARSE_AS = ("bytes", "str", "hex", "json")  # json: mqtt only (a value at a key path of a JSON payload)
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def utf8_text(raw: bytes) -> str:
+    """Raw bytes as UTF-8 text; DecodeError naming the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at {exc.start}: {exc.reason})") from None
+
+
+def decode_text_value(text: str, spec: ValueSpec) -> Any:
+    """A value written as text (parse_as str, or a JSON string): the valuemap by literal, typecast str
+    keeps the text, else the number it spells, scaled (an integer stays an integer)."""
+    if spec.valuemap is not None:
+        hit, mapped = spec.valuemap.lookup_text(text)
+        if hit:
+            return scale(mapped, spec)
+    if spec.typecast == "str":
+        return text
+    number = text.strip()
+    if len(number) > 400:
+        raise DecodeError(f"{number[:40]!r}... is too long for a number")
+    if _INTEGER.fullmatch(number):
+        return scale(int(number), spec)
+    if _NUMBER.fullmatch(number) or number.lower() in ("nan", "+nan", "-nan", "inf", "+inf", "-inf"):
+        return scale(float(number), spec)  # NaN and infinity become None (null), as everywhere
+    raise DecodeError(f"{number[:40]!r} is not a number")
+
+
+def decode_as(raw: bytes, parse_as: str | None, spec: ValueSpec) -> Any:
+    """bytes (default): decode_bytes; hex: ASCII hex digits to bytes, then decode_bytes; str: UTF-8
+    text to decode_text_value. DecodeError naming what was wrong (never a value from bad bytes)."""
+    if parse_as in (None, "bytes"):
+        return decode_bytes(raw, spec)
+    text = utf8_text(raw)
+    if parse_as == "hex":
+        digits = text.strip()
+        try:
+            raw = bytes.fromhex(digits)
+        except ValueError:
+            raise DecodeError(f"{digits[:40]!r} is not an even number of hex digits") from None
+        return decode_bytes(raw, spec)
+    if parse_as == "str":
+        return decode_text_value(text, spec)
+    raise DecodeError(f"parse_as {parse_as!r} is not one of bytes, str, hex")
+
+
+def decode_value(value: Any, spec: ValueSpec) -> Any:
+    """A value taken from a JSON document: a number or boolean scaled, text as decode_text_value,
+    null as None; an object or a list is not a value."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return decode_text_value(value, spec)
+    if isinstance(value, (bool, int, float)):
+        if spec.valuemap is not None and not isinstance(value, bool):
+            hit, mapped = spec.valuemap.lookup_text(str(value))
+            if hit:
+                return scale(mapped, spec)
+        return scale(value, spec)
+    raise DecodeError(f"{'an object' if isinstance(value, dict) else 'a list'}, not a value")
+
+
+# ---------------------------------------------------------------------------------------------
 # Encoding: the inverse, for the simulator and tests
 
 

@@ -12,7 +12,7 @@ owns (`ammp-edge bus BUS_ID`). Bus ids are derived from the address:
   sma_speedwire                     -> "speedwire" (default group and port, else "speedwire_<group>_<port>")
   mqtt                              -> "mqtt_<host>_<port>"
   snmp                              -> "snmp"
-  sma_hycon_csv                     -> "hycon_<device key>"
+  sma_hycon_csv                     -> "sma_hycon_csv_<device key>" (no bus program: a daily backfill)
 Characters outside [A-Za-z0-9_.-] become "_".
 """
 
@@ -47,7 +47,8 @@ READING_TYPES = (
     "snmp",
 )
 READING_TYPE_ALIASES = {"serial": "modbusrtu"}
-IMPLEMENTED = ("sys", "modbustcp", "modbusrtu", "sma_speedwire", "snmp")
+IMPLEMENTED = ("sys", "modbustcp", "modbusrtu", "sma_speedwire", "snmp", "mqtt", "sma_hycon_csv")
+BACKFILL_TYPES = ("sma_hycon_csv",)  # read once a day by their own program (`ammp-edge hycon`), not by a bus
 MODBUS_TYPES = ("modbustcp", "modbusrtu")
 NET_FIELDS = {"sma_speedwire": netfields.SpeedwireField, "snmp": netfields.SnmpField}  # reading type -> its field
 DEFAULT_TIMEOUT = 5.0
@@ -99,8 +100,12 @@ class Config:
     def buses(self) -> dict[str, list[Device]]:
         out: dict[str, list[Device]] = {}
         for dev in self.devices.values():
-            out.setdefault(dev.bus_id, []).append(dev)
+            if dev.reading_type not in BACKFILL_TYPES:
+                out.setdefault(dev.bus_id, []).append(dev)
         return out
+
+    def backfill_devices(self, reading_type: str = "sma_hycon_csv") -> list[Device]:
+        return [d for d in self.devices.values() if d.reading_type == reading_type]
 
     @property
     def errors(self) -> list[Problem]:
@@ -185,10 +190,65 @@ def _check_address(key: str, reading_type: str, address: Any, path: str, problem
         netfields.check_speedwire_address(address, path)
     elif reading_type == "snmp":
         netfields.check_snmp_address(address, path, problems)
+    elif reading_type == "mqtt":
+        _check_mqtt_address(address, path, problems)
+    elif reading_type == "sma_hycon_csv":
+        _check_hycon_address(address, path)
     if reading_type in MODBUS_TYPES:
         _int_in(address, "max_registers", path, 1, 125, 125)
         _int_in(address, "max_gap", path, 0, 124, 0)
     return address
+
+
+MQTT_DEFAULT_MAX_AGE = 300.0  # seconds: an older last message on a topic is published as null
+
+
+def _check_mqtt_address(address: dict, path: str, problems: list[Problem] | None) -> None:
+    host = address.setdefault("host", "localhost")
+    if not isinstance(host, str) or not host:
+        raise InvalidInput(join_path(path, "host"), f"{host!r} is not a host name or IP address")
+    _int_in(address, "port", path, 1, 65535, 1883)
+    _int_in(address, "keepalive", path, 5, 3600, 60)
+    _int_in(address, "qos", path, 0, 1, 1)
+    for key in ("username", "password", "ca_certs", "client_id"):
+        if key in address and address[key] is not None and not isinstance(address[key], str):
+            raise InvalidInput(join_path(path, key), "must be a string")  # the value is not shown: a secret
+    cid = address.get("client_id")
+    if isinstance(cid, str) and not 1 <= len(cid.encode()) <= 128:
+        raise InvalidInput(join_path(path, "client_id"), "must be 1..128 bytes")
+    for key in ("tls", "tls_insecure", "clean_session"):
+        if key in address and not isinstance(address[key], bool):
+            raise InvalidInput(join_path(path, key), "must be true or false")
+    if address.get("transport", "tcp") != "tcp":
+        raise InvalidInput(join_path(path, "transport"), f"{address['transport']!r} is not supported (tcp only)")
+    max_age = address.get("max_age", MQTT_DEFAULT_MAX_AGE)
+    if isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or not 0 <= max_age < math.inf:
+        raise InvalidInput(join_path(path, "max_age"), f"{max_age!r} is not a finite, non-negative number of seconds")
+    address["max_age"] = float(max_age)
+
+
+def _check_hycon_address(address: dict, path: str) -> None:
+    from urllib.parse import urlsplit  # small; only a config with a HyCon device gets here
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    url = address.get("base_url")
+    if not isinstance(url, str) or not url:
+        raise InvalidInput(join_path(path, "base_url"), "missing: ftp://user:password@host[:port]/path/ or ftps://...")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise InvalidInput(join_path(path, "base_url"), f"is not a URL: {exc}") from None
+    if parts.scheme not in ("ftp", "ftps") or not parts.hostname:
+        raise InvalidInput(join_path(path, "base_url"), "must be ftp://host/path/ or ftps://host/path/ with a host")
+    tz = address.get("timezone")
+    if not isinstance(tz, str) or not tz:
+        raise InvalidInput(join_path(path, "timezone"), "missing: the HyCon's time zone, e.g. Europe/Amsterdam")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(join_path(path, "timezone"), f"{tz!r} is not an IANA time zone name") from None
+    _int_in(address, "ntp_port", path, 0, 65535, 123)  # 0: no SNTP query, no clock offset
 
 
 def _int_in(address: dict, key: str, path: str, lo: int, hi: int, default: int) -> int:
@@ -310,7 +370,7 @@ def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:
     interval, roundtime = _check_top(raw)
     problems: list[Problem] = []
     config_drivers = raw.get("drivers") or {}
-    drivers = {**builtin_drivers, **config_drivers}
+    drivers = {**drv.CODE_DRIVERS, **builtin_drivers, **config_drivers}
     for name, d in config_drivers.items():
         if not isinstance(d, dict) or not isinstance(d.get("fields"), dict):
             problems.append(Problem(join_path("drivers", name), "a driver must be an object with 'fields'"))
@@ -328,6 +388,8 @@ def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:
 
     _attach_readings(raw, drivers, devices, problems)
     _attach_status(raw, drivers, devices, problems)
+    _attach_backfill_columns(raw, drivers, devices, problems)
+    _check_shared_connections(devices, problems)
     # a device is read only when something asks for it (as upstream)
     used = {k: d for k, d in devices.items() if d.fields or d.status}
     outputs = [o for i, o in enumerate(raw.get("output") or []) if not nonfinite(o, join_path("output", i))]
@@ -393,17 +455,63 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
                 )
             )
         kind = "sys" if dev.reading_type == "sys" else "modbus" if dev.reading_type in MODBUS_TYPES else None
+        wanted = {"mqtt": drv.MqttField, "sma_hycon_csv": drv.CsvField, **NET_FIELDS}.get(dev.reading_type)
         if (
             kind == "sys"
             and not isinstance(fld, drv.SysField)
             or kind == "modbus"
             and not isinstance(fld, drv.ModbusField)
-            or not isinstance(fld, NET_FIELDS.get(dev.reading_type, object))
+            or wanted is not None
+            and not isinstance(fld, wanted)
         ):
             problems.append(Problem(fpath, f"is not a field a {dev.reading_type} device can read"))
             failed_fields.add((dev.driver_name, var))
             continue
         dev.fields[var] = fld
+
+
+MQTT_CONNECTION_KEYS = ("username", "password", "tls", "ca_certs", "tls_insecure", "keepalive", "qos", "clean_session")
+
+
+def _check_shared_connections(devices: dict[str, Device], problems: list[Problem]) -> None:
+    """MQTT devices on one broker share one connection, made with the first one's settings: say so
+    where another differs (values not shown: one may be a password)."""
+    first: dict[str, Device] = {}
+    for dev in devices.values():
+        if dev.reading_type != "mqtt":
+            continue
+        lead = first.setdefault(dev.bus_id, dev)
+        differ = [k for k in MQTT_CONNECTION_KEYS if dev.address.get(k) != lead.address.get(k)]
+        if differ:
+            problems.append(
+                Problem(
+                    join_path("devices", dev.key, "address"),
+                    f"shares the connection of bus {dev.bus_id} with {lead.key!r}, which is made with "
+                    f"{lead.key!r}'s {', '.join(differ)}",
+                    "warning",
+                )
+            )
+
+
+def _attach_backfill_columns(raw: dict, drivers: dict, devices: dict[str, Device], problems: list[Problem]) -> None:
+    """A HyCon device that no reading names publishes every column of its driver (as upstream, which
+    ignored readings for it)."""
+    for dev in devices.values():
+        if dev.reading_type not in BACKFILL_TYPES or dev.fields:
+            continue
+        driver = drivers[dev.driver_name]
+        for var in driver.get("fields") or {}:
+            fpath = join_path(_driver_path(dev.driver_name, raw), "fields", var)
+            try:
+                fld = drv.compile_field(driver, var, fpath, [])
+            except InvalidInput as exc:
+                if exc.problem not in problems:
+                    problems.append(exc.problem)
+                continue
+            if isinstance(fld, drv.CsvField):
+                dev.fields[var] = fld
+            else:
+                problems.append(Problem(fpath, f"is not a field a {dev.reading_type} device can read"))
 
 
 def _attach_status(raw: dict, drivers: dict, devices: dict[str, Device], problems: list[Problem]) -> None:

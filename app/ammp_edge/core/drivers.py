@@ -40,6 +40,21 @@ SYS_CALLS = {
 }
 
 
+# Drivers built into the code, as upstream's Rust had them (a config's `drivers` may still override one).
+# sma_hycon_csv: the HyCon's CSV3 columns (kW) as upstream's fields (W).
+CODE_DRIVERS: dict[str, dict] = {
+    "sma_hycon_csv": {
+        "common": {"multiplier": 1000, "typecast": "float", "unit": "W"},
+        "fields": {
+            "grid_out_P": {"column": "LoadPwrAtTot", "description": "Load power"},
+            "genset_P": {"column": "GenPwrAtTot", "description": "Genset power"},
+            "pvinv_P_total": {"column": "PvPwrAtTot", "description": "PV power"},
+            "grid_in_P": {"column": "GridPwrAtTot", "description": "Grid power"},
+        },
+    }
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ModbusField:
     name: str
@@ -59,6 +74,30 @@ class SysField:
     method: str
     args: dict
     keypath: tuple
+    spec: codec.ValueSpec
+    unit: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MqttField:
+    """A value from the last message on an MQTT topic (reading_type mqtt)."""
+
+    name: str
+    topic: str
+    parse_as: str  # bytes, str, hex or json
+    keypath: tuple  # json: the keys and indexes down to the value
+    spec: codec.ValueSpec
+    unit: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CsvField:
+    """A column of a CSV file (reading_type sma_hycon_csv): the number in it, scaled."""
+
+    name: str
+    column: str
     spec: codec.ValueSpec
     unit: str | None = None
     description: str | None = None
@@ -95,6 +134,8 @@ def field_kind(opts: dict) -> str:
         return "rawserial"
     if "topic" in opts:
         return "mqtt"
+    if "column" in opts:
+        return "csv"
     if "method" in opts:
         return "sys"
     if "register" in opts:
@@ -322,6 +363,39 @@ def compile_sys_field(name: str, opts: dict, path: str) -> SysField:
     )
 
 
+def _keypath(opts: dict, path: str) -> tuple:
+    keypath = opts.get("keypath") or []
+    if isinstance(keypath, (str, int)) and not isinstance(keypath, bool):
+        keypath = [keypath]  # one key
+    if not isinstance(keypath, list) or not all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in keypath):
+        raise InvalidInput(join_path(path, "keypath"), "must be a list of keys and indexes")
+    return tuple(keypath)
+
+
+def compile_mqtt_field(name: str, opts: dict, path: str) -> MqttField:
+    topic = opts.get("topic")
+    if not isinstance(topic, str) or not topic or "\x00" in topic or len(topic.encode()) > 0xFFFF:
+        raise InvalidInput(join_path(path, "topic"), f"{topic!r} is not an MQTT topic name")
+    if "+" in topic or "#" in topic:
+        raise InvalidInput(join_path(path, "topic"), f"{topic!r} has a wildcard: a field reads one topic")
+    keypath = _keypath(opts, path)
+    parse_as = opts.get("parse_as", "json" if keypath else "bytes")
+    if parse_as not in codec.PARSE_AS:
+        raise InvalidInput(join_path(path, "parse_as"), f"{parse_as!r} is not one of {', '.join(codec.PARSE_AS)}")
+    if keypath and parse_as != "json":
+        raise InvalidInput(join_path(path, "keypath"), f"a key path needs parse_as json, not {parse_as}")
+    datatype, text_bytes = _datatype(opts, path, None)
+    spec = _value_spec(opts, path, datatype, text_bytes, _order(opts, path))
+    return MqttField(name, topic, str(parse_as), keypath, spec, opts.get("unit"), opts.get("description"))
+
+
+def compile_csv_field(name: str, opts: dict, path: str) -> CsvField:
+    column = opts.get("column")
+    if not isinstance(column, str) or not column:
+        raise InvalidInput(join_path(path, "column"), f"{column!r} is not a column name")
+    return CsvField(name, column, _value_spec(opts, path, None), opts.get("unit"), opts.get("description"))
+
+
 def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherField:
     """Check what every reader shares (datatype, scaling, valuemap) so a driver error is still named."""
     datatype, _ = _datatype(opts, path, opts.get("words") if isinstance(opts.get("words"), int) else None)
@@ -346,8 +420,14 @@ def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -
         if kind == "snmp":
             return netfields.compile_snmp_field(name, opts, path)
         return netfields.compile_speedwire_field(name, opts, path)
+    if kind == "mqtt":
+        return compile_mqtt_field(name, opts, path)
+    if kind == "csv":
+        return compile_csv_field(name, opts, path)
     if kind == "unknown":
-        raise InvalidInput(path, "no register, method, oid, obis_channel, query, topic or schema: nothing to read")
+        raise InvalidInput(
+            path, "no register, method, oid, obis_channel, query, topic, column or schema: nothing to read"
+        )
     return compile_other_field(name, kind, opts, path)
 
 

@@ -119,6 +119,8 @@ NODE_CLIENT_ID = "ammp-edge-node"  # persistent session: d/config and d/command 
 NODE_META_CLIENT_ID = "ammp-edge-node-meta"
 PUBLISHER_CLIENT_ID = "ammp-edge-publisher"
 WEBUI_CLIENT_ID_PREFIX = "ammp-edge-webui-"  # + start time: a clean session, nothing to take over
+# the mqtt reader at a device's broker: + 12 hex digits of a digest of node id and bus id (readers/mqtt.py)
+MQTT_READER_CLIENT_ID_PREFIX = "ammp-edge-"
 # The local broker's user for every program of the appliance (password: paths.broker_password_path);
 # clients without a user may only read u/# (bridge/render.py writes the ACL)
 LOCAL_BROKER_USER = "ammp-edge"

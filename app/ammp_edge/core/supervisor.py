@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 BUS_PREFIX = "bus-"
 SIM_PREFIX = "sim-"
+BACKFILL_PREFIX = "backfill-"  # backfill-hycon: the daily HyCon CSV backfill, while the config has a HyCon
 PRIORITY = {"sim": 5, "mosquitto": 10, "bridge-config": 20, "publisher": 30, "node": 40, "webui": 50, "bus": 100}
 STOP_WAIT_S = 10  # a bus finishes its cycle on SIGTERM; after this supervisord sends SIGKILL
 RUNNING = "RUNNING"
@@ -42,7 +43,7 @@ def bus_program_name(bus_id: str) -> str:
 
 
 def priority_of(group: str) -> int:
-    if group.startswith(BUS_PREFIX):
+    if group.startswith((BUS_PREFIX, BACKFILL_PREFIX)):
         return PRIORITY["bus"]
     if group.startswith(SIM_PREFIX):
         return PRIORITY["sim"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from . import paths
 from .fileio import write_atomic
-from .supervisor import PRIORITY, STOP_WAIT_S, bus_program_name
+from .supervisor import BACKFILL_PREFIX, PRIORITY, STOP_WAIT_S, bus_program_name
 
 START_RETRIES = 1000  # supervisord waits 1 s longer after each failed start: ~6 days before FATAL
 LOG_MAXBYTES = "1MB"
@@ -37,6 +37,10 @@ def ammp_edge(*args: str) -> list[str]:
 
 def bus_program(bus_id: str) -> Program:
     return Program(bus_program_name(bus_id), ammp_edge("bus", bus_id), PRIORITY["bus"])
+
+
+def backfill_program(kind: str = "hycon") -> Program:
+    return Program(BACKFILL_PREFIX + kind, ammp_edge(kind), PRIORITY["bus"])
 
 
 def value(text: object) -> str:
@@ -79,7 +83,10 @@ def render_program(prog: Program, temp_dir: Path, env: dict[str, str]) -> str:
 
 
 def write_bus_include(bus_id: str, env: dict[str, str] | None = None) -> Path:
-    prog = bus_program(bus_id)
+    return write_include(bus_program(bus_id), env)
+
+
+def write_include(prog: Program, env: dict[str, str] | None = None) -> Path:
     path = paths.supervisor_include_dir() / f"{prog.name}.conf"
     write_atomic(path, render_program(prog, paths.temp_dir(), dict(os.environ) if env is None else env), 0o600)
     return path

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 _DROPPED = "meta:dropped"
+_MARKS = "meta:marks"  # progress of writers that put many records (the HyCon backfill), see put_batch
 
 
 class Outbox:
@@ -48,6 +49,21 @@ class Outbox:
         self._enforce_bounds()
         return key
 
+    def put_batch(self, records: list[dict], mark: str, value: object) -> list[int]:
+        """Commit records and a progress mark (`mark(name)` reads it back) in one transaction: after a
+        power cut either both are there or neither, so a writer that resumes from its mark puts each
+        record exactly once."""
+        with self.cache.transact(retry=True):  # diskcache's transactions nest: put's own writes join this one
+            keys = [self.put(r) for r in records]
+            marks = dict(self.cache.get(_MARKS, {}, retry=True))
+            marks[mark] = value
+            self.cache.set(_MARKS, marks, retry=True)
+        return keys
+
+    def mark(self, name: str) -> object:
+        """The progress mark last committed under `name` by put_batch (None if none)."""
+        return dict(self.cache.get(_MARKS, {}, retry=True)).get(name)
+
     def _enforce_bounds(self) -> None:
         while self.count() > self.max_count or (self.count() > 1 and self.cache.volume() > self.max_bytes):
             key, data = self.cache.pull(retry=True)
@@ -65,7 +81,7 @@ class Outbox:
             )
 
     def count(self) -> int:
-        return len(self.cache) - (1 if _DROPPED in self.cache else 0)
+        return len(self.cache) - (1 if _DROPPED in self.cache else 0) - (1 if _MARKS in self.cache else 0)
 
     def dropped(self) -> int:
         return int(self.cache.get(_DROPPED, 0, retry=True))

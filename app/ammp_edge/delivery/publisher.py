@@ -47,6 +47,11 @@ class Group:
     t: int
     live: bool
     readouts: dict[str, tuple[int, dict]] = field(default_factory=dict)  # bus -> (outbox key, readout)
+    provider: str = ""  # a backfill's records (data_provider): sent alone, at the backlog's rate
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.t, self.provider
 
 
 @dataclass
@@ -150,7 +155,7 @@ class Publisher:
         self.live_cursor: int | None = None
         self.back_cursor: int | None = None
         self.back_end: int = 0
-        self.groups: dict[int, Group] = {}
+        self.groups: dict[tuple[int, str], Group] = {}  # (t, data provider or "") -> group
         self.inflight: set[int] = set()
         self.published: dict[int, set[str]] = {}  # t -> buses already sent (late readouts go alone)
         self.unconfirmed: deque[Sent] = deque()
@@ -181,7 +186,10 @@ class Publisher:
             if key in self.inflight:
                 continue
             t, bus = int(readout["t"]), readout.get("bus", "?")
-            self.groups.setdefault(t, Group(t, live)).readouts[bus] = (key, readout)
+            provider = str(readout.get("data_provider") or "")
+            # a backfill's rows (data_provider) are old data: each its own message, sent as backlog
+            group = self.groups.setdefault((t, provider), Group(t, live and not provider, provider=provider))
+            group.readouts[bus] = (key, readout)
 
     def intake(self, backlog_groups: int = 1000, chunk: int = 2000) -> None:
         if self.live_cursor is None:
@@ -227,7 +235,7 @@ class Publisher:
         grace = min(max(interval * 0.9, 3.0), 60.0)
         live: list[Group] = []
         backlog: list[Group] = []
-        for t, g in sorted(self.groups.items()):
+        for (t, _), g in sorted(self.groups.items()):
             complete = expected and expected <= set(g.readouts) | self.published.get(t, set())
             if complete or now >= t + grace or t in self.published:
                 (live if g.live else backlog).append(g)
@@ -244,7 +252,10 @@ class Publisher:
         readouts = [r for _, r in g.readouts.values()]
         keys = [k for k, _ in g.readouts.values()]
         calc_vid = config.calc_vendor_id if config else ""
-        message, warnings = build_message(g.t, readouts, self._outputs(config), calc_vid, readouts[0].get("config_id"))
+        outputs = [] if g.provider else self._outputs(config)  # upstream's backfill had no outputs
+        message, warnings = build_message(g.t, readouts, outputs, calc_vid, readouts[0].get("config_id"))
+        if g.provider:
+            message["m"] = {"data_provider": g.provider}  # as upstream's HyCon messages
         for w in warnings:
             log.warning(w)
         if not message["r"]:
@@ -252,10 +263,10 @@ class Publisher:
             # then; the readouts hold nothing to deliver, so they are done with
             self.outbox.ack(keys)
             self.published.setdefault(g.t, set()).update(g.readouts)
-            del self.groups[g.t]
+            del self.groups[g.key]
             self.stats["empty"] += 1
             return True
-        if g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60):
+        if not g.provider and (g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60)):
             self._write_last_readings(g.t, message)  # recent cycles only: an old backlog never shows as "latest"
         status_items = self._filter_status(message)
         token = self.link.publish(DATA_TOPIC, dumps(message), qos=1)
@@ -264,7 +275,7 @@ class Publisher:
         self.unconfirmed.append(Sent(keys, g.t, token, time.monotonic(), self.bridges.epoch, status_items))
         self.inflight.update(keys)
         self.published.setdefault(g.t, set()).update(g.readouts)
-        del self.groups[g.t]
+        del self.groups[g.key]
         self.stats["messages"] += 1
         return True
 

@@ -17,8 +17,8 @@ from supervisor.xmlrpc import Faults
 
 from ..core import paths
 from ..core.config import Config
-from ..core.supervisor import BUS_PREFIX, FATAL, bus_program_name, connect, groups, stop_groups
-from ..core.supervisor_conf import write_bus_include
+from ..core.supervisor import BACKFILL_PREFIX, BUS_PREFIX, FATAL, bus_program_name, connect, groups, stop_groups
+from ..core.supervisor_conf import Program, backfill_program, bus_program, write_include
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,11 @@ def reconcile(config: Config, server: Any = None) -> Changes:
     ones are stopped together, removed and their include deleted; a bus that gave up (FATAL) is
     started again. Buses in both are never touched: they reload the config between cycles."""
     server = server or connect()
-    wanted = {bus_program_name(b): b for b in config.buses()}
-    present = {name: infos for name, infos in groups(server).items() if name.startswith(BUS_PREFIX)}
+    wanted: dict[str, Program] = {bus_program_name(b): bus_program(b) for b in config.buses()}
+    if config.backfill_devices():  # the daily HyCon backfill runs while the config has a HyCon
+        prog = backfill_program("hycon")
+        wanted[prog.name] = prog
+    present = {name: infos for name, infos in groups(server).items() if name.startswith((BUS_PREFIX, BACKFILL_PREFIX))}
     changes = Changes(added=sorted(set(wanted) - set(present)), removed=sorted(set(present) - set(wanted)))
     if changes.removed:
         stop_groups(server, changes.removed)
@@ -57,7 +60,7 @@ def reconcile(config: Config, server: Any = None) -> Changes:
             (paths.supervisor_include_dir() / f"{name}.conf").unlink(missing_ok=True)
     if changes.added:
         for name in changes.added:
-            write_bus_include(wanted[name])
+            write_include(wanted[name])
         server.supervisor.reloadConfig()
         for name in changes.added:
             try:

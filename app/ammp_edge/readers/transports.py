@@ -6,15 +6,18 @@ the node (which lists buses) neither transport.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.config import Device
 from ..core.macs import MacResolver, lookup
 from .modbus import ModbusDevice, PlanStore, Transport
 from .system import SystemDevice
 
+if TYPE_CHECKING:
+    from .mqtt import MqttTransport
 
-def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Transport | None:
+
+def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Transport | MqttTransport | None:
     """The transport the bus of `device` shares (None for `sys`). `resolve_mac` finds the address of a
     TCP device known only by its MAC (default: the ARP table and the scan cache, no scan)."""
     a = device.address
@@ -41,12 +44,14 @@ def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Tr
         from .snmp import SnmpTransport  # one UDP socket per agent, made at its first request
 
         return SnmpTransport()  # type: ignore[return-value]
+    if device.reading_type == "mqtt":
+        from .mqtt import MqttTransport  # only in MQTT buses
+
+        return MqttTransport(device)
     return None
 
 
-def make_reader(
-    device: Device, transport: Any, plans: PlanStore | None = None, plan_key: str = ""
-) -> ModbusDevice | SystemDevice:
+def make_reader(device: Device, transport: Any, plans: PlanStore | None = None, plan_key: str = "") -> Any:
     """Raises ValueError when the device cannot be read (e.g. its registers leave 0..65535). `plans`
     keeps a Modbus device's working plan under `plan_key` across restarts."""
     if device.reading_type == "sys":
@@ -54,9 +59,13 @@ def make_reader(
     if device.reading_type == "sma_speedwire":
         from .speedwire import SpeedwireDevice
 
-        return SpeedwireDevice(device, transport)  # type: ignore[return-value]
+        return SpeedwireDevice(device, transport)
     if device.reading_type == "snmp":
         from .snmp import SnmpDevice
 
-        return SnmpDevice(device, transport)  # type: ignore[return-value]
+        return SnmpDevice(device, transport)
+    if device.reading_type == "mqtt":
+        from .mqtt import MqttDevice
+
+        return MqttDevice(device, transport)
     return ModbusDevice(device, transport, plans, plan_key)

@@ -17,7 +17,7 @@ import threading
 import time
 import xmlrpc.client
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from ..core import codec, config as cfg, supervisor as supervisord
 from ..core.problems import ConfigUnusable
@@ -100,10 +100,8 @@ def read_device(device: cfg.Device) -> dict:
     try:
         with _port_free(device) as paused:
             started = time.monotonic()
-            if device.reading_type in NET_TYPES:
-                rows = _read_net(device)
-            else:
-                rows = _read_sys(device) if device.reading_type == "sys" else _read_modbus(device)
+            readers = {"sys": _read_sys, "mqtt": _read_mqtt, **{t: _read_net for t in NET_TYPES}}
+            rows = readers.get(device.reading_type, _read_modbus)(device)
             out = {
                 "device": device.key,
                 "bus": device.bus_id,
@@ -167,11 +165,43 @@ def _read_net(device: cfg.Device) -> list[dict]:
     return rows
 
 
+def _read_mqtt(device: cfg.Device) -> list[dict]:
+    """The last message of each topic, from a connection of the test's own (a client id with a random
+    suffix: the bus's session is not disturbed); retained messages arrive within the timeout."""
+    from ..readers.mqtt import MqttDevice, MqttTransport
+
+    transport = MqttTransport(device)
+    try:
+        reader = MqttDevice(device, transport)
+        res = reader.read(time.monotonic() + max(device.timeout, 5.0))
+        rows = []
+        for name, f in device.fields.items():
+            msg = transport.subscriber.last(f.topic)
+            payload = msg.payload if msg is not None and msg.payload is not None else b""
+            rows.append(
+                {
+                    "name": name,
+                    "topic": f.topic,
+                    "register": None,
+                    "unit": f.unit or "",
+                    "raw": [payload[:64].hex()] if payload else [],
+                    "age_s": round(time.monotonic() - msg.received, 1) if msg is not None else None,
+                    "value": _json_value(res.values.get(name)),
+                    "error": res.item_errors.get(name),
+                }
+            )
+        return rows
+    finally:
+        transport.close()
+
+
 def _transport(device: cfg.Device) -> Transport:
-    transport = make_transport(device)
+    if device.reading_type in cfg.BACKFILL_TYPES:
+        raise ProbeError(f"a {device.reading_type} device is read once a day (`ammp-edge hycon --once` fetches it now)")
+    transport = make_transport(device) if device.reading_type in cfg.MODBUS_TYPES else None
     if transport is None:
         raise ProbeError(f"a {device.reading_type} device has no registers")
-    return transport
+    return cast(Transport, transport)
 
 
 def _read_modbus(device: cfg.Device) -> list[dict]:

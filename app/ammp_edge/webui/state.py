@@ -263,7 +263,8 @@ class WebState:
         records, _ = box.read_range(start, last + 1, limit=200)
         for _, r in records:
             if isinstance(r, dict) and isinstance(r.get("t"), int):
-                self._bus_seen(str(r.get("bus")), r)
+                if not r.get("data_provider"):  # a backfill's rows (yesterday's) are not a bus cycle
+                    self._bus_seen(str(r.get("bus")), r)
                 for rec in r.get("devices") or []:
                     if isinstance(rec, dict):
                         self._record(r["t"], rec)
