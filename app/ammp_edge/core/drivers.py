@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,17 @@ class ModbusField:
     barrier: bool = False
     unit: str | None = None
     description: str | None = None
+    # the field of the same driver whose value is this field's power of ten (SunSpec's *_SF), compiled
+    scale_factor: ModbusField | None = None
+
+    def scale_chain(self) -> list[ModbusField]:
+        """The scale factor fields this field needs, nearest first (a chain, never a cycle)."""
+        out: list[ModbusField] = []
+        sf = self.scale_factor
+        while sf is not None:
+            out.append(sf)
+            sf = sf.scale_factor
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +340,56 @@ def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherFie
     return OtherField(name, kind, dict(opts), opts.get("unit"))
 
 
-def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -> ModbusField | SysField | OtherField:
+INTEGER_TYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
+def _sibling_path(path: str, name: str, other: str) -> str:
+    """The path of field `other` next to field `name` at `path` ('d.fields.W' -> 'd.fields.W_SF')."""
+    own = join_path("", name)
+    if path.endswith("." + own):
+        return join_path(path[: -len(own) - 1], other)
+    return join_path("fields", other)
+
+
+def _scale_factor(
+    driver: dict, name: str, opts: dict, path: str, warnings: list[Problem], chain: tuple[str, ...]
+) -> ModbusField | None:
+    """The compiled field `scale_factor` names (its value is this field's power of ten, as SunSpec's
+    *_SF registers): a Modbus field of the same driver with an integer type, not part of a cycle."""
+    ref = opts.get("scale_factor")
+    if ref is None:
+        return None
+    where = join_path(path, "scale_factor")
+    if not isinstance(ref, str) or not ref:
+        raise InvalidInput(where, f"{ref!r} is not the name of a field of this driver")
+    if ref not in (driver.get("fields") or {}):
+        raise InvalidInput(where, f"no field {ref!r} in this driver")
+    if ref in chain:
+        raise InvalidInput(where, "a cycle of scale factors: " + " -> ".join((*chain, ref)))
+    nested: list[Problem] = []
+    try:
+        target = compile_field(driver, ref, _sibling_path(path, name, ref), nested, (*chain, ref))
+        warnings.extend(w for w in nested if w not in warnings)
+    except InvalidInput as exc:
+        if exc.problem.message.startswith("a cycle of scale factors"):
+            raise InvalidInput(where, exc.problem.message) from None
+        raise InvalidInput(where, f"field {ref!r} cannot be read ({exc.problem})") from None
+    if not isinstance(target, ModbusField):
+        raise InvalidInput(where, f"field {ref!r} is not a Modbus register field")
+    spec = target.spec
+    datatype = spec.datatype or codec.INFERRED_TYPES.get(2 * target.words)
+    if spec.bits is None and datatype not in INTEGER_TYPES:
+        raise InvalidInput(
+            where, f"field {ref!r} is {datatype or 'text'}; a scale factor is an integer (int16, as SunSpec's sunssf)"
+        )
+    if spec.typecast in ("float", "str", "bool") or any(isinstance(v, float) for v in (spec.multiplier, spec.offset)):
+        raise InvalidInput(where, f"field {ref!r} is scaled or cast to a non-integer; a scale factor is an integer")
+    return target
+
+
+def compile_field(
+    driver: dict, name: str, path: str, warnings: list[Problem], _chain: tuple[str, ...] = ()
+) -> ModbusField | SysField | OtherField:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
@@ -337,7 +397,13 @@ def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -
     refuse_nonfinite(opts, path)
     kind = field_kind(opts)
     if kind == "modbus":
-        return compile_modbus_field(name, opts, path, warnings)
+        fld = compile_modbus_field(name, opts, path, warnings)
+        if "scale_factor" in opts:
+            sf = _scale_factor(driver, name, opts, path, warnings, _chain or (name,))
+            fld = replace(fld, scale_factor=sf)
+        return fld
+    if opts.get("scale_factor") is not None:
+        raise InvalidInput(join_path(path, "scale_factor"), "only a Modbus register field can have a scale factor")
     if kind == "sys":
         return compile_sys_field(name, opts, path)
     if kind == "unknown":

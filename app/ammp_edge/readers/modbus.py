@@ -129,8 +129,18 @@ class ModbusDevice:
         self.transport = transport
         self.fields: dict[str, ModbusField] = dict(device.fields)
         self.status = {f"_s/{s.key}": s for s in device.status}
+        # scale factor fields (a field's `scale_factor`): read with it, never published unless asked for
+        self.scalers: dict[str, ModbusField] = {}
+        self.scaled_by: dict[str, str] = {}  # field or scaler key -> the key of its scale factor item
+        for key, fld in self.fields.items():
+            while fld.scale_factor is not None:
+                sf_key = f"_sf/{fld.scale_factor.name}"
+                self.scaled_by[key] = sf_key
+                self.scalers[sf_key] = fld.scale_factor
+                key, fld = sf_key, fld.scale_factor
         offset = device.register_offset
-        items = [planner.Item(k, f.fncode, f.register + offset, f.words, f.barrier) for k, f in self.fields.items()]
+        every = {**self.fields, **self.scalers}
+        items = [planner.Item(k, f.fncode, f.register + offset, f.words, f.barrier) for k, f in every.items()]
         items += [planner.Item(k, s.fncode, s.register + offset, s.words) for k, s in self.status.items()]
         if any(not (0 <= i.address and i.end <= 0x10000) for i in items):
             raise ValueError(f"register_offset {offset} moves registers outside 0..65535")
@@ -139,7 +149,10 @@ class ModbusDevice:
         self.max_registers = int(device.address.get("max_registers", planner.MAX_REGISTERS))
         max_gap = int(device.address.get("max_gap", planner.DEFAULT_MAX_GAP.get(device.reading_type, 0)))
         # merge: false gives one request per field (identical requests are still read once)
-        self.blocks = planner.plan(items, self.max_registers, max_gap) if merge else planner.one_per_request(items)
+        ties = self.scaled_by or None  # a field and its scale factor: in one request where they fit
+        self.blocks = (
+            planner.plan(items, self.max_registers, max_gap, ties) if merge else planner.one_per_request(items)
+        )
         basis = json.dumps([device.reading_type, planner.to_json(self.blocks), [astuple(i) for i in items]])
         self.digest = f"{zlib.crc32(basis.encode()):08x}"  # the plan as planned: a changed driver or config relearns
         self.probe_first = False  # found down: the next attempt starts with the probe
@@ -222,6 +235,7 @@ class ModbusDevice:
     def read(self, deadline: float, keep_raw: bool = False) -> DeviceResult:
         """One read of every field and status item; with keep_raw also the registers of each."""
         res = DeviceResult(raw={} if keep_raw else None)
+        self._scaled_raw: dict[str, list[int]] = {}  # scaled items: decoded once their scale factor is known
         answered = succeeded = False
         queue = list(self.blocks)
         probe = self._probe_block() if self.probe_first else None
@@ -330,6 +344,7 @@ class ModbusDevice:
                 pending = None
             else:
                 new_plan.append(block)
+        self._decode_scaled(res)
         self.blocks = new_plan
         if not succeeded and self.blocks:
             res.failed = True  # nothing could be read: counts as down (backoff), whatever the reason
@@ -378,9 +393,11 @@ class ModbusDevice:
     def _decode_block(self, block: planner.Block, regs: list[int], res: DeviceResult) -> None:
         for item in block.items:
             raw = block.registers_for(item, regs)
-            if res.raw is not None:
+            if res.raw is not None and item.key not in self.scalers:
                 res.raw[item.key] = raw
-            if item.key in self.fields:
+            if item.key in self.scaled_by or item.key in self.scalers:
+                self._scaled_raw[item.key] = raw  # decoded after the read, with its scale factor
+            elif item.key in self.fields:
                 try:
                     res.values[item.key] = codec.decode_registers(raw, self.fields[item.key].spec)
                 except codec.DecodeError as exc:
@@ -399,6 +416,59 @@ class ModbusDevice:
                     )
                 else:
                     res.status.append(decoded)
+
+    def _decode_scaled(self, res: DeviceResult) -> None:
+        """Fields with a scale factor: raw x 10**(the scale factor field's value). A scale factor that
+        was not read, is not implemented (null) or is not a power of ten -10..10 gives no value (null
+        for "not implemented"), never an unscaled one."""
+        scalers: dict[str, tuple[Any, str | None]] = {}  # key -> (value, why there is none)
+
+        def value_of(key: str) -> tuple[Any, str | None]:
+            if key in scalers:
+                return scalers[key]
+            fld = self.scalers.get(key) or self.fields[key]
+            raw = self._scaled_raw.get(key)
+            if raw is None:
+                out: tuple[Any, str | None] = (None, "not read")
+            else:
+                power: int | None = None
+                sf_key = self.scaled_by.get(key)
+                why = None
+                if sf_key is not None:
+                    sf_value, why = value_of(sf_key)
+                    name = sf_key[4:]
+                    if why is not None:
+                        why = f"scale factor {name} {why}"
+                    elif sf_value is not None:
+                        try:
+                            power = codec.check_power(sf_value, f"scale factor {name} =")
+                        except codec.DecodeError as exc:
+                            why = str(exc)
+                if why is not None:
+                    out = (None, why)
+                elif sf_key is not None and power is None:
+                    out = (None, None)  # the scale factor is "not implemented": so is the value
+                else:
+                    try:
+                        out = (codec.decode_registers(raw, fld.spec, power), None)
+                    except codec.DecodeError as exc:
+                        out = (None, f"{exc} (raw {raw})")
+            if key in self.scalers:
+                scalers[key] = out
+            return out
+
+        for key in self.fields:
+            if key not in self.scaled_by or key not in self._scaled_raw:
+                continue  # not scaled, or not read (its block's error is reported)
+            value, why = value_of(key)
+            if why is None:
+                res.values[key] = value
+            else:
+                res.errors.append(f"{key}: {why}")
+                res.item_errors[key] = why
+        self._scaled_raw = {}
+        for key in self.scalers:  # a scale factor's own errors are its fields' (reported with their block)
+            res.item_errors.pop(key, None)
 
     def plan_summary(self) -> list[tuple[int, int, int]]:
         return [(b.fncode, b.address, b.count) for b in self.blocks]
