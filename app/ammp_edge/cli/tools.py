@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..core import config as cfg, drivers, keys, paths
+from ..core import config as cfg, drivers, keys, paths, yamltext
 from ..core.kvs import KVStore
 from ..core.problems import ConfigUnusable, Problem
 
@@ -23,7 +23,7 @@ def load_config_file(path: Path) -> tuple[bytes, cfg.Config]:
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     try:
         raw = path.read_bytes()
-        config = cfg.load(cfg.parse_json(raw), builtin)
+        config = cfg.load(yamltext.load(raw, "config", path.name), builtin)
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -43,7 +43,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors = 0
     for name in args.files:
         try:
-            doc = cfg.parse_json(Path(name).read_bytes(), "file")
+            doc = yamltext.load(Path(name).read_bytes(), "file", Path(name).name)  # JSON or YAML
         except OSError as exc:
             problems = [Problem("$", f"cannot read: {exc.strerror}")]
         except ConfigUnusable as exc:
@@ -132,11 +132,11 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def _driver_arg(name: str) -> dict:
     path = Path(name)
-    if path.suffix == ".json" or path.exists():
+    if path.suffix in drivers.DRIVER_SUFFIXES or path.exists():
         return drivers.load_driver_file(path)
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     if name not in builtin:
-        raise SystemExit(f"simulate: no driver {name!r} (a built-in name or a .json file)")
+        raise SystemExit(f"simulate: no driver {name!r} (a built-in name or a .json or .yaml file)")
     return builtin[name]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import codec, jsontext
+from . import codec, yamltext
 from .problems import InvalidInput, Problem, join_path, refuse_nonfinite
 
 log = logging.getLogger(__name__)
@@ -468,19 +468,27 @@ def check_driver(driver: Any, path: str) -> list[Problem]:
     return problems
 
 
+DRIVER_SUFFIXES = (".json", ".yaml", ".yml")
+
+
 def load_driver_file(path: Path) -> dict:
-    """A driver file through the one parser (core.jsontext: the same size and depth limits as configs);
-    OSError, or ConfigUnusable (a ValueError) naming the problem."""
-    return jsontext.parse(Path(path).read_bytes(), "driver")
+    """A driver file, JSON or YAML (by its name; core.jsontext and core.yamltext: the same size and
+    depth limits as configs); OSError, or ConfigUnusable (a ValueError) naming the problem."""
+    return yamltext.load(Path(path).read_bytes(), "driver", Path(path).name)
 
 
 def load_builtin_drivers(directory: Path) -> dict[str, dict]:
-    """All `<name>.json` under directory; an unreadable file is logged and skipped."""
+    """All `<name>.json`, `<name>.yaml` and `<name>.yml` under directory; an unreadable file is logged
+    and skipped, and so is a second file for a name (the .json one wins)."""
     drivers: dict[str, dict] = {}
     if not directory.is_dir():
         log.warning("drivers directory %s does not exist", directory)
         return drivers
-    for file in sorted(directory.glob("*.json")):
+    files = sorted(f for f in directory.iterdir() if f.suffix in DRIVER_SUFFIXES and f.is_file())
+    for file in sorted(files, key=lambda f: (f.stem, DRIVER_SUFFIXES.index(f.suffix))):
+        if file.stem in drivers:
+            log.error("driver %s ignored: a driver named %s is already loaded", file, file.stem)
+            continue
         try:
             drivers[file.stem] = load_driver_file(file)
         except (OSError, ValueError) as exc:
