@@ -38,6 +38,9 @@ def problems_of(fields: dict) -> list[str]:
     return [str(p) for p in drivers.check_driver({"fields": fields}, "drivers.d")]
 
 
+INTEGER = "a scale factor is an integer (int16, as SunSpec's sunssf)"
+
+
 def test_validate_names_every_scale_factor_problem_with_its_path():
     assert problems_of(DRIVER["fields"]) == []
     got = problems_of(
@@ -63,8 +66,8 @@ def test_validate_names_every_scale_factor_problem_with_its_path():
         "drivers.d.fields.a.scale_factor: no field 'nope' in this driver",
         "drivers.d.fields.b.scale_factor: a cycle of scale factors: b -> c -> b",
         "drivers.d.fields.c.scale_factor: a cycle of scale factors: c -> b -> c",
-        "drivers.d.fields.d.scale_factor: field 'f' is float; a scale factor is an integer (int16, as SunSpec's sunssf)",
-        "drivers.d.fields.e.scale_factor: field 't' is str4; a scale factor is an integer (int16, as SunSpec's sunssf)",
+        "drivers.d.fields.d.scale_factor: field 'f' is float; " + INTEGER,
+        "drivers.d.fields.e.scale_factor: field 't' is str4; " + INTEGER,
         "drivers.d.fields.g.scale_factor: 3 is not the name of a field of this driver",
         "drivers.d.fields.h.scale_factor: a cycle of scale factors: h -> h",
         "drivers.d.fields.i.scale_factor: field 'm' is scaled or cast to a non-integer; a scale factor is an integer",
