@@ -64,14 +64,14 @@ def device_of(name: str, driver: dict) -> str:
     return name.replace("_", " ")
 
 
-def source_of(driver: dict) -> str:
+def source_of(driver: dict, origin: str = "built-in") -> str:
     sources = driver.get("source")
     if isinstance(sources, list) and sources:
         titles = [str(s.get("title")) for s in sources if isinstance(s, dict) and s.get("title")]
         version = next((str(s["version"]) for s in sources if isinstance(s, dict) and s.get("version")), None)
         text = "; ".join(titles) or "given"
         return f"{text} ({version})" if version and version not in text else text
-    return UPSTREAM_SOURCE
+    return UPSTREAM_SOURCE if origin == "built-in" else "not given (a driver of the site config)"
 
 
 def entry(name: str, driver: Any, origin: str = "built-in") -> Entry:
@@ -83,7 +83,7 @@ def entry(name: str, driver: Any, origin: str = "built-in") -> Entry:
     return Entry(
         name,
         device_of(name, driver),
-        source_of(driver),
+        source_of(driver, origin),
         len(fields),
         kinds,
         list(fields),
@@ -102,7 +102,8 @@ def catalogue(builtin: dict[str, Any], config_drivers: dict[str, Any] | None = N
 
 def search(entries: list[Entry], query: str) -> list[Entry]:
     """Entries holding every word of `query` (case-insensitive) in their name, device, source,
-    reading types or field names; the best first (name hits, then device hits)."""
+    reading types or field names; the best first (names starting with a word, names holding it,
+    then device hits)."""
     words = [w for w in re.split(r"\s+", query.lower().strip()) if w]
     if not words:
         return list(entries)
@@ -110,7 +111,10 @@ def search(entries: list[Entry], query: str) -> list[Entry]:
     for e in entries:
         hay = " ".join([e.name, e.device, e.source, " ".join(e.reading_types), " ".join(e.field_names)]).lower()
         if all(w in hay for w in words):
-            score = sum(3 if w in e.name.lower() else 2 if w in e.device.lower() else 1 for w in words)
+            name = e.name.lower()
+            score = sum(
+                4 if name.startswith(w) else 3 if w in name else 2 if w in e.device.lower() else 1 for w in words
+            )
             scored.append((-score, e.name, e))
     return [e for _, _, e in sorted(scored, key=lambda x: (x[0], x[1]))]
 
