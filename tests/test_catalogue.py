@@ -133,3 +133,40 @@ def test_the_web_ui_adds_the_sunspec_devices_of_a_network_scan(webui, simulator,
     fields = stored["drivers"][device["driver"]]["fields"]
     assert {k for k in fields if not k.startswith("sf_")} == set(EXPECTED)
     assert len([r for r in stored["readings"].values() if r["device"] == "sunspec_127_0_0_1_1"]) == len(EXPECTED)
+
+
+def test_the_worked_example_of_drivers_readme_validates_and_its_vectors_decode(simulator):
+    from ammp_edge.core import config as cfg, yamltext
+    from ammp_edge.readers import transports
+
+    text = (REPO / "drivers" / "README.md").read_text(encoding="utf-8")
+    [block] = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    doc = yamltext.parse(block, "driver")
+    assert drivers.check_driver(doc, "example") == []
+    fields = set(doc["fields"])
+    assert fields == {k for v in doc["test_vectors"] for k in v["expect"]}  # every field expected
+    for vector in doc["test_vectors"]:
+        raw = {int(start) + i: w for start, words in vector["registers"]["3"].items() for i, w in enumerate(words)}
+        sim = simulator({1: doc}, registers={1: {3: raw}})
+        site = {
+            "devices": {
+                "inv": {
+                    "reading_type": "modbustcp",
+                    "driver": "example",
+                    "vendor_id": "1",
+                    "address": {"host": "127.0.0.1", "port": sim.port},
+                }
+            },
+            "drivers": {"example": doc},
+            "readings": {f: {"device": "inv", "var": f} for f in vector["expect"]},
+        }
+        loaded = cfg.load(site, {})
+        assert loaded.errors == []
+        dev = loaded.devices["inv"]
+        transport = transports.make_transport(dev)
+        try:
+            res = transports.make_reader(dev, transport).read(time.monotonic() + 30)
+        finally:
+            transport.close()
+        assert res.values == vector["expect"], vector["description"]
+        assert res.requests == 1  # 40080..40108 with their scale factors: one block read
