@@ -131,7 +131,7 @@ def test_the_web_ui_adds_the_sunspec_devices_of_a_network_scan(webui, simulator,
     device = stored["devices"]["sunspec_127_0_0_1_1"]
     assert device["address"]["port"] == sim.port
     fields = stored["drivers"][device["driver"]]["fields"]
-    assert {k for k in fields if not k.startswith("sf_")} == set(EXPECTED)
+    assert {k for k in fields if not k.startswith(("sf_", "chk_"))} == set(EXPECTED)
     assert len([r for r in stored["readings"].values() if r["device"] == "sunspec_127_0_0_1_1"]) == len(EXPECTED)
 
 

@@ -10,6 +10,7 @@ hand: raw x 10**SF, "not implemented" values as null, power factor in percent ->
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -218,7 +219,15 @@ def test_scan_walks_the_chain_and_the_generated_config_reads_every_value(simulat
     assert device["vendor_id"] == "fronius_33344455"
     assert device["address"] == {"host": "127.0.0.1", "port": sim.port, "unit_id": 1}
     driver = cfg["drivers"][device["driver"]]
-    published = {k for k in driver["fields"] if not k.startswith("sf_")}
+    published = set(sunspec.published(driver))
+    assert set(driver["fields"]) - published == {k for k in driver["fields"] if k.startswith(("sf_", "chk_"))}
+    assert driver["expect"] == {
+        f"chk_{base}": 0x53756E53,
+        f"chk_{a}": 0x10042,
+        f"chk_{a + 68}": (103 << 16) | 50,
+        f"chk_{a + 120}": (160 << 16) | 48,
+        f"chk_{a + 170}": (203 << 16) | 105,
+    }
     assert sorted(published - set(EXPECTED)) == [] and sorted(set(EXPECTED) - published) == []
     assert driver["fields"]["P_total"]["register"] == a + 68 + 14
     assert driver["fields"]["P_total"]["scale_factor"] == "sf_103_W_SF"
@@ -336,3 +345,49 @@ def test_every_supported_model_definition_loads_and_makes_a_valid_driver():
     for name, fld in fields.items():
         if "scale_factor" in fld:
             assert fields[fld["scale_factor"]]["datatype"] == "int16", name
+
+
+def mppt_3_modules() -> list[int]:
+    r = mppt_160()
+    r[1], r[8] = 68, 3
+    return r + [3, *text("String 3", 8), 800, 6000, 4800, 0, 100, 0, 0, 250, 4, 0, 0]
+
+
+def test_a_device_whose_chain_changed_since_its_driver_was_made_publishes_nothing(simulator):
+    """A firmware update adds an MPPT module: the meter moves 20 registers on. The generated driver's
+    `expect` (marker and every model header) catches it; no value comes from the wrong registers."""
+    sim = serve(simulator, image(40000))
+    cfg, _ = configgen.sunspec_config({"hosts": [probe(sim.port)]})
+    changed = serve(simulator, image(40000, [*common(), *inverter_103(), *mppt_3_modules(), *meter_203(), *END]))
+    cfg["devices"]["sunspec_127_0_0_1_1"]["address"]["port"] = changed.port
+    started = time.monotonic()
+    _, results = read_config(cfg)
+    _, res = results["sunspec_127_0_0_1_1"]
+    assert res.failed and res.values == {}
+    assert time.monotonic() - started < 10  # decided from the answers, no timeout involved
+    [why] = [e for e in res.errors if e.startswith("not the device this driver was made for")]
+    assert f"chk_40122 (register 40122) reads {(160 << 16) | 68}, the driver expects {(160 << 16) | 48}" in why
+    assert "chk_40172 (register 40172) reads" in why and why.endswith("nothing of it is published")
+    assert set(res.item_errors) == set(EXPECTED)  # every field says why it has no value
+    # the same driver on the device it was made for reads every value
+    _, again = read_config(
+        {**cfg, "devices": {k: {**d, "address": {**d["address"], "port": sim.port}} for k, d in cfg["devices"].items()}}
+    )
+    assert again["sunspec_127_0_0_1_1"][1].values == EXPECTED
+
+
+def test_validate_checks_expect():
+    from ammp_edge.core import drivers
+
+    base = {
+        "P": {"register": 1, "datatype": "int16"},
+        "ID": {"register": 0},
+        "s": {"module": "os", "method": "getloadavg"},
+    }
+    check = lambda expect: [str(p) for p in drivers.check_driver({"fields": base, "expect": expect}, "drivers.d")]
+    assert check({"ID": 103}) == []
+    assert check({"nope": 1}) == ["drivers.d.expect.nope: no field 'nope' in this driver"]
+    assert check({"ID": [1]}) == ["drivers.d.expect.ID: [1] is not a number or a text"]
+    assert check({"ID": True}) == ["drivers.d.expect.ID: True is not a number or a text"]
+    assert check({"s": 1}) == ["drivers.d.expect.s: field 's' is not a Modbus register field"]
+    assert check([]) == ["drivers.d.expect: must be an object of field name -> the value it must read"]

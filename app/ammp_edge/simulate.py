@@ -156,8 +156,11 @@ class Simulator:
             u: {fc: dict(regs) for fc, regs in by_fc.items()} for u, by_fc in (registers or {}).items()
         }
         self.refuse_larger_than: int | None = None
+        self.expect: dict[int, dict] = {}
         for unit, driver in units.items():
             self.fields[unit] = {}
+            expect = driver.get("expect")
+            self.expect[unit] = expect if isinstance(expect, dict) else {}
             for name in driver.get("fields", {}):
                 try:
                     f = drivers.compile_field(driver, name, name, [])
@@ -187,6 +190,8 @@ class Simulator:
         for name, f in fields.items():
             if name in self.values[unit]:
                 value = self.values[unit][name]
+            elif name in self.expect.get(unit, {}):
+                value = self.expect[unit][name]  # the driver's `expect`: what the device must read
             else:
                 value = 0 if name in scale_factors else plausible(name, f, now)
             regs = image[f.fncode]

@@ -52,6 +52,8 @@ class ModbusField:
     description: str | None = None
     # the field of the same driver whose value is this field's power of ten (SunSpec's *_SF), compiled
     scale_factor: ModbusField | None = None
+    # the driver's `expect`: (field, the value it must read) before anything of the device is published
+    expects: tuple[tuple[ModbusField, Any], ...] = ()
 
     def scale_chain(self) -> list[ModbusField]:
         """The scale factor fields this field needs, nearest first (a chain, never a cycle)."""
@@ -387,8 +389,42 @@ def _scale_factor(
     return target
 
 
+def _expects(driver: dict, name: str, path: str, warnings: list[Problem]) -> tuple[tuple[ModbusField, Any], ...]:
+    """The driver's `expect` ({field: value}): Modbus fields that must read exactly these values, or
+    nothing of the device is published (a generated SunSpec driver checks its model headers so)."""
+    expect = driver.get("expect")
+    if expect is None:
+        return ()
+    own = ".fields." + join_path("", name)
+    where = join_path(path[: -len(own)], "expect") if path.endswith(own) else "expect"
+    if not isinstance(expect, dict) or not expect:
+        raise InvalidInput(where, "must be an object of field name -> the value it must read")
+    out = []
+    for ref, value in expect.items():
+        at = join_path(where, ref)
+        if ref not in (driver.get("fields") or {}):
+            raise InvalidInput(at, f"no field {ref!r} in this driver")
+        if isinstance(value, (dict, list, bool)) or value is None:
+            raise InvalidInput(at, f"{value!r} is not a number or a text")
+        nested: list[Problem] = []
+        try:
+            target = compile_field(driver, ref, _sibling_path(path, name, ref), nested, _expect=False)
+        except InvalidInput as exc:
+            raise InvalidInput(at, f"field {ref!r} cannot be read ({exc.problem})") from None
+        warnings.extend(w for w in nested if w not in warnings)
+        if not isinstance(target, ModbusField):
+            raise InvalidInput(at, f"field {ref!r} is not a Modbus register field")
+        out.append((target, value))
+    return tuple(out)
+
+
 def compile_field(
-    driver: dict, name: str, path: str, warnings: list[Problem], _chain: tuple[str, ...] = ()
+    driver: dict,
+    name: str,
+    path: str,
+    warnings: list[Problem],
+    _chain: tuple[str, ...] = (),
+    _expect: bool = True,
 ) -> ModbusField | SysField | OtherField:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
@@ -401,6 +437,8 @@ def compile_field(
         if "scale_factor" in opts:
             sf = _scale_factor(driver, name, opts, path, warnings, _chain or (name,))
             fld = replace(fld, scale_factor=sf)
+        if _expect and not _chain and "expect" in driver:
+            fld = replace(fld, expects=_expects(driver, name, path, warnings))
         return fld
     if opts.get("scale_factor") is not None:
         raise InvalidInput(join_path(path, "scale_factor"), "only a Modbus register field can have a scale factor")
@@ -458,7 +496,8 @@ def check_driver(driver: Any, path: str) -> list[Problem]:
         try:
             compile_field(driver, name, join_path(path, "fields", name), problems)
         except InvalidInput as exc:
-            problems.append(exc.problem)
+            if exc.problem not in problems:  # a bad `expect` is every Modbus field's problem: named once
+                problems.append(exc.problem)
     if isinstance(driver.get("status_info"), dict):
         for key in driver["status_info"]:
             try:

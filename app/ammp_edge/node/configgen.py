@@ -59,9 +59,8 @@ def sunspec_devices(host: str, port: int, unit: int, chain: sunspec.Chain, confi
             "name": " ".join(x for x in (gen.manufacturer, gen.model_name, gen.serial) if x) or key,
             "address": {"host": host, "port": port, "unit_id": unit},
         }
-        for fld in gen.driver["fields"]:
-            if not fld.startswith("sf_"):  # scale factors are read with their fields, not published
-                config["readings"][f"{key}_{fld}"] = {"device": key, "var": fld}
+        for fld in sunspec.published(gen.driver):  # scale factors and layout checks are read, not published
+            config["readings"][f"{key}_{fld}"] = {"device": key, "var": fld}
         keys.append(key)
     return keys
 

@@ -138,8 +138,13 @@ class ModbusDevice:
                 self.scaled_by[key] = sf_key
                 self.scalers[sf_key] = fld.scale_factor
                 key, fld = sf_key, fld.scale_factor
+        # the driver's `expect`: fields that must read these values, or nothing of the device is published
+        self.guards: dict[str, tuple[ModbusField, Any]] = {}
+        for fld in self.fields.values():
+            for guard, value in fld.expects:
+                self.guards[f"_ex/{guard.name}"] = (guard, value)
         offset = device.register_offset
-        every = {**self.fields, **self.scalers}
+        every = {**self.fields, **self.scalers, **{k: g for k, (g, _) in self.guards.items()}}
         items = [planner.Item(k, f.fncode, f.register + offset, f.words, f.barrier) for k, f in every.items()]
         items += [planner.Item(k, s.fncode, s.register + offset, s.words) for k, s in self.status.items()]
         if any(not (0 <= i.address and i.end <= 0x10000) for i in items):
@@ -393,9 +398,9 @@ class ModbusDevice:
     def _decode_block(self, block: planner.Block, regs: list[int], res: DeviceResult) -> None:
         for item in block.items:
             raw = block.registers_for(item, regs)
-            if res.raw is not None and item.key not in self.scalers:
+            if res.raw is not None and item.key not in self.scalers and item.key not in self.guards:
                 res.raw[item.key] = raw
-            if item.key in self.scaled_by or item.key in self.scalers:
+            if item.key in self.scaled_by or item.key in self.scalers or item.key in self.guards:
                 self._scaled_raw[item.key] = raw  # decoded after the read, with its scale factor
             elif item.key in self.fields:
                 try:
@@ -466,9 +471,41 @@ class ModbusDevice:
             else:
                 res.errors.append(f"{key}: {why}")
                 res.item_errors[key] = why
+        self._check_guards(res)
         self._scaled_raw = {}
-        for key in self.scalers:  # a scale factor's own errors are its fields' (reported with their block)
+        for key in (*self.scalers, *self.guards):  # their errors are their fields' (reported with their block)
             res.item_errors.pop(key, None)
+
+    def _check_guards(self, res: DeviceResult) -> None:
+        """The driver's `expect`: every such field read, and read as expected, or nothing of this read is
+        published (the device is not, or no longer, the one the driver was made for: e.g. a SunSpec
+        device whose model chain changed with a firmware update)."""
+        if not self.guards or not (res.values or res.status):
+            return
+        wrong = []
+        for key, (guard, want) in self.guards.items():
+            where = f"{guard.name} (register {guard.register + self.device.register_offset})"
+            raw = self._scaled_raw.get(key)
+            if raw is None:
+                wrong.append(f"{where} not read")
+                continue
+            try:
+                got = codec.decode_registers(raw, guard.spec)
+            except codec.DecodeError as exc:
+                wrong.append(f"{where}: {exc}")
+                continue
+            if got != want or type(got) is bool:
+                wrong.append(f"{where} reads {got!r}, the driver expects {want!r}")
+        if not wrong:
+            return
+        why = "not the device this driver was made for: " + "; ".join(wrong) + "; nothing of it is published"
+        res.errors.append(why)
+        for key in list(res.values):
+            res.item_errors[key] = why
+        res.values.clear()
+        res.status.clear()
+        if not res.interrupted:
+            res.failed = True
 
     def plan_summary(self) -> list[tuple[int, int, int]]:
         return [(b.fncode, b.address, b.count) for b in self.blocks]
