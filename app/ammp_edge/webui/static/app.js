@@ -149,7 +149,8 @@
       results.replaceChildren(...(r.drivers || []).map(d => {
         const b = el("button", {type: "button", class: "driver-pick", "data-driver": d.name, text: d.name});
         b.addEventListener("click", () => { select.value = d.name; results.replaceChildren(); driverSearch.value = d.name; });
-        return el("li", {}, b, ` ${d.device} · ${d.fields} fields · ${d.reading_types.join(", ")} · ${d.source}`);
+        const src = d.source.length > 70 ? d.source.slice(0, 67) + "..." : d.source;
+        return el("li", {}, b, ` ${d.device} · ${d.fields} fields · ${d.reading_types.join(", ")} · ${src}`);
       }), ...(r.count ? [] : [el("li", {class: "muted", text: "no driver matches"})]));
     };
     driverSearch.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(show, 200); });
