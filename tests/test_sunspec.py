@@ -391,3 +391,21 @@ def test_validate_checks_expect():
     assert check({"ID": True}) == ["drivers.d.expect.ID: True is not a number or a text"]
     assert check({"s": 1}) == ["drivers.d.expect.s: field 's' is not a Modbus register field"]
     assert check([]) == ["drivers.d.expect: must be an object of field name -> the value it must read"]
+
+
+def test_the_model_definitions_are_vendored_with_their_licence_and_version():
+    import json as _json
+    import tomllib
+
+    from ammp_edge.core import paths
+    from helpers.common import REPO
+
+    folder = paths.sunspec_models_dir()
+    assert (folder / "LICENSE").read_text().lstrip().startswith("Apache License")
+    notes = (folder / "README.md").read_text()
+    assert sunspec.DEFINITIONS_VERSION == "pysunspec2 1.3.7" and "pysunspec2 1.3.7" in notes
+    for model_id in sunspec.SUPPORTED:
+        doc = _json.loads((folder / f"model_{model_id}.json").read_text())
+        assert doc["id"] == model_id and doc["group"]["points"][0]["name"] == "ID"
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "sunspec_models/*" in package_data["ammp_edge"]  # shipped in the wheel (the images install it)

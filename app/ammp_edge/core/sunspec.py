@@ -549,8 +549,10 @@ def drivers_for(chain: Chain) -> list[Generated]:
                 "description": "SunSpec layout check",
             }
             expect[f"chk_{address}"] = value
+        kind = "hybrid_inverter" if {"inverter", str(STORAGE)} <= kinds else next(iter(sorted(kinds)), "device")
         driver = {
             "description": description,
+            "device": {"manufacturer": mn or "SunSpec device", "models": [md or "?"], "kind": f"sunspec {kind}"},
             "source": [{"title": "SunSpec information models", "version": DEFINITIONS_VERSION}],
             "sunspec": {"base": chain.base, "models": layout},
             "expect": expect,

@@ -160,6 +160,7 @@ class ModbusDevice:
         )
         basis = json.dumps([device.reading_type, planner.to_json(self.blocks), [astuple(i) for i in items]])
         self.digest = f"{zlib.crc32(basis.encode()):08x}"  # the plan as planned: a changed driver or config relearns
+        self._scaled_raw: dict[str, list[int]] = {}  # scaled items and checks of the read under way
         self.probe_first = False  # found down: the next attempt starts with the probe
         self.probe_key: str | None = None  # an item that answered (the first choice of a probe)
         self._probe_turn = 0  # silent probes since the last answer: the next probe tries another item
@@ -240,7 +241,7 @@ class ModbusDevice:
     def read(self, deadline: float, keep_raw: bool = False) -> DeviceResult:
         """One read of every field and status item; with keep_raw also the registers of each."""
         res = DeviceResult(raw={} if keep_raw else None)
-        self._scaled_raw: dict[str, list[int]] = {}  # scaled items: decoded once their scale factor is known
+        self._scaled_raw = {}  # scaled items: decoded once their scale factor is known
         answered = succeeded = False
         queue = list(self.blocks)
         probe = self._probe_block() if self.probe_first else None
