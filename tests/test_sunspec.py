@@ -341,6 +341,14 @@ def test_every_supported_model_definition_loads_and_makes_a_valid_driver():
     chain = sunspec.from_layout(40000, layout, [{"Mn": "X", "Md": "Y", "SN": "1"}])
     [gen] = sunspec.drivers_for(chain)
     assert drivers.check_driver(gen.driver, gen.name) == []
+    import json as _json
+
+    import jsonschema
+
+    from helpers.common import REPO
+
+    schema = _json.loads((REPO / "app" / "ammp_edge" / "schemas" / "driver.schema.json").read_text())
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(gen.driver)) == []
     fields = gen.driver["fields"]
     for name, fld in fields.items():
         if "scale_factor" in fld:
