@@ -241,3 +241,48 @@ def test_a_scale_factor_that_could_not_be_read_leaves_the_value_out_with_the_rea
     assert "P" not in res.values and not res.failed
     assert res.item_errors == {"P": "scale factor SF not read"}
     assert "P: scale factor SF not read" in res.errors
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def tied_items(draw):
+    n = draw(st.integers(1, 30))
+    items = [
+        planner.Item(f"f{i}", draw(st.sampled_from([3, 4])), draw(st.integers(0, 600)), draw(st.integers(1, 4)))
+        for i in range(n)
+    ]
+    ties = {}
+    for i in range(n):
+        if draw(st.booleans()):
+            ties[f"f{i}"] = f"f{draw(st.integers(0, n - 1))}"
+    ties = {a: b for a, b in ties.items() if a != b}
+    return items, ties, draw(st.integers(1, 125)), draw(st.integers(0, 40))
+
+
+@settings(max_examples=300, deadline=None)
+@given(tied_items())
+def test_plan_with_ties_covers_every_item_within_the_limits_and_keeps_fitting_pairs_together(case):
+    items, ties, max_registers, max_gap = case
+    blocks = planner.plan(items, max_registers, max_gap, ties)
+    where = {}
+    for b in blocks:
+        assert b.count <= max(max_registers, max(i.words for i in b.items))
+        for i in b.items:
+            assert i.fncode == b.fncode and b.address <= i.address and i.end <= b.end
+            where[i.key] = b
+    assert set(where) == {i.key for i in items}
+    # every group of tied items (a scale factor and all it scales) that has one function code and fits
+    # in max_registers is read in one request
+    group = {i.key: {i.key} for i in items}
+    for a, b in ties.items():
+        merged = group[a] | group[b]
+        for k in merged:
+            group[k] = merged
+    by_key = {i.key: i for i in items}
+    for members in {frozenset(g) for g in group.values() if len(g) > 1}:
+        its = [by_key[k] for k in members]
+        span = max(i.end for i in its) - min(i.address for i in its)
+        if len({i.fncode for i in its}) == 1 and span <= max_registers:
+            assert len({id(where[k]) for k in members}) == 1, (sorted(members), [(b.address, b.count) for b in blocks])
