@@ -5,7 +5,9 @@ Modbus limit, lower for devices that need it); a gap between two fields is read 
 most `max_gap` registers (default 32 on TCP where a request costs a round trip, 8 on RTU where each
 gap register costs airtime); a block never spans a field marked `barrier`; identical requests are read
 once. When a device answers a merged block with an exception (illegal address), the block is split
-(first without gaps, then field by field) and the device keeps the working plan.
+(first without gaps, then field by field) and the device keeps the working plan. Tied items (a field
+and its scale factor, `ties`) are planned as one group, read in one request whatever the gap between
+them when the group fits in `max_registers`; without ties the plan is exactly as before.
 """
 
 from __future__ import annotations
