@@ -5,7 +5,8 @@
 1. Modbus TCP, upstream sma_stp25000 driver (31 fields), against a simulated device that adds
    MS (default 20) per response: requests per cycle and cycle wall time with our planner and with one
    request per field; the ratio of cycle time to requests x round trip.
-2. Modbus RTU at 9600 baud, eastron_sdm530 (scripts/bench_read_rtu.py, if present).
+2. Modbus RTU at 9600 baud, eastron_sdm530 (scripts/bench_read_rtu.py, if present); sma_speedwire and
+   snmp (scripts/bench_read_net.py): datagrams or requests and time per cycle, a silent device's cost.
    A SunSpec inverter through its generated driver (scripts/bench_read_sunspec.py): the model walk,
    requests per cycle against one per field.
 3. Peak RSS (VmHWM) of a real `ammp-edge bus` process polling that device every second.
@@ -129,11 +130,11 @@ def main() -> int:
     fewer = o["requests"] / p["requests"]
     print(f"  one request round trip: {rtt * 1000:.1f} ms; planner sends {fewer:.1f}x fewer requests")
 
-    rtu = REPO / "scripts" / "bench_read_rtu.py"
-    if rtu.exists():
-        print()
-        sys.stdout.flush()
-        subprocess.run([sys.executable, str(rtu)], check=False)
+    for extra in ("bench_read_rtu.py", "bench_read_net.py"):  # RTU; sma_speedwire and snmp
+        if (REPO / "scripts" / extra).exists():
+            print()
+            sys.stdout.flush()
+            subprocess.run([sys.executable, str(REPO / "scripts" / extra)], check=False)
 
     sunspec = REPO / "scripts" / "bench_read_sunspec.py"  # a SunSpec inverter through its generated driver
     if sunspec.exists():

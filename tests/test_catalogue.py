@@ -81,6 +81,16 @@ def test_a_config_driver_wins_and_a_scale_factor_is_shown(tmp_path):
     assert "source:        not given (a driver of the site config)" in out.stdout
 
 
+def test_every_builtin_driver_shows_what_each_field_reads():
+    builtin = drivers.load_builtin_drivers(REPO / "drivers")
+    for name in BUILTIN:
+        rows = catalogue.field_rows(builtin[name])
+        assert rows and all(r.keys() & {"register", "call", "oid", "obis_channel", "kind"} for r in rows), name
+        assert not [r for r in rows if "problem" in r], name
+    snmp = json.loads(run("akcp_sensorprobe", "--json").stdout)
+    assert snmp["reading_types"] == ["snmp"] and all("oid" in r for r in snmp["field_rows"])
+
+
 def test_catalogue_entries_of_every_builtin_driver():
     builtin = drivers.load_builtin_drivers(REPO / "drivers")
     entries = catalogue.catalogue(builtin)

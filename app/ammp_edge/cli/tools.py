@@ -126,6 +126,10 @@ def cmd_drivers(args: argparse.Namespace) -> int:
                     what += f" x {r['multiplier']:g}"
                 if r.get("scale_factor"):
                     what += f" x 10^{r['scale_factor']}"
+            elif what is None and "oid" in r:
+                what = f"snmp {r['oid']}"
+            elif what is None and "obis_channel" in r:
+                what = f"obis {r['obis_channel']}:{r['obis_type']}"
             elif what is None:
                 what = r.get("call") or r.get("kind") or ""
             table_rows.append([r["field"], what, r.get("unit") or "", (r.get("description") or "")[:60]])
@@ -224,6 +228,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not isinstance(doc, dict):
             raise SystemExit(f"simulate: --values {args.values}: must be a JSON object of field -> value")
         values = {u: doc for u in units}
+    if args.speedwire:
+        return _simulate_speedwire(args, driver, values.get(units[0], {}))
     serial = (
         dict(
             serial_port=args.serial,
@@ -258,6 +264,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     install_signal_handlers(stop)
     stop.wait()
     sim.stop()
+    return 0
+
+
+def _simulate_speedwire(args: argparse.Namespace, driver: dict, values: dict) -> int:
+    from ..core.signals import install_signal_handlers
+    from ..simulate_speedwire import SpeedwireSender
+
+    group, _, port = str(args.speedwire).rpartition(":")
+    try:
+        sender = SpeedwireSender(driver, args.serial_number, group, int(port), values, args.interval)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"simulate: {exc}") from None
+    sender.start()
+    print(
+        f"simulating {args.driver} (Speedwire serial {args.serial_number}) to {group}:{port} "
+        f"every {args.interval:g} s out of loopback; Ctrl-C stops",
+        flush=True,
+    )
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    stop.wait()
+    sender.stop()
     return 0
 
 

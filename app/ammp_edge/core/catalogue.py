@@ -143,7 +143,11 @@ def field_rows(driver: dict) -> list[dict]:
             )
         elif isinstance(f, drv.SysField):
             row.update(call=f"{f.module}.{f.method}", keypath=list(f.keypath))
+        elif hasattr(f, "oid"):  # snmp (core.netfields)
+            row.update(oid=".".join(map(str, f.oid)))
+        elif hasattr(f, "channel"):  # sma_speedwire (core.netfields)
+            row.update(obis_channel=f.channel, obis_type=f.obis_type)
         else:
-            row.update(kind=f.kind)
+            row.update(kind=getattr(f, "kind", type(f).__name__))
         rows.append(row)
     return rows

@@ -425,7 +425,7 @@ def compile_field(
     warnings: list[Problem],
     _chain: tuple[str, ...] = (),
     _expect: bool = True,
-) -> ModbusField | SysField | OtherField:
+) -> Any:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
@@ -444,6 +444,12 @@ def compile_field(
         raise InvalidInput(join_path(path, "scale_factor"), "only a Modbus register field can have a scale factor")
     if kind == "sys":
         return compile_sys_field(name, opts, path)
+    if kind in ("sma_speedwire", "snmp"):
+        from . import netfields  # compiled beside their address checks
+
+        if kind == "snmp":
+            return netfields.compile_snmp_field(name, opts, path)
+        return netfields.compile_speedwire_field(name, opts, path)
     if kind == "unknown":
         raise InvalidInput(path, "no register, method, oid, obis_channel, query, topic or schema: nothing to read")
     return compile_other_field(name, kind, opts, path)

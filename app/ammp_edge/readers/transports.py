@@ -33,6 +33,14 @@ def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Tr
             a.get("stopbits", 1),
             float(a.get("frame_gap", 0)),
         )
+    if device.reading_type == "sma_speedwire":
+        from .speedwire import SpeedwireSocket  # one socket for the group and port
+
+        return SpeedwireSocket(a.get("group", "239.12.255.254"), int(a.get("port", 9522)))  # type: ignore[return-value]
+    if device.reading_type == "snmp":
+        from .snmp import SnmpTransport  # one UDP socket per agent, made at its first request
+
+        return SnmpTransport()  # type: ignore[return-value]
     return None
 
 
@@ -43,4 +51,12 @@ def make_reader(
     keeps a Modbus device's working plan under `plan_key` across restarts."""
     if device.reading_type == "sys":
         return SystemDevice(device)
+    if device.reading_type == "sma_speedwire":
+        from .speedwire import SpeedwireDevice
+
+        return SpeedwireDevice(device, transport)  # type: ignore[return-value]
+    if device.reading_type == "snmp":
+        from .snmp import SnmpDevice
+
+        return SnmpDevice(device, transport)  # type: ignore[return-value]
     return ModbusDevice(device, transport, plans, plan_key)

@@ -23,7 +23,7 @@ from ..core import codec, config as cfg, supervisor as supervisord
 from ..core.problems import ConfigUnusable
 from ..readers.modbus import DeviceSilent, LinkError, ModbusDevice, ModbusException, Transport
 from ..readers.system import SystemDevice
-from ..readers.transports import make_transport
+from ..readers.transports import make_reader, make_transport
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,20 @@ def read_device(device: cfg.Device) -> dict:
     try:
         with _port_free(device) as paused:
             started = time.monotonic()
-            rows = _read_sys(device) if device.reading_type == "sys" else _read_modbus(device)
-            return {
+            if device.reading_type in NET_TYPES:
+                rows = _read_net(device)
+            else:
+                rows = _read_sys(device) if device.reading_type == "sys" else _read_modbus(device)
+            out = {
                 "device": device.key,
                 "bus": device.bus_id,
                 "paused": paused,
                 "fields": rows,
                 "duration": round(time.monotonic() - started, 3),
             }
+            if device.reading_type in NET_NOTES:
+                out["note"] = NET_NOTES[device.reading_type]
+            return out
     finally:
         _LOCK.release()
 
@@ -125,6 +131,40 @@ def _read_sys(device: cfg.Device) -> list[dict]:
         }
         for n, f in device.fields.items()
     ]
+
+
+NET_TYPES = ("sma_speedwire", "snmp")
+NET_NOTES = {
+    "sma_speedwire": "Speedwire meters multicast to 239.12.255.254:9522: in Docker the container needs host "
+    "networking (--network host) to hear them; the bus keeps listening while the test listens beside it",
+}
+
+
+def _read_net(device: cfg.Device) -> list[dict]:
+    """Speedwire and SNMP: the bus's own reader on a transport of the test's own (UDP: nothing to pause)."""
+    transport = make_transport(device)
+    try:
+        res = make_reader(device, transport).read(time.monotonic() + max(device.deadline, 10.0))
+    finally:
+        if transport is not None:
+            transport.close()
+    rows = []
+    for name, f in device.fields.items():
+        error = None
+        if res.values.get(name) is None:
+            error = res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read")
+        where = getattr(f, "oid", None)
+        rows.append(
+            {
+                "name": name,
+                "register": ".".join(map(str, where)) if where else f"OBIS {f.channel}.{f.obis_type}",
+                "unit": f.unit or "",
+                "raw": [],
+                "value": _json_value(res.values.get(name)),
+                "error": error,
+            }
+        )
+    return rows
 
 
 def _transport(device: cfg.Device) -> Transport:

@@ -60,8 +60,8 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         body = json_body()
         try:
             device = probe_device(body)
-            if device.reading_type == "sys":
-                raise probe.ProbeError("a sys device has no registers")
+            if device.reading_type not in ("modbustcp", "modbusrtu"):
+                raise probe.ProbeError(f"a {device.reading_type} device has no registers")
             return as_json(probe.inspect_register(device, int(body.get("register", -1)), int(body.get("fncode", 3))))
         except (probe.ProbeError, ValueError, TypeError) as exc:
             return as_json({"error": str(exc)}, 400)
