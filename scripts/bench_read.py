@@ -8,6 +8,8 @@
 2. Modbus RTU at 9600 baud, eastron_sdm530 (scripts/bench_read_rtu.py, if present); sma_speedwire and
    snmp (scripts/bench_read_net.py): datagrams or requests and time per cycle, a silent device's cost.
 2a. The mqtt reader against a local mosquitto (scripts/bench_read_mqtt.py, if present).
+   A SunSpec inverter through its generated driver (scripts/bench_read_sunspec.py): the model walk,
+   requests per cycle against one per field.
 3. Peak RSS (VmHWM) of a real `ammp-edge bus` process polling that device every second.
 """
 
@@ -140,6 +142,11 @@ def main() -> int:
         print()
         sys.stdout.flush()
         subprocess.run([sys.executable, str(mqtt)], check=False)
+    sunspec = REPO / "scripts" / "bench_read_sunspec.py"  # a SunSpec inverter through its generated driver
+    if sunspec.exists():
+        print()
+        sys.stdout.flush()
+        subprocess.run([sys.executable, str(sunspec), "--latency-ms", str(args.latency_ms)], check=False)
 
     rss = measure_rss(builtin, args.rss_seconds)
     print(f"\nbus process peak RSS (VmHWM) polling sma_stp25000 every 1 s for {args.rss_seconds:.0f} s: {rss:.1f} MB")

@@ -174,6 +174,10 @@ def test_network_scan_on_loopback_finds_open_ports_and_sunspec(simulator):
             "sunspec_model": "Symo 10.0-3-M",
             "sunspec_version": "1.2.3",
             "sunspec_serial": "34119102",
+            # the model chain walked (core.sunspec): the common model, 65 registers (an older device)
+            "sunspec_models": [[1, 40002, 65]],
+            "sunspec_identity": [{"Mn": "Fronius", "Md": "Symo 10.0-3-M", "Vr": "1.2.3", "SN": "34119102"}],
+            "sunspec_notes": ["end model at 40069 has length 66 (0 expected)"],
         }
     ]
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)

@@ -156,8 +156,11 @@ class Simulator:
             u: {fc: dict(regs) for fc, regs in by_fc.items()} for u, by_fc in (registers or {}).items()
         }
         self.refuse_larger_than: int | None = None
+        self.expect: dict[int, dict] = {}
         for unit, driver in units.items():
             self.fields[unit] = {}
+            expect = driver.get("expect")
+            self.expect[unit] = expect if isinstance(expect, dict) else {}
             for name in driver.get("fields", {}):
                 try:
                     f = drivers.compile_field(driver, name, name, [])
@@ -181,12 +184,24 @@ class Simulator:
         """{fncode: {address: value}} for the unit at time now."""
         now = time.time() if now is None else now
         image: dict[int, dict[int, int]] = {3: {}, 4: {}}
-        for name, f in self.fields[unit].items():
-            value = self.values[unit].get(name, None) if name in self.values[unit] else plausible(name, f, now)
+        fields = self.fields[unit]
+        # a scale factor field (another field's `scale_factor`) is 0 unless given: 10**0 leaves values as they are
+        scale_factors = {sf.name for f in fields.values() for sf in f.scale_chain()}
+        for name, f in fields.items():
+            if name in self.values[unit]:
+                value = self.values[unit][name]
+            elif name in self.expect.get(unit, {}):
+                value = self.expect[unit][name]  # the driver's `expect`: what the device must read
+            else:
+                value = 0 if name in scale_factors else plausible(name, f, now)
             regs = image[f.fncode]
             current = [regs.get(f.register, 0)]
+            power = None
+            if f.scale_factor is not None:
+                sf = self.values[unit].get(f.scale_factor.name, 0)
+                power = sf if isinstance(sf, int) and not isinstance(sf, bool) and -10 <= sf <= 10 else None
             try:
-                words = codec.encode_registers(value, f.spec, f.words, current)
+                words = codec.encode_registers(value, f.spec, f.words, current, power)
             except (ValueError, OverflowError, TypeError):
                 words = [0] * f.words
             for i, w in enumerate(words):

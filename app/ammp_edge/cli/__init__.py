@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=programs.cmd_publisher)
 
+    s = sub.add_parser("drivers", help="the driver catalogue: list or search the drivers, or show one")
+    s.add_argument("name", nargs="?", metavar="NAME", help="show this driver: what each field reads")
+    s.add_argument("--search", "-s", metavar="WORDS", help="only drivers with every word (name, device, field ...)")
+    s.add_argument("--config", metavar="FILE", help="also the drivers of this config (JSON or YAML), which win")
+    s.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    s.set_defaults(func=tools.cmd_drivers)
+
     s = sub.add_parser("simulate", help="serve a simulated device over Modbus TCP from a driver")
     s.add_argument("--driver", required=True, help="built-in driver name or a driver .json file")
     where = s.add_mutually_exclusive_group(required=True)

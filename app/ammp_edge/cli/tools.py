@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..core import config as cfg, drivers, keys, paths
+from ..core import config as cfg, drivers, keys, paths, yamltext
 from ..core.kvs import KVStore
 from ..core.problems import ConfigUnusable, Problem
 
@@ -23,7 +23,7 @@ def load_config_file(path: Path) -> tuple[bytes, cfg.Config]:
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     try:
         raw = path.read_bytes()
-        config = cfg.load(cfg.parse_json(raw), builtin)
+        config = cfg.load(yamltext.load(raw, "config", path.name), builtin)
     except OSError as exc:
         print(f"{path}: cannot read: {exc.strerror}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -43,7 +43,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     errors = 0
     for name in args.files:
         try:
-            doc = cfg.parse_json(Path(name).read_bytes(), "file")
+            doc = yamltext.load(Path(name).read_bytes(), "file", Path(name).name)  # JSON or YAML
         except OSError as exc:
             problems = [Problem("$", f"cannot read: {exc.strerror}")]
         except ConfigUnusable as exc:
@@ -71,6 +71,79 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if not problems:
             print(f"{name}: ok")
     return 1 if errors else 0
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def cmd_drivers(args: argparse.Namespace) -> int:
+    """`ammp-edge drivers [NAME] [--search WORDS]`: the catalogue (core.catalogue)."""
+    from ..core import catalogue
+
+    builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    extra: dict = {}
+    if args.config:
+        try:
+            doc = yamltext.load(Path(args.config).read_bytes(), "config", Path(args.config).name)
+        except OSError as exc:
+            print(f"{args.config}: cannot read: {exc.strerror}", file=sys.stderr)
+            return 2
+        except ConfigUnusable as exc:
+            print(f"{args.config}: {exc}", file=sys.stderr)
+            return 2
+        extra = doc.get("drivers") or {} if isinstance(doc, dict) else {}
+        extra = extra if isinstance(extra, dict) else {}
+    entries = catalogue.catalogue(builtin, extra)
+    if args.name:
+        found = next((e for e in entries if e.name == args.name), None)
+        if found is None:
+            near = [e.name for e in catalogue.search(entries, args.name.replace("_", " "))][:5]
+            hint = f"; similar: {', '.join(near)}" if near else ""
+            print(f"drivers: no driver {args.name!r}{hint}", file=sys.stderr)
+            return 1
+        driver: dict = extra.get(args.name) or builtin.get(args.name) or {}
+        rows = catalogue.field_rows(driver)
+        if args.json:
+            print(json.dumps({**found.as_dict(), "field_rows": rows}, indent=2, ensure_ascii=False))
+            return 0
+        print(f"{found.name} ({found.origin})")
+        print(f"device:        {found.device}")
+        print(f"source:        {found.source}")
+        print(f"reading type:  {', '.join(found.reading_types)}")
+        print(f"fields:        {found.fields}" + (f"; test vectors: {found.vectors}" if found.vectors else ""))
+        if isinstance(driver.get("description"), str):
+            print(f"description:   {driver['description']}")
+        print()
+        table_rows = []
+        for r in rows:
+            what = r.get("problem") and f"problem: {r['problem']}"
+            if what is None and "register" in r:
+                what = f"fc{r['fncode']} {r['register']} x{r['words']} {r['datatype']}"
+                if r.get("multiplier") is not None:
+                    what += f" x {r['multiplier']:g}"
+                if r.get("scale_factor"):
+                    what += f" x 10^{r['scale_factor']}"
+            elif what is None and "oid" in r:
+                what = f"snmp {r['oid']}"
+            elif what is None and "obis_channel" in r:
+                what = f"obis {r['obis_channel']}:{r['obis_type']}"
+            elif what is None:
+                what = r.get("call") or r.get("kind") or ""
+            table_rows.append([r["field"], what, r.get("unit") or "", (r.get("description") or "")[:60]])
+        print(_table(table_rows, ["field", "reads", "unit", "description"]))
+        return 0
+    if args.search:
+        entries = catalogue.search(entries, args.search)
+    if args.json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
+        return 0
+    listing = [[e.name, e.device[:60], e.source[:40], str(e.fields), ", ".join(e.reading_types)] for e in entries]
+    print(_table(listing, ["name", "device", "source", "fields", "reading type"]))
+    print(f"{len(entries)} driver(s)" + (f" matching {args.search!r}" if args.search else ""))
+    return 0 if entries else 1
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -138,11 +211,11 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def _driver_arg(name: str) -> dict:
     path = Path(name)
-    if path.suffix == ".json" or path.exists():
+    if path.suffix in drivers.DRIVER_SUFFIXES or path.exists():
         return drivers.load_driver_file(path)
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
     if name not in builtin:
-        raise SystemExit(f"simulate: no driver {name!r} (a built-in name or a .json file)")
+        raise SystemExit(f"simulate: no driver {name!r} (a built-in name or a .json or .yaml file)")
     return builtin[name]
 
 

@@ -290,11 +290,17 @@ def _decimal(number: int | float) -> decimal.Decimal:
     return decimal.Decimal(repr(number)) if isinstance(number, float) else decimal.Decimal(number)
 
 
-def _scaled(value: int | float, multiplier: int | float | None, offset: int | float | None) -> int | decimal.Decimal:
-    """value x multiplier + offset: exact in integers when all are integers, else in decimal."""
-    if isinstance(value, int) and not isinstance(multiplier, float) and not isinstance(offset, float):
-        return value * (1 if multiplier is None else multiplier) + (offset or 0)
+def _scaled(
+    value: int | float, multiplier: int | float | None, offset: int | float | None, power: int | None = None
+) -> int | decimal.Decimal:
+    """value x 10**power x multiplier + offset: exact in integers when all are integers (and power is
+    not negative), else in decimal."""
+    whole = power is None or power >= 0
+    if isinstance(value, int) and whole and not isinstance(multiplier, float) and not isinstance(offset, float):
+        return value * 10 ** (power or 0) * (1 if multiplier is None else multiplier) + (offset or 0)
     d = _decimal(value)
+    if power is not None:
+        d = d.scaleb(power, _DECIMAL)
     if multiplier is not None:
         d = _DECIMAL.multiply(d, _decimal(multiplier))
     if offset is not None:
@@ -302,15 +308,30 @@ def _scaled(value: int | float, multiplier: int | float | None, offset: int | fl
     return d
 
 
-def scale(value: Any, spec: ValueSpec) -> Any:
-    """Multiplier, then offset (in decimal, see the module text), then typecast; NaN and infinity
-    become None."""
+MAX_POWER = 10  # a SunSpec scale factor (sunssf) is -10..10
+
+
+def check_power(power: Any, name: str = "scale factor") -> int:
+    """A scale factor's value as the power of ten it is; DecodeError when it cannot be one."""
+    if isinstance(power, float) and power.is_integer():
+        power = int(power)
+    if isinstance(power, bool) or not isinstance(power, int):
+        raise DecodeError(f"{name} {power!r} is not an integer")
+    if not -MAX_POWER <= power <= MAX_POWER:
+        raise DecodeError(f"{name} {power} is outside -{MAX_POWER}..{MAX_POWER}")
+    return power
+
+
+def scale(value: Any, spec: ValueSpec, power: int | None = None) -> Any:
+    """x 10**power (a scale factor read from the device, when the field has one), multiplier, then
+    offset (in decimal, see the module text), then typecast; NaN and infinity become None."""
     value = _finite(value)
     if value is None:
         return None
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if numeric and spec.typecast not in ("str", "bool") and (spec.multiplier is not None or spec.offset is not None):
-        result = _scaled(value, spec.multiplier, spec.offset)
+    scaled = spec.multiplier is not None or spec.offset is not None or power is not None
+    if numeric and spec.typecast not in ("str", "bool") and scaled:
+        result = _scaled(value, spec.multiplier, spec.offset, power)
         if isinstance(result, decimal.Decimal):
             # int() straight from the decimal: exact for large integers a double would round
             value = int(result) if spec.typecast == "int" and result.is_finite() else float(result)
@@ -340,33 +361,34 @@ def unpack(raw: bytes, datatype: str | None) -> Any:
     return shortest_float32(value) if code == "f" else value
 
 
-def decode_bytes(raw: bytes, spec: ValueSpec) -> Any:
-    """Decode raw bytes (already in big-endian value order) with a field's spec."""
+def decode_bytes(raw: bytes, spec: ValueSpec, power: int | None = None) -> Any:
+    """Decode raw bytes (already in big-endian value order) with a field's spec (and the power of ten
+    its scale factor field gave, if any)."""
     if not raw:
         raise DecodeError("no data")
     if spec.bits is not None:
         if len(raw) != 2:
             raise DecodeError(f"a bit field needs exactly one register, got {len(raw)} bytes")
-        return scale(spec.bits.extract(int.from_bytes(raw, "big")), spec)
+        return scale(spec.bits.extract(int.from_bytes(raw, "big")), spec, power)
     if spec.valuemap is not None:
         hit, mapped = spec.valuemap.lookup(raw)
         if hit:
-            return scale(mapped, spec)
+            return scale(mapped, spec, power)
     if is_text(spec.datatype):
         text = decode_text(raw, spec.text_bytes)
         if spec.valuemap is not None:
             hit, mapped = spec.valuemap.lookup_text(text)
             if hit:
-                return scale(mapped, spec)
+                return scale(mapped, spec, power)
         return _finite(_typecast(text, spec.typecast)) if spec.typecast not in (None, "str") else text
-    return scale(unpack(raw, spec.datatype), spec)
+    return scale(unpack(raw, spec.datatype), spec, power)
 
 
-def decode_registers(registers: list[int] | tuple[int, ...], spec: ValueSpec) -> Any:
+def decode_registers(registers: list[int] | tuple[int, ...], spec: ValueSpec, power: int | None = None) -> Any:
     if is_text(spec.datatype):
         # text keeps register order; BADC/DCBA swap the two characters inside each register
         order = "BADC" if spec.order in ("BADC", "DCBA") else "ABCD"
-        return decode_bytes(registers_to_bytes(registers, order), spec)
+        return decode_bytes(registers_to_bytes(registers, order), spec, power)
     raw = registers_to_bytes(registers, spec.order)
     if spec.bits is None and spec.datatype in NUMERIC_TYPES and NUMERIC_TYPES[spec.datatype][1] == 1 and len(raw) == 2:
         # int8/uint8 in one register: the low byte of the value (as encode_registers writes it);
@@ -374,9 +396,9 @@ def decode_registers(registers: list[int] | tuple[int, ...], spec: ValueSpec) ->
         if spec.valuemap is not None:
             hit, mapped = spec.valuemap.lookup(raw)
             if hit:
-                return scale(mapped, spec)
-        return scale(unpack(raw[1:], spec.datatype), spec)
-    return decode_bytes(raw, spec)
+                return scale(mapped, spec, power)
+        return scale(unpack(raw[1:], spec.datatype), spec, power)
+    return decode_bytes(raw, spec, power)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -452,17 +474,19 @@ def decode_value(value: Any, spec: ValueSpec) -> Any:
 # Encoding: the inverse, for the simulator and tests
 
 
-def _unscale(value: Any, spec: ValueSpec) -> Any:
+def _unscale(value: Any, spec: ValueSpec, power: int | None = None) -> Any:
     if spec.typecast in ("str", "bool") or isinstance(value, (str, bool)):
         return value
     if spec.offset is not None:
         value = value - spec.offset
     if spec.multiplier not in (None, 0):
         value = value / spec.multiplier
+    if power:
+        value = value / 10**power
     return value
 
 
-def encode_bytes(value: Any, spec: ValueSpec, nbytes: int) -> bytes:
+def encode_bytes(value: Any, spec: ValueSpec, nbytes: int, power: int | None = None) -> bytes:
     """Raw big-endian value bytes that decode to `value` (rounded to the datatype's resolution)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         if spec.valuemap is not None:
@@ -476,7 +500,7 @@ def encode_bytes(value: Any, spec: ValueSpec, nbytes: int) -> bytes:
     if is_text(spec.datatype):
         data = str(value).encode("utf-8")[:nbytes]
         return data + b"\x00" * (nbytes - len(data))
-    raw_value = _unscale(value, spec)
+    raw_value = _unscale(value, spec, power)
     datatype = spec.datatype or INFERRED_TYPES.get(nbytes)
     if datatype is None:
         raise ValueError(f"cannot encode into {nbytes} bytes without a datatype")
@@ -489,12 +513,15 @@ def encode_bytes(value: Any, spec: ValueSpec, nbytes: int) -> bytes:
     return struct.pack(">" + code, raw_value)
 
 
-def encode_registers(value: Any, spec: ValueSpec, words: int, current: list[int] | None = None) -> list[int]:
-    """Registers that decode to `value`. A bit field is merged into `current` (one register)."""
+def encode_registers(
+    value: Any, spec: ValueSpec, words: int, current: list[int] | None = None, power: int | None = None
+) -> list[int]:
+    """Registers that decode to `value` (with that scale factor power). A bit field is merged into
+    `current` (one register)."""
     if spec.bits is not None:
         word = current[0] if current else 0
-        return [spec.bits.insert(word, int(round(_unscale(value or 0, spec))))]
-    raw = encode_bytes(value, spec, 2 * words)
+        return [spec.bits.insert(word, int(round(_unscale(value or 0, spec, power))))]
+    raw = encode_bytes(value, spec, 2 * words, power)
     if is_text(spec.datatype):
         raw = raw + b"\x00" * (2 * words - len(raw))
         order = "BADC" if spec.order in ("BADC", "DCBA") else "ABCD"

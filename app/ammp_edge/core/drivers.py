@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import codec, jsontext
+from . import codec, yamltext
 from .problems import InvalidInput, Problem, join_path, refuse_nonfinite
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,19 @@ class ModbusField:
     barrier: bool = False
     unit: str | None = None
     description: str | None = None
+    # the field of the same driver whose value is this field's power of ten (SunSpec's *_SF), compiled
+    scale_factor: ModbusField | None = None
+    # the driver's `expect`: (field, the value it must read) before anything of the device is published
+    expects: tuple[tuple[ModbusField, Any], ...] = ()
+
+    def scale_chain(self) -> list[ModbusField]:
+        """The scale factor fields this field needs, nearest first (a chain, never a cycle)."""
+        out: list[ModbusField] = []
+        sf = self.scale_factor
+        while sf is not None:
+            out.append(sf)
+            sf = sf.scale_factor
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,7 +416,90 @@ def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherFie
     return OtherField(name, kind, dict(opts), opts.get("unit"))
 
 
-def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -> Any:
+INTEGER_TYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
+
+
+def _sibling_path(path: str, name: str, other: str) -> str:
+    """The path of field `other` next to field `name` at `path` ('d.fields.W' -> 'd.fields.W_SF')."""
+    own = join_path("", name)
+    if path.endswith("." + own):
+        return join_path(path[: -len(own) - 1], other)
+    return join_path("fields", other)
+
+
+def _scale_factor(
+    driver: dict, name: str, opts: dict, path: str, warnings: list[Problem], chain: tuple[str, ...]
+) -> ModbusField | None:
+    """The compiled field `scale_factor` names (its value is this field's power of ten, as SunSpec's
+    *_SF registers): a Modbus field of the same driver with an integer type, not part of a cycle."""
+    ref = opts.get("scale_factor")
+    if ref is None:
+        return None
+    where = join_path(path, "scale_factor")
+    if not isinstance(ref, str) or not ref:
+        raise InvalidInput(where, f"{ref!r} is not the name of a field of this driver")
+    if ref not in (driver.get("fields") or {}):
+        raise InvalidInput(where, f"no field {ref!r} in this driver")
+    if ref in chain:
+        raise InvalidInput(where, "a cycle of scale factors: " + " -> ".join((*chain, ref)))
+    nested: list[Problem] = []
+    try:
+        target = compile_field(driver, ref, _sibling_path(path, name, ref), nested, (*chain, ref))
+        warnings.extend(w for w in nested if w not in warnings)
+    except InvalidInput as exc:
+        if exc.problem.message.startswith("a cycle of scale factors"):
+            raise InvalidInput(where, exc.problem.message) from None
+        raise InvalidInput(where, f"field {ref!r} cannot be read ({exc.problem})") from None
+    if not isinstance(target, ModbusField):
+        raise InvalidInput(where, f"field {ref!r} is not a Modbus register field")
+    spec = target.spec
+    datatype = spec.datatype or codec.INFERRED_TYPES.get(2 * target.words)
+    if spec.bits is None and datatype not in INTEGER_TYPES:
+        raise InvalidInput(
+            where, f"field {ref!r} is {datatype or 'text'}; a scale factor is an integer (int16, as SunSpec's sunssf)"
+        )
+    if spec.typecast in ("float", "str", "bool") or any(isinstance(v, float) for v in (spec.multiplier, spec.offset)):
+        raise InvalidInput(where, f"field {ref!r} is scaled or cast to a non-integer; a scale factor is an integer")
+    return target
+
+
+def _expects(driver: dict, name: str, path: str, warnings: list[Problem]) -> tuple[tuple[ModbusField, Any], ...]:
+    """The driver's `expect` ({field: value}): Modbus fields that must read exactly these values, or
+    nothing of the device is published (a generated SunSpec driver checks its model headers so)."""
+    expect = driver.get("expect")
+    if expect is None:
+        return ()
+    own = ".fields." + join_path("", name)
+    where = join_path(path[: -len(own)], "expect") if path.endswith(own) else "expect"
+    if not isinstance(expect, dict) or not expect:
+        raise InvalidInput(where, "must be an object of field name -> the value it must read")
+    out = []
+    for ref, value in expect.items():
+        at = join_path(where, ref)
+        if ref not in (driver.get("fields") or {}):
+            raise InvalidInput(at, f"no field {ref!r} in this driver")
+        if isinstance(value, (dict, list, bool)) or value is None:
+            raise InvalidInput(at, f"{value!r} is not a number or a text")
+        nested: list[Problem] = []
+        try:
+            target = compile_field(driver, ref, _sibling_path(path, name, ref), nested, _expect=False)
+        except InvalidInput as exc:
+            raise InvalidInput(at, f"field {ref!r} cannot be read ({exc.problem})") from None
+        warnings.extend(w for w in nested if w not in warnings)
+        if not isinstance(target, ModbusField):
+            raise InvalidInput(at, f"field {ref!r} is not a Modbus register field")
+        out.append((target, value))
+    return tuple(out)
+
+
+def compile_field(
+    driver: dict,
+    name: str,
+    path: str,
+    warnings: list[Problem],
+    _chain: tuple[str, ...] = (),
+    _expect: bool = True,
+) -> Any:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
@@ -411,7 +507,15 @@ def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -
     refuse_nonfinite(opts, path)
     kind = field_kind(opts)
     if kind == "modbus":
-        return compile_modbus_field(name, opts, path, warnings)
+        fld = compile_modbus_field(name, opts, path, warnings)
+        if "scale_factor" in opts:
+            sf = _scale_factor(driver, name, opts, path, warnings, _chain or (name,))
+            fld = replace(fld, scale_factor=sf)
+        if _expect and not _chain and "expect" in driver:
+            fld = replace(fld, expects=_expects(driver, name, path, warnings))
+        return fld
+    if opts.get("scale_factor") is not None:
+        raise InvalidInput(join_path(path, "scale_factor"), "only a Modbus register field can have a scale factor")
     if kind == "sys":
         return compile_sys_field(name, opts, path)
     if kind in ("sma_speedwire", "snmp"):
@@ -478,7 +582,8 @@ def check_driver(driver: Any, path: str) -> list[Problem]:
         try:
             compile_field(driver, name, join_path(path, "fields", name), problems)
         except InvalidInput as exc:
-            problems.append(exc.problem)
+            if exc.problem not in problems:  # a bad `expect` is every Modbus field's problem: named once
+                problems.append(exc.problem)
     if isinstance(driver.get("status_info"), dict):
         for key in driver["status_info"]:
             try:
@@ -488,19 +593,27 @@ def check_driver(driver: Any, path: str) -> list[Problem]:
     return problems
 
 
+DRIVER_SUFFIXES = (".json", ".yaml", ".yml")
+
+
 def load_driver_file(path: Path) -> dict:
-    """A driver file through the one parser (core.jsontext: the same size and depth limits as configs);
-    OSError, or ConfigUnusable (a ValueError) naming the problem."""
-    return jsontext.parse(Path(path).read_bytes(), "driver")
+    """A driver file, JSON or YAML (by its name; core.jsontext and core.yamltext: the same size and
+    depth limits as configs); OSError, or ConfigUnusable (a ValueError) naming the problem."""
+    return yamltext.load(Path(path).read_bytes(), "driver", Path(path).name)
 
 
 def load_builtin_drivers(directory: Path) -> dict[str, dict]:
-    """All `<name>.json` under directory; an unreadable file is logged and skipped."""
+    """All `<name>.json`, `<name>.yaml` and `<name>.yml` under directory; an unreadable file is logged
+    and skipped, and so is a second file for a name (the .json one wins)."""
     drivers: dict[str, dict] = {}
     if not directory.is_dir():
         log.warning("drivers directory %s does not exist", directory)
         return drivers
-    for file in sorted(directory.glob("*.json")):
+    files = sorted(f for f in directory.iterdir() if f.suffix in DRIVER_SUFFIXES and f.is_file())
+    for file in sorted(files, key=lambda f: (f.stem, DRIVER_SUFFIXES.index(f.suffix))):
+        if file.stem in drivers:
+            log.error("driver %s ignored: a driver named %s is already loaded", file, file.stem)
+            continue
         try:
             drivers[file.stem] = load_driver_file(file)
         except (OSError, ValueError) as exc:

@@ -51,6 +51,11 @@ def schemas_dir() -> Path:
     return PACKAGE_DIR / "schemas"
 
 
+def sunspec_models_dir() -> Path:
+    """The vendored SunSpec model definitions (pysunspec2's JSON; see its README)."""
+    return PACKAGE_DIR / "sunspec_models"
+
+
 def outbox_dir() -> Path:
     return data_dir() / "outbox"
 

@@ -37,12 +37,12 @@ from collections.abc import Callable
 
 import psutil
 
-from ..core import configdoor, credentials, drivers, keys, paths, supervisor as supervisord
+from ..core import configdoor, credentials, drivers, keys, paths, supervisor as supervisord, yamltext
 from ..core.config import Config
 from ..core.configsource import ConfigSource
 from ..core.fileio import PRIVATE_DIR, make_private, make_private_tree, write_atomic
 from ..core.kvs import KVStore, cache as kv_cache
-from ..core.problems import Problem
+from ..core.problems import ConfigUnusable, Problem
 from ..core.supervisor_conf import ammp_edge, write_bus_include
 from ..delivery.outputcheck import output_problems
 from . import supervise
@@ -115,6 +115,11 @@ def announce_password(initial: str) -> None:
 def store_config(store: KVStore, config_raw: bytes, demo: bool, detail: str | None) -> configdoor.Verdict:
     """`up --config FILE` (or `--demo`) through the one door; ConfigRefused when it cannot be used."""
     builtin = drivers.load_builtin_drivers(paths.drivers_dir())
+    if detail and yamltext.yaml_name(detail):  # `up --config site.yaml`: the door takes its JSON
+        try:
+            config_raw = yamltext.to_json(config_raw)
+        except ConfigUnusable as exc:
+            raise ConfigRefused(configdoor.refuse("up", exc.problems, None, detail)) from None
     verdict = configdoor.submit(store, config_raw, "demo" if demo else "up", builtin, output_problems, detail=detail)
     if not verdict.accepted:
         raise ConfigRefused(verdict)

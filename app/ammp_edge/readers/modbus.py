@@ -129,8 +129,23 @@ class ModbusDevice:
         self.transport = transport
         self.fields: dict[str, ModbusField] = dict(device.fields)
         self.status = {f"_s/{s.key}": s for s in device.status}
+        # scale factor fields (a field's `scale_factor`): read with it, never published unless asked for
+        self.scalers: dict[str, ModbusField] = {}
+        self.scaled_by: dict[str, str] = {}  # field or scaler key -> the key of its scale factor item
+        for key, fld in self.fields.items():
+            while fld.scale_factor is not None:
+                sf_key = f"_sf/{fld.scale_factor.name}"
+                self.scaled_by[key] = sf_key
+                self.scalers[sf_key] = fld.scale_factor
+                key, fld = sf_key, fld.scale_factor
+        # the driver's `expect`: fields that must read these values, or nothing of the device is published
+        self.guards: dict[str, tuple[ModbusField, Any]] = {}
+        for fld in self.fields.values():
+            for guard, value in fld.expects:
+                self.guards[f"_ex/{guard.name}"] = (guard, value)
         offset = device.register_offset
-        items = [planner.Item(k, f.fncode, f.register + offset, f.words, f.barrier) for k, f in self.fields.items()]
+        every = {**self.fields, **self.scalers, **{k: g for k, (g, _) in self.guards.items()}}
+        items = [planner.Item(k, f.fncode, f.register + offset, f.words, f.barrier) for k, f in every.items()]
         items += [planner.Item(k, s.fncode, s.register + offset, s.words) for k, s in self.status.items()]
         if any(not (0 <= i.address and i.end <= 0x10000) for i in items):
             raise ValueError(f"register_offset {offset} moves registers outside 0..65535")
@@ -139,9 +154,13 @@ class ModbusDevice:
         self.max_registers = int(device.address.get("max_registers", planner.MAX_REGISTERS))
         max_gap = int(device.address.get("max_gap", planner.DEFAULT_MAX_GAP.get(device.reading_type, 0)))
         # merge: false gives one request per field (identical requests are still read once)
-        self.blocks = planner.plan(items, self.max_registers, max_gap) if merge else planner.one_per_request(items)
+        ties = self.scaled_by or None  # a field and its scale factor: in one request where they fit
+        self.blocks = (
+            planner.plan(items, self.max_registers, max_gap, ties) if merge else planner.one_per_request(items)
+        )
         basis = json.dumps([device.reading_type, planner.to_json(self.blocks), [astuple(i) for i in items]])
         self.digest = f"{zlib.crc32(basis.encode()):08x}"  # the plan as planned: a changed driver or config relearns
+        self._scaled_raw: dict[str, list[int]] = {}  # scaled items and checks of the read under way
         self.probe_first = False  # found down: the next attempt starts with the probe
         self.probe_key: str | None = None  # an item that answered (the first choice of a probe)
         self._probe_turn = 0  # silent probes since the last answer: the next probe tries another item
@@ -222,6 +241,7 @@ class ModbusDevice:
     def read(self, deadline: float, keep_raw: bool = False) -> DeviceResult:
         """One read of every field and status item; with keep_raw also the registers of each."""
         res = DeviceResult(raw={} if keep_raw else None)
+        self._scaled_raw = {}  # scaled items: decoded once their scale factor is known
         answered = succeeded = False
         queue = list(self.blocks)
         probe = self._probe_block() if self.probe_first else None
@@ -330,6 +350,7 @@ class ModbusDevice:
                 pending = None
             else:
                 new_plan.append(block)
+        self._decode_scaled(res)
         self.blocks = new_plan
         if not succeeded and self.blocks:
             res.failed = True  # nothing could be read: counts as down (backoff), whatever the reason
@@ -378,9 +399,11 @@ class ModbusDevice:
     def _decode_block(self, block: planner.Block, regs: list[int], res: DeviceResult) -> None:
         for item in block.items:
             raw = block.registers_for(item, regs)
-            if res.raw is not None:
+            if res.raw is not None and item.key not in self.scalers and item.key not in self.guards:
                 res.raw[item.key] = raw
-            if item.key in self.fields:
+            if item.key in self.scaled_by or item.key in self.scalers or item.key in self.guards:
+                self._scaled_raw[item.key] = raw  # decoded after the read, with its scale factor
+            elif item.key in self.fields:
                 try:
                     res.values[item.key] = codec.decode_registers(raw, self.fields[item.key].spec)
                 except codec.DecodeError as exc:
@@ -399,6 +422,91 @@ class ModbusDevice:
                     )
                 else:
                     res.status.append(decoded)
+
+    def _decode_scaled(self, res: DeviceResult) -> None:
+        """Fields with a scale factor: raw x 10**(the scale factor field's value). A scale factor that
+        was not read, is not implemented (null) or is not a power of ten -10..10 gives no value (null
+        for "not implemented"), never an unscaled one."""
+        scalers: dict[str, tuple[Any, str | None]] = {}  # key -> (value, why there is none)
+
+        def value_of(key: str) -> tuple[Any, str | None]:
+            if key in scalers:
+                return scalers[key]
+            fld = self.scalers.get(key) or self.fields[key]
+            raw = self._scaled_raw.get(key)
+            if raw is None:
+                out: tuple[Any, str | None] = (None, "not read")
+            else:
+                power: int | None = None
+                sf_key = self.scaled_by.get(key)
+                why = None
+                if sf_key is not None:
+                    sf_value, why = value_of(sf_key)
+                    name = sf_key[4:]
+                    if why is not None:
+                        why = f"scale factor {name} {why}"
+                    elif sf_value is not None:
+                        try:
+                            power = codec.check_power(sf_value, f"scale factor {name} =")
+                        except codec.DecodeError as exc:
+                            why = str(exc)
+                if why is not None:
+                    out = (None, why)
+                elif sf_key is not None and power is None:
+                    out = (None, None)  # the scale factor is "not implemented": so is the value
+                else:
+                    try:
+                        out = (codec.decode_registers(raw, fld.spec, power), None)
+                    except codec.DecodeError as exc:
+                        out = (None, f"{exc} (raw {raw})")
+            if key in self.scalers:
+                scalers[key] = out
+            return out
+
+        for key in self.fields:
+            if key not in self.scaled_by or key not in self._scaled_raw:
+                continue  # not scaled, or not read (its block's error is reported)
+            value, why = value_of(key)
+            if why is None:
+                res.values[key] = value
+            else:
+                res.errors.append(f"{key}: {why}")
+                res.item_errors[key] = why
+        self._check_guards(res)
+        self._scaled_raw = {}
+        for key in (*self.scalers, *self.guards):  # their errors are their fields' (reported with their block)
+            res.item_errors.pop(key, None)
+
+    def _check_guards(self, res: DeviceResult) -> None:
+        """The driver's `expect`: every such field read, and read as expected, or nothing of this read is
+        published (the device is not, or no longer, the one the driver was made for: e.g. a SunSpec
+        device whose model chain changed with a firmware update)."""
+        if not self.guards or not (res.values or res.status):
+            return
+        wrong = []
+        for key, (guard, want) in self.guards.items():
+            where = f"{guard.name} (register {guard.register + self.device.register_offset})"
+            raw = self._scaled_raw.get(key)
+            if raw is None:
+                wrong.append(f"{where} not read")
+                continue
+            try:
+                got = codec.decode_registers(raw, guard.spec)
+            except codec.DecodeError as exc:
+                wrong.append(f"{where}: {exc}")
+                continue
+            if got != want or type(got) is bool:
+                wrong.append(f"{where} reads {got!r}, the driver expects {want!r}")
+        if not wrong:
+            return
+        why = "not the device this driver was made for: " + "; ".join(wrong) + "; nothing of it is published"
+        res.errors.append(why)
+        for key in list(res.values):
+            res.item_errors[key] = why
+        res.values.clear()
+        res.status.clear()
+        if not res.interrupted:
+            res.failed = True
 
     def plan_summary(self) -> list[tuple[int, int, int]]:
         return [(b.fncode, b.address, b.count) for b in self.blocks]

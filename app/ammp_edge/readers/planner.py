@@ -5,7 +5,9 @@ Modbus limit, lower for devices that need it); a gap between two fields is read 
 most `max_gap` registers (default 32 on TCP where a request costs a round trip, 8 on RTU where each
 gap register costs airtime); a block never spans a field marked `barrier`; identical requests are read
 once. When a device answers a merged block with an exception (illegal address), the block is split
-(first without gaps, then field by field) and the device keeps the working plan.
+(first without gaps, then field by field) and the device keeps the working plan. Tied items (a field
+and its scale factor, `ties`) are planned as one group, read in one request whatever the gap between
+them when the group fits in `max_registers`; without ties the plan is exactly as before.
 """
 
 from __future__ import annotations
@@ -48,25 +50,76 @@ class Block:
         return registers[start : start + item.words]
 
 
-def plan(items: list[Item], max_registers: int = MAX_REGISTERS, max_gap: int = 0) -> list[Block]:
-    """Merge items into blocks (see module doc). Items larger than max_registers get a block each."""
-    blocks: list[Block] = []
-    by_fn: dict[int, list[Item]] = {}
+def _units(items: list[Item], ties: dict[str, str] | None, max_registers: int) -> list[list[Item]]:
+    """Items grouped into what must be read in one request: each item alone, or, with `ties`, an item
+    with everything tied to it (a scale factor with every field it scales). A group that spans more
+    than max_registers, or has a barrier inside, falls back to its items alone."""
+    if not ties:
+        return [[it] for it in items]
+    parent = {it.key: it.key for it in items}
+
+    def root(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for a, b in ties.items():
+        if a in parent and b in parent:
+            parent[root(a)] = root(b)
+    groups: dict[str, list[Item]] = {}
     for it in items:
-        by_fn.setdefault(it.fncode, []).append(it)
+        groups.setdefault(root(it.key), []).append(it)
+    units: list[list[Item]] = []
+    for group in groups.values():
+        group.sort(key=lambda i: (i.address, -i.words))
+        span = max(i.end for i in group) - group[0].address
+        fncodes = {i.fncode for i in group}
+        if span > max_registers or len(fncodes) > 1 or any(i.barrier for i in group[1:]):
+            units.extend([it] for it in group)
+        else:
+            units.append(group)
+    return units
+
+
+def plan(
+    items: list[Item], max_registers: int = MAX_REGISTERS, max_gap: int = 0, ties: dict[str, str] | None = None
+) -> list[Block]:
+    """Merge items into blocks (see module doc). Items larger than max_registers get a block each.
+    `ties` (item key -> key of the item it needs, e.g. a field and its scale factor): tied items are
+    read in one request whenever they fit in max_registers together, whatever the gap between them."""
+    blocks: list[Block] = []
+    by_fn: dict[int, list[list[Item]]] = {}
+    for unit in _units(items, ties, max_registers):
+        by_fn.setdefault(unit[0].fncode, []).append(unit)
     for fncode in sorted(by_fn):
         current: Block | None = None
-        for it in sorted(by_fn[fncode], key=lambda i: (i.address, -i.words)):
+        for unit in sorted(by_fn[fncode], key=lambda u: (u[0].address, -(max(i.end for i in u) - u[0].address))):
+            first = unit[0]
+            unit_end = max(i.end for i in unit)
+            inner_gap = len(unit) > 1 and _has_gap(unit)
             if current is not None:
-                gap = it.address - current.end
-                new_end = max(current.end, it.end)
-                if gap <= max_gap and not it.barrier and new_end - current.address <= max_registers:
-                    current.items.append(it)
+                gap = first.address - current.end
+                new_end = max(current.end, unit_end)
+                if gap <= max_gap and not first.barrier and new_end - current.address <= max_registers:
+                    current.items.extend(unit)
                     current.count = new_end - current.address
+                    current.gapless = current.gapless and not inner_gap
                     continue
-            current = Block(fncode, it.address, it.words, [it], gapless=max_gap == 0)
+            current = Block(fncode, first.address, unit_end - first.address, list(unit))
+            current.gapless = max_gap == 0 and not inner_gap
             blocks.append(current)
     return blocks
+
+
+def _has_gap(items: list[Item]) -> bool:
+    """Do these items (sorted by address) leave a register between them unread?"""
+    end = items[0].end
+    for it in items[1:]:
+        if it.address > end:
+            return True
+        end = max(end, it.end)
+    return False
 
 
 def split(block: Block) -> list[Block]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import bottle
 
-from .pages import config, devicetest, login, logs, scans, settings, status
+from .pages import catalogue, config, devicetest, login, logs, scans, settings, status
 from .security import install
 from .web import Ctx
 
-PAGE_GROUPS = (status, login, config, devicetest, scans, logs, settings)
+PAGE_GROUPS = (status, login, config, devicetest, scans, logs, settings, catalogue)
 
 
 def make_app(ctx: Ctx) -> bottle.Bottle:

@@ -4,8 +4,10 @@ For a host with the Modbus port open, by nmap's MAC vendor:
   "SMA"                   unit 3: u32 30051 device class, 30053 device type, 30057 serial
   "Deep Sea Electronics"  unit 1: u16 769 model, u16 772 control mode, u32 770 serial
 and for every such host SunSpec discovery: the marker "SunS" (0x5375 0x6E53) at register 40000, 0
-or 50000 on unit ids 1 and 126, then the common model (id 1) that follows it: manufacturer, model,
-serial number (text). Results go to `host["modbustcp"]`, a list of
+or 50000 on unit ids 1 and 126, then the whole model chain (core.sunspec.walk: every header checked
+against the model definitions): the common model's manufacturer, model, version and serial number,
+and `sunspec_models` [[id, address, length], ...], from which node.configgen makes the drivers (a
+chain that cannot be trusted: `sunspec_problem`). Results go to `host["modbustcp"]`, a list of
 `{"unit_id": .., field: value, ...}` as upstream. Every request has a 1 s timeout; a unit that does
 not answer at all is not asked again.
 """
@@ -16,7 +18,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from ...core import codec
+from ...core import codec, sunspec
 from ...readers.modbus import DeviceSilent, LinkError, ModbusException
 
 if TYPE_CHECKING:
@@ -48,14 +50,13 @@ VENDOR_PROBES = [
 SUNSPEC_MARKER = [0x5375, 0x6E53]  # "SunS"
 SUNSPEC_BASES = (40000, 0, 50000)
 SUNSPEC_UNITS = (1, 126)
-# common model (1) after the marker: id, length, Mn[16], Md[16], Opt[8], Vr[8], SN[16]
+# scan result key -> point of the common model (1), read from the model definitions (core.sunspec)
 SUNSPEC_COMMON = {
-    "sunspec_manufacturer": (2, 16),
-    "sunspec_model": (18, 16),
-    "sunspec_version": (42, 8),
-    "sunspec_serial": (50, 16),
+    "sunspec_manufacturer": "Mn",
+    "sunspec_model": "Md",
+    "sunspec_version": "Vr",
+    "sunspec_serial": "SN",
 }
-SUNSPEC_COMMON_WORDS = 66
 
 
 def _read_fields(transport: TcpTransport, unit: int, fields, timeout: float) -> dict:
@@ -69,24 +70,55 @@ def _read_fields(transport: TcpTransport, unit: int, fields, timeout: float) -> 
     return out
 
 
+def _reader(transport: TcpTransport, unit: int, timeout: float) -> sunspec.Reader:
+    """`read(address, count)` for core.sunspec: the transport's errors as sunspec.ReadFailed (an
+    exception answer is `refused`); DeviceSilent passes (nobody at this unit id)."""
+
+    def read(address: int, count: int) -> list[int]:
+        try:
+            return transport.read(unit, 3, address, count, timeout)
+        except ModbusException as exc:
+            raise sunspec.ReadFailed(f"register {address}: {exc}", refused=True) from None
+        except LinkError as exc:
+            raise sunspec.ReadFailed(f"register {address}: {exc}") from None
+
+    return read
+
+
 def _sunspec_at(transport: TcpTransport, unit: int, base: int, timeout: float) -> dict | None:
+    """The SunSpec device at `base` on `unit`: its common model (manufacturer, model, version,
+    serial) and the model chain (`sunspec_models`: [[id, address, length], ...]); a chain that cannot
+    be trusted is reported in `sunspec_problem` (and no driver is made from it)."""
+    read = _reader(transport, unit, timeout)
     try:
-        if transport.read(unit, 3, base, 2, timeout) != SUNSPEC_MARKER:
+        if sunspec.find_base(read, (base,)) is None:
             return None
-    except (ModbusException, LinkError):
+    except sunspec.ReadFailed:
         return None
     found: dict = {"unit_id": unit, "sunspec_base": base}
     try:
-        regs = transport.read(unit, 3, base + 2, SUNSPEC_COMMON_WORDS, timeout)
-    except (ModbusException, LinkError) as exc:
-        log.info("SunSpec marker at %d on unit %d but no common model: %s", base, unit, exc)
+        chain = sunspec.walk(read, base)
+    except (sunspec.SunSpecError, sunspec.ReadFailed) as exc:
+        log.info("SunSpec marker at %d on unit %d but the model chain is not usable: %s", base, unit, exc)
+        found["sunspec_problem"] = str(exc)
         return found
-    if len(regs) >= 2 and regs[0] == 1:
-        for name, (offset, words) in SUNSPEC_COMMON.items():
-            part = regs[offset : offset + words]
-            if len(part) == words:
-                found[name] = codec.decode_text(codec.registers_to_bytes(part))
+    found.update(chain_summary(chain))
     return found
+
+
+def chain_summary(chain: sunspec.Chain) -> dict:
+    """What a scan result says of a walked chain (enough for configgen to make its drivers again)."""
+    out: dict = {"sunspec_models": chain.layout()}
+    common = next((m for m in chain.models if m.id == sunspec.COMMON), None)
+    if common is not None:
+        for name, point in SUNSPEC_COMMON.items():
+            value = sunspec.text(common, point)
+            if value is not None:
+                out[name] = value
+    out["sunspec_identity"] = chain.identity()  # Mn, Md, Vr, SN of each common model (an inverter, its meter)
+    if chain.notes:
+        out["sunspec_notes"] = chain.notes
+    return out
 
 
 def sunspec_discover(
@@ -139,6 +171,8 @@ def probe_host(
     finally:
         transport.close()
     host["modbustcp"] = results
+    if port != MODBUS_PORT:
+        host["modbus_port"] = port
     return results
 
 

@@ -7,9 +7,9 @@ import logging
 import bottle
 from bottle import request, response
 
-from ...core import configdoor, jsontext, keys, paths
+from ...core import configdoor, jsontext, keys, paths, yamltext
 from ...core.configdoor import Verdict
-from ...core.problems import Problem
+from ...core.problems import ConfigUnusable, Problem
 from .. import configedit
 from ..security import see_other
 from ..web import Ctx, bad_request, drivers, form, query, render
@@ -74,9 +74,17 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             return config_page(
                 Verdict(configdoor.REFUSED, "no config given", [Problem("$", "no config given")]), False, "", 400
             )
-        result = configedit.apply(
-            state.store, raw, state.builtin, anyway=f.get("anyway") == "on", keep_local=keep_chosen(f), say=say
-        )
+        as_yaml = yamltext.yaml_name(upload.filename) if upload is not None and upload.filename else None
+        if as_yaml is None:
+            as_yaml = f.get("format") == "yaml"
+        try:  # YAML: the door takes the JSON text of its value (core.yamltext)
+            doc = yamltext.to_json(raw) if as_yaml else raw
+        except ConfigUnusable as exc:
+            result = configdoor.refuse("webui", exc.problems, say)
+        else:
+            result = configedit.apply(
+                state.store, doc, state.builtin, anyway=f.get("anyway") == "on", keep_local=keep_chosen(f), say=say
+            )
         if result.accepted:
             log.info("web UI: %s", result.message)
         text = "" if result.accepted else raw[: jsontext.MAX_BYTES].decode("utf-8", "replace")[:200000]

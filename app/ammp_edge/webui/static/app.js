@@ -137,6 +137,25 @@
     rtSelect.addEventListener("change", sync); sync();
   }
 
+  // -- the driver catalogue: search it when adding a device -------------------------------------------
+  const driverSearch = document.getElementById("driver-search");
+  if (driverSearch) {
+    const results = document.getElementById("driver-results"), select = document.getElementById("driver");
+    let timer = null;
+    const show = async () => {
+      const q = driverSearch.value.trim();
+      if (!q) { results.replaceChildren(); return; }
+      const r = await (await fetch("/api/drivers?q=" + encodeURIComponent(q), {credentials: "same-origin"})).json();
+      results.replaceChildren(...(r.drivers || []).map(d => {
+        const b = el("button", {type: "button", class: "driver-pick", "data-driver": d.name, text: d.name});
+        b.addEventListener("click", () => { select.value = d.name; results.replaceChildren(); driverSearch.value = d.name; });
+        const src = d.source.length > 70 ? d.source.slice(0, 67) + "..." : d.source;
+        return el("li", {}, b, ` ${d.device} · ${d.fields} fields · ${d.reading_types.join(", ")} · ${src}`);
+      }), ...(r.count ? [] : [el("li", {class: "muted", text: "no driver matches"})]));
+    };
+    driverSearch.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(show, 200); });
+  }
+
   // -- test a device ----------------------------------------------------------------------------------
   function testBody(form) {
     const f = new FormData(form), body = {};
@@ -179,11 +198,26 @@
   }
 
   // -- scans ------------------------------------------------------------------------------------------
+  function sunspecForm(job) {
+    const msg = el("div", {class: "sunspec-message"});
+    const show = (r) => {
+      msg.className = "sunspec-message " + (r.ok ? "okbox" : "warn");
+      msg.replaceChildren(el("p", {text: r.message || r.error}),
+        ...(r.devices || []).map(d => el("p", {text: `${d}: ${(r.config.devices[d] || {}).name || ""} (driver ${(r.config.devices[d] || {}).driver})`})),
+        ...(r.problems || []).map(p => el("p", {class: "error", text: p})));
+    };
+    const look = el("button", {type: "button", class: "sunspec-look", text: "Show the SunSpec devices found"});
+    const add = el("button", {type: "button", class: "sunspec-apply", text: "Add them to the config (drivers made from the SunSpec models)"});
+    look.addEventListener("click", async () => show(await api(`/api/scans/${job.id}/sunspec`, {apply: false})));
+    add.addEventListener("click", async () => show(await api(`/api/scans/${job.id}/sunspec`, {apply: true})));
+    return el("div", {class: "card sunspec-form"}, el("h2", {text: "SunSpec"}), look, " ", add, msg);
+  }
+
   function resultView(job) {
     const res = job.result;
     const hostRows = hosts => table(["IP", "MAC", "Vendor", "Host name", "Open ports", "Modbus", ""], hosts.map(h => [
       h.ipv4 || h.ip || "", h.mac || "", h.vendor || "", h.hostname || "", (h.ports || []).join(", "),
-      (h.modbustcp || []).map(m => Object.entries(m).map(([k, v]) => k + "=" + v).join(" ")).join("; "),
+      (h.modbustcp || []).map(m => Object.entries(m).map(([k, v]) => k + "=" + (typeof v === "object" ? JSON.stringify(v) : v)).join(" ")).join("; "),
       el("a", {href: `/config/add?host=${encodeURIComponent(h.ipv4 || h.ip || "")}&port=${modbusPort(h.ports || [])}&unit_id=${encodeURIComponent(((h.modbustcp || [])[0] || {}).unit_id || 1)}`, text: "add to config"})]));
     const modbusPort = ports => { const p = ports.map(String); return p.includes("502") ? 502 : (p.find(x => !["22", "80", "443"].includes(x)) || 502); };
     const generic = rows => {
@@ -193,7 +227,11 @@
       const addLink = r => (r.slaveaddr || r.unit_id || r.address) ? el("a", {href: `/config/add?reading_type=modbusrtu&device=${encodeURIComponent(r.port || job.args.port || "")}&slaveaddr=${encodeURIComponent(r.slaveaddr || r.unit_id || r.address)}&baudrate=${encodeURIComponent(r.baudrate || job.args.baudrate || 9600)}` + (r.driver ? "&driver=" + encodeURIComponent(r.driver) : ""), text: "add to config"}) : "";
       return table(keys.concat(job.kind === "serial" ? [""] : []), rows.map(r => keys.map(k => typeof r[k] === "object" ? JSON.stringify(r[k]) : r[k]).concat(job.kind === "serial" ? [addLink(r)] : [])));
     };
-    if (job.kind === "network") return hostRows(Array.isArray(res) ? res : []);
+    const sunspecFound = hosts => hosts.some(h => (h.modbustcp || []).some(m => m.sunspec_base !== undefined));
+    if (job.kind === "network") {
+      const hosts = Array.isArray(res) ? res : [];
+      return sunspecFound(hosts) ? el("div", {}, hostRows(hosts), sunspecForm(job)) : hostRows(hosts);
+    }
     if (!["serial", "env"].includes(job.kind)) return table(["Step", "Outcome"], Object.entries(res || {}).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]));
     if (job.kind === "serial") return generic(Array.isArray(res) ? res : (res && res.devices) || []);
     const parts = [];
@@ -212,6 +250,7 @@
       msg.className = r.ok ? "okbox" : "warn"; msg.textContent = r.message || r.error;
     });
     parts.push(gen);
+    if (sunspecFound(((res && res.network_scan) || []).flatMap(n => n.hosts || []))) parts.push(sunspecForm(job));
     return el("div", {}, parts);
   }
   function jobCard(job) {

@@ -121,8 +121,8 @@
 <h2>Upload or paste a config</h2>
 <form method="post" action="/config" enctype="multipart/form-data" id="upload-form" class="form">
 <input type="hidden" name="csrf" value="{{csrf}}">
-<label>File <input type="file" name="file" accept=".json,application/json" id="config-file"></label>
-<label>or paste JSON <textarea name="text" rows="10" id="config-text" spellcheck="false">{{text}}</textarea></label>
+<label>File (JSON, or YAML named .yaml/.yml) <input type="file" name="file" accept=".json,.yaml,.yml,application/json,application/yaml" id="config-file"></label>
+<label>or paste <select name="format" id="config-format"><option value="json">JSON</option><option value="yaml">YAML</option></select> <textarea name="text" rows="10" id="config-text" spellcheck="false">{{text}}</textarea></label>
 <label class="check"><input type="checkbox" name="anyway"> apply despite errors (the items with errors are skipped)</label>
 % if source["managed"]:
 <p class="warn cloud-choice">The AMMP cloud manages this node's config: its next config (checked every {{interval}}) replaces a config saved here, unless you keep it until the cloud sends a new one.</p>

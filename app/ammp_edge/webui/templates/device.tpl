@@ -22,6 +22,8 @@
 <p>Type: {{rt}}</p>
 % end
 <label>Name <input name="name" value="{{v.get('name') or ''}}" maxlength="200"></label>
+<div class="driver-search"><label>Find a driver <input type="search" id="driver-search" placeholder="manufacturer, model or field (e.g. huawei, sunspec, batt_soc)" autocomplete="off"></label>
+<ul id="driver-results" class="driver-results"></ul></div>
 <label>Driver <select name="driver" id="driver">
 % for d in drivers:
 <option value="{{d}}" {{"selected" if d == v.get("driver") else ""}}>{{d}}</option>
