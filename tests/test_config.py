@@ -22,9 +22,11 @@ def messages(config) -> list[str]:
 def test_upstream_docker_config_loads_per_device(builtin_drivers):
     raw = json.loads((UPSTREAM_CONFIGS / "docker-test-config.json").read_text())
     config = load(raw, builtin_drivers)
-    assert set(config.devices) == {"logger", "ems", "sma_stp_1", "sma_stp_2"}
-    # the hycon backfill is not implemented yet: that device alone is reported
+    # the hycon backfill is not implemented yet: that device alone is reported, and kept (published as
+    # {_d, _vid} by its bus, with the problem), not dropped
+    assert set(config.devices) == {"logger", "ems", "sma_stp_1", "sma_stp_2", "sma_hycon_csv"}
     assert [p.path for p in config.errors] == ["devices.sma_hycon_csv.reading_type"]
+    assert "published without values" in config.errors[0].message
     ems = config.devices["ems"]
     assert set(ems.fields) == {"P_L1", "P_L2", "P_L3", "relay_status", "alert_state"}
     assert [s.key for s in ems.status] == ["relay_fault", "high_temp_warning", "alarm_state", "unavailable"]
@@ -33,7 +35,7 @@ def test_upstream_docker_config_loads_per_device(builtin_drivers):
     assert config.calc_vendor_id == "calc-1"
     # the gateway host is one bus; its three unit ids share it
     buses = config.buses()
-    assert sorted(buses) == ["sys", "tcp_mock-modbus-gateway_502"]
+    assert sorted(buses) == ["sma_hycon_csv_sma_hycon_csv", "sys", "tcp_mock-modbus-gateway_502"]
     assert {d.key for d in buses["tcp_mock-modbus-gateway_502"]} == {"ems", "sma_stp_1", "sma_stp_2"}
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import codec, jsontext
+from . import codec, jsontext, rawfields
 from .problems import InvalidInput, Problem, join_path, refuse_nonfinite
 
 log = logging.getLogger(__name__)
@@ -329,7 +329,20 @@ def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherFie
     return OtherField(name, kind, dict(opts), opts.get("unit"))
 
 
-def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -> ModbusField | SysField | OtherField:
+def compile_raw_field(
+    name: str, kind: str, opts: dict, path: str, warnings: list[Problem]
+) -> rawfields.RawSerialField | rawfields.RawTcpField:
+    """A rawserial or rawtcp field (core.rawfields), with the value spec every reader shares."""
+    datatype, text_bytes = _datatype(opts, path, None)
+    spec = _value_spec(opts, path, datatype, text_bytes)
+    if kind == "rawserial":
+        return rawfields.compile_rawserial_field(name, opts, path, spec, warnings)
+    return rawfields.compile_rawtcp_field(name, opts, path, spec, warnings)
+
+
+def compile_field(
+    driver: dict, name: str, path: str, warnings: list[Problem]
+) -> ModbusField | SysField | OtherField | rawfields.RawSerialField | rawfields.RawTcpField:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
@@ -340,6 +353,8 @@ def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -
         return compile_modbus_field(name, opts, path, warnings)
     if kind == "sys":
         return compile_sys_field(name, opts, path)
+    if kind in ("rawserial", "rawtcp"):
+        return compile_raw_field(name, kind, opts, path, warnings)
     if kind == "unknown":
         raise InvalidInput(path, "no register, method, oid, obis_channel, query, topic or schema: nothing to read")
     return compile_other_field(name, kind, opts, path)
