@@ -23,13 +23,15 @@ from ..core import codec, config as cfg, supervisor as supervisord
 from ..core.problems import ConfigUnusable
 from ..readers.modbus import DeviceSilent, LinkError, ModbusDevice, ModbusException, Transport
 from ..readers.system import SystemDevice
-from ..readers.transports import make_transport
+from ..readers.transports import SERIAL_TYPES, make_reader, make_transport
 
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 MAX_TEST_S = 30.0
 INSPECT_TYPES = (("uint16", 1), ("int16", 1), ("uint32", 2), ("int32", 2), ("float", 2))
+TESTABLE_TYPES = ("modbustcp", "modbusrtu", "rawserial", "rawtcp")  # the form's types (a configured sys too)
+RAW_TYPES = ("rawserial", "rawtcp")
 
 
 class ProbeError(ValueError):
@@ -60,7 +62,7 @@ def build_device(dev_doc: dict, drivers_in_config: dict, builtin: dict) -> cfg.D
 
 
 def _port_free(device: cfg.Device):
-    return serial_port_free(device.address["device"] if device.reading_type == "modbusrtu" else None)
+    return serial_port_free(device.address["device"] if device.reading_type in SERIAL_TYPES else None)
 
 
 @contextmanager
@@ -100,14 +102,25 @@ def read_device(device: cfg.Device) -> dict:
     try:
         with _port_free(device) as paused:
             started = time.monotonic()
-            rows = _read_sys(device) if device.reading_type == "sys" else _read_modbus(device)
-            return {
+            answers = None
+            if device.reading_type == "sys":
+                rows = _read_sys(device)
+            elif device.reading_type in RAW_TYPES:
+                rows, answers = _read_raw(device)
+            elif device.reading_type in cfg.MODBUS_TYPES:
+                rows = _read_modbus(device)
+            else:
+                raise ProbeError(f"reading type {device.reading_type!r} is not supported by this version yet")
+            out = {
                 "device": device.key,
                 "bus": device.bus_id,
                 "paused": paused,
                 "fields": rows,
                 "duration": round(time.monotonic() - started, 3),
             }
+            if answers is not None:
+                out["answers"] = answers
+            return out
     finally:
         _LOCK.release()
 
@@ -163,6 +176,51 @@ def _read_modbus(device: cfg.Device) -> list[dict]:
             row["error"] = res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read")
         rows.append(row)
     return rows
+
+
+def _read_raw(device: cfg.Device) -> tuple[list[dict], list[dict]]:
+    """A rawserial or rawtcp device read once by the bus's own reader: each field's bytes and value,
+    and each request with its whole answer (or why there is none)."""
+    transport = _transport(device)
+    try:
+        try:
+            reader = make_reader(device, transport)
+        except ValueError as exc:
+            raise ProbeError(str(exc)) from None
+        res = reader.read(time.monotonic() + max(device.deadline, 10.0), keep_raw=True)
+    finally:
+        transport.close()
+    raw = res.raw or {}
+    rows = []
+    for name, f in device.fields.items():
+        where = (
+            f"byte {f.pos}+{f.length}" if device.reading_type == "rawserial" else f"byte {f.pos}+{f.length} (1-based)"
+        )
+        rows.append(
+            {
+                "name": name,
+                "register": None,
+                "where": where,
+                "fncode": "",
+                "datatype": f.spec.datatype or f.parse_as,
+                "order": f.parse_as,
+                "unit": f.unit or "",
+                "raw": [f"{b:02x}" for b in raw.get(name, [])],
+                "value": _json_value(res.values.get(name)),
+                "error": None
+                if name in res.values
+                else res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read"),
+            }
+        )
+    answers = [
+        {
+            "request": request.hex(" "),
+            "answer": a.hex(" ") if isinstance(a, bytes) else None,
+            "error": None if isinstance(a, bytes) else a,
+        }
+        for request, a in reader.last_answers.items()
+    ]
+    return rows, answers
 
 
 def decode_orders(regs: list[int]) -> list[dict]:

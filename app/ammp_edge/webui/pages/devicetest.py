@@ -32,8 +32,8 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             dev_doc = dict(config.raw["devices"][key])
         else:
             rt = str(body.get("reading_type") or "modbustcp")
-            if rt not in ("modbustcp", "modbusrtu"):
-                raise probe.ProbeError("reading_type must be modbustcp or modbusrtu")
+            if rt not in probe.TESTABLE_TYPES:
+                raise probe.ProbeError(f"reading_type must be one of {', '.join(probe.TESTABLE_TYPES)}")
             try:
                 address = configedit.address_from_form(rt, body)
             except ValueError as exc:
@@ -60,8 +60,8 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
         body = json_body()
         try:
             device = probe_device(body)
-            if device.reading_type == "sys":
-                raise probe.ProbeError("a sys device has no registers")
+            if device.reading_type not in ("modbustcp", "modbusrtu"):
+                raise probe.ProbeError(f"a {device.reading_type} device has no registers")
             return as_json(probe.inspect_register(device, int(body.get("register", -1)), int(body.get("fncode", 3))))
         except (probe.ProbeError, ValueError, TypeError) as exc:
             return as_json({"error": str(exc)}, 400)
