@@ -375,3 +375,16 @@ def test_ammp_edge_read_uses_the_same_reader(line, tmp_path):
     assert out.returncode == 0, out.stderr
     msg = json.loads(out.stdout)
     assert msg["r"] == [{"_d": "dev", "_vid": "v-1", "M1_V1": 3.301, "M1_temp1": 25.0}]
+
+
+def test_web_ui_device_test_reads_with_the_same_reader(line, builtin_drivers):
+    from ammp_edge.webui import probe
+
+    doc = raw_config(line[0], "steca_solarix_pli", [])["devices"]["dev"]
+    with RawSerialResponder(line[1], answer_queries({QPIGS: QPIGS_ANSWER, QMOD: QMOD_ANSWER})):
+        result = probe.read_device(probe.build_device(doc, {}, builtin_drivers))
+    rows = {r["name"]: r for r in result["fields"]}
+    assert {n: r["value"] for n, r in rows.items()} == STECA_VALUES  # every field of the driver
+    assert rows["grid_in_V"]["raw"] == ["32", "33", "30", "2e", "31"] and rows["grid_in_V"]["where"] == "byte 1+5"
+    assert [a["request"] for a in result["answers"]] == [QPIGS.hex(" "), QMOD.hex(" ")]
+    assert result["answers"][0]["answer"] == QPIGS_ANSWER.hex(" ") and result["answers"][0]["error"] is None

@@ -40,6 +40,9 @@ class ProbeError(ValueError):
 
 def build_device(dev_doc: dict, drivers_in_config: dict, builtin: dict) -> cfg.Device:
     """A compiled device with every field of its driver (through the config loader: same checks)."""
+    rt = dev_doc.get("reading_type")
+    if rt in cfg.READING_TYPES and rt not in cfg.IMPLEMENTED:
+        raise ProbeError(f"reading type {rt!r} is not supported by this version yet")
     all_drivers = {**builtin, **drivers_in_config}
     driver = all_drivers.get(dev_doc.get("driver"))
     if driver is None:
