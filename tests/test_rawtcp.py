@@ -120,7 +120,7 @@ BAD = [
     ("long, glued junk", lambda a: a + b"\x00\x01", "no answer with a valid CRC within"),
     ("too long", lambda a: bytes(2000), "answer longer than 1024 bytes"),
     ("closed", lambda a: "close", "connection closed by the device"),
-    ("silent", lambda a: None, "no answer to request"),
+    ("silent", lambda a: None, "no answer to the request within 0.5 s from 127.0.0.1"),
 ]
 
 

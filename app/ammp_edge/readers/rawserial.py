@@ -39,7 +39,7 @@ class RawSerialDevice(streams.RawDevice):
         return (f.query, f.termination, f.quiet, f.template.pattern if f.template else None)
 
     def receiver(self, f: RawSerialField, timeout: float) -> streams.Receive:
-        what = f"query {streams.show(f.query, 24)}"
+        what = "the query"
         receive = (
             streams.by_terminator(f.termination, timeout, what)
             if f.termination

@@ -65,7 +65,7 @@ class RawTcpDevice(streams.RawDevice):
         return (self.requests[f.name], f.check_crc)
 
     def receiver(self, f: RawTcpField, timeout: float) -> streams.Receive:
-        what = f"request {streams.show(self.requests[f.name], 24)}"
+        what = "the request"
         if f.check_crc:
             return streams.by_crc(timeout, what, self.limit)
         return streams.by_quiet(DEFAULT_QUIET, timeout, what, self.limit, least=f.pos - 1 + f.length)

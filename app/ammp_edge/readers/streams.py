@@ -192,8 +192,7 @@ class RawDevice:
             for var in self.fields:
                 if var not in res.values and var not in res.item_errors:
                     res.item_errors[var] = "the bus is stopping; not read"
-        failed = [f"request {show(asked[k], 24)}: {a}" for k, a in answers.items() if isinstance(a, str)]
-        res.errors[0:0] = failed
+        res.errors[0:0] = _failures(asked, answers)
         res.failed = bool(self.fields) and not answered and not res.interrupted
         if not res.interrupted:
             self.down = res.failed
@@ -218,3 +217,16 @@ class RawDevice:
             return str(exc)
         res.requests += 1
         return answer
+
+
+def _failures(asked: dict[Any, bytes], answers: dict[Any, bytes | str]) -> list[str]:
+    """One error line per reason: the request it happened to, or the first of those and how many."""
+    by_reason: dict[str, list[bytes]] = {}
+    for key, answer in answers.items():
+        if isinstance(answer, str):
+            by_reason.setdefault(answer, []).append(asked[key])
+    lines = []
+    for reason, requests in by_reason.items():
+        more = f" and {len(requests) - 1} more" if len(requests) > 1 else ""
+        lines.append(f"request {show(requests[0], 24)}{more}: {reason}")
+    return lines
