@@ -390,3 +390,22 @@ def test_web_ui_device_test_reads_with_the_same_reader(line, builtin_drivers):
     assert rows["grid_in_V"]["raw"] == ["32", "33", "30", "2e", "31"] and rows["grid_in_V"]["where"] == "byte 1+5"
     assert [a["request"] for a in result["answers"]] == [QPIGS.hex(" "), QMOD.hex(" ")]
     assert result["answers"][0]["answer"] == QPIGS_ANSWER.hex(" ") and result["answers"][0]["error"] is None
+
+
+def test_environment_scan_probes_rawserial_devices_with_the_same_reader(line):
+    """The serial scan runs upstream's Modbus signatures, then a Pylontech and a Holykell UE3003 query
+    through the rawserial reader, on the same line."""
+    from ammp_edge.node.scan import serial as serial_probe
+
+    with RawSerialResponder(line[1], answer_queries({PYLON_Q1: PYLON_ANSWER}), rtu=lambda req: None):
+        result = serial_probe.serial_scan(line[0], timeout=0.1)
+    assert len(result) == len(serial_probe.SIGNATURES) + 2
+    assert all(text.startswith("Error: no answer") for _, text in result[:-2])
+    assert result[-2] == [
+        "Testing Pylontech battery (module 1) (pylontech_rs485 M1_V) at baud rate 9600",
+        "Got test response for total voltage (V) = 49.0 ==> SUCCESS: Device Pylontech battery (module 1) present "
+        "at baud rate = 9600",
+    ]
+    test, text = result[-1]
+    assert test == "Testing Holykell UE3003 ultrasonic sensor (holykell_ue3003 dist_1) at baud rate 9600"
+    assert text.startswith("Error: no answer to the query within 0.1 s") and "SUCCESS" not in text
