@@ -409,3 +409,71 @@ def test_environment_scan_probes_rawserial_devices_with_the_same_reader(line):
     test, text = result[-1]
     assert test == "Testing Holykell UE3003 ultrasonic sensor (holykell_ue3003 dist_1) at baud rate 9600"
     assert text.startswith("Error: no answer to the query within 0.1 s") and "SUCCESS" not in text
+
+
+def test_a_stopping_bus_cuts_a_silent_query_short(line, builtin_drivers):
+    """SIGTERM (the bus's stop event) ends a wait on a silent device within its grace and a slice,
+    whatever the timeout; the device is left out of the cycle, not counted as down."""
+    import threading
+
+    from ammp_edge.readers.modbus import STOP_GRACE
+
+    config = load(raw_config(line[0], "steca_solarix_pli", ["grid_in_V"], timeout=30), builtin_drivers)
+    ((bus_id, devices),) = config.buses().items()
+    stop = threading.Event()
+    poller = BusPoller(bus_id, devices, 60, stop=stop)
+    with RawSerialResponder(line[1], answer_queries({})):
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        readout = poller.poll(T0)
+        took = time.monotonic() - started
+        poller.close()
+    assert 0.3 + STOP_GRACE - 0.1 < took < 0.3 + STOP_GRACE + 1.5
+    assert readout["devices"] == [] and readout.get("stopped") is True
+    assert poller.health["dev"].failures == 0
+
+
+def test_the_bus_process_reads_modbus_and_rawserial_on_one_port(line, tmp_path, isolated_dirs):
+    """`ammp-edge bus` for the serial port: both devices in every readout committed to the outbox."""
+    import signal
+
+    from ammp_edge.delivery.outbox import Outbox
+    from helpers.brokers import wait_until
+
+    data, _ = isolated_dirs
+    doc = raw_config(line[0], "pylontech_rs485", ["M1_V1"])
+    doc["devices"]["meter"] = {
+        "driver": "eastron_sdm530",
+        "reading_type": "modbusrtu",
+        "vendor_id": "m-1",
+        "timeout": 1,
+        "address": {"device": line[0], "slaveaddr": 3},
+    }
+    doc["readings"]["m_v"] = {"device": "meter", "var": "V_L1"}
+    doc["read_interval"] = 1
+    f = write_json(tmp_path / "c.json", doc)
+
+    def rtu(req):
+        return read_response(req[0], req[1], [0x4366, 0x8000] + [0] * (req[3] - 2)) if req[0] == 3 else None
+
+    from ammp_edge.core import drivers
+
+    config = cfg.load(doc, drivers.load_builtin_drivers(REPO / "drivers"))
+    (bus_id,) = config.buses()
+    with RawSerialResponder(line[1], answer_queries({PYLON_Q1: PYLON_ANSWER}), rtu=rtu):
+        proc = subprocess.Popen([*AMMP_EDGE, "bus", bus_id, "--config", str(f)], stderr=subprocess.PIPE, text=True)
+        try:
+            box = Outbox(data / "outbox")
+            assert wait_until(lambda: len(list(box.pending(100))) >= 2, 60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=20)
+    records = [r for _, r in box.pending(100)]
+    box.close()
+    assert proc.returncode == 0, err
+    for r in records[:2]:
+        assert r["bus"] == bus_id and r["errors"] == {}
+        assert {d["_d"]: d for d in r["devices"]} == {
+            "dev": {"_d": "dev", "_vid": "v-1", "M1_V1": 3.301},
+            "meter": {"_d": "meter", "_vid": "m-1", "V_L1": 230.5},
+        }

@@ -234,3 +234,23 @@ def test_web_ui_device_test_reads_with_the_same_reader(builtin_drivers):
     assert rows["V_L2"]["value"] == 231.25 and rows["V_L2"]["raw"] == ["43", "67", "40", "00"]
     assert rows["V_L1"]["value"] is None and "no answer with a valid CRC" in rows["V_L1"]["error"]
     assert result["answers"][0]["request"] == V_L1_REQUEST.hex(" ") and result["answers"][0]["answer"] is None
+
+
+def test_a_stopping_bus_cuts_a_silent_request_short(builtin_drivers):
+    import threading
+    import time
+
+    from ammp_edge.readers.modbus import STOP_GRACE
+
+    with RawTcpResponder(lambda r, i: None) as dev:
+        config = cfg.load(lora_config(dev.port, ["V_L1"], timeout=30), builtin_drivers)
+        ((bus_id, devices),) = config.buses().items()
+        stop = threading.Event()
+        poller = BusPoller(bus_id, devices, 60, stop=stop)
+        threading.Timer(0.3, stop.set).start()
+        started = time.monotonic()
+        readout = poller.poll(T0)
+        took = time.monotonic() - started
+        poller.close()
+    assert 0.3 + STOP_GRACE - 0.1 < took < 0.3 + STOP_GRACE + 1.5
+    assert readout["devices"] == [] and readout.get("stopped") is True
