@@ -205,8 +205,8 @@ def _read_raw(device: cfg.Device) -> tuple[list[dict], list[dict]]:
                 "register": None,
                 "where": where,
                 "fncode": "",
-                "datatype": f.spec.datatype or f.parse_as,
-                "order": f.parse_as,
+                "datatype": " ".join(x for x in (f.parse_as, f.spec.datatype) if x),
+                "order": "",
                 "unit": f.unit or "",
                 "raw": [f"{b:02x}" for b in raw.get(name, [])],
                 "value": _json_value(res.values.get(name)),
@@ -219,6 +219,7 @@ def _read_raw(device: cfg.Device) -> tuple[list[dict], list[dict]]:
         {
             "request": request.hex(" "),
             "answer": a.hex(" ") if isinstance(a, bytes) else None,
+            "text": repr(a)[2:-1] if isinstance(a, bytes) else None,  # as Python writes bytes: ASCII stays legible
             "error": None if isinstance(a, bytes) else a,
         }
         for request, a in reader.last_answers.items()

@@ -160,8 +160,8 @@
         el("h2", {}, `${r.device === "probe" ? "Device" : r.device} on ${r.bus}`, el("small", {text: ` read in ${r.duration} s` + (r.paused ? ` (${r.paused} paused meanwhile)` : "")})),
         table(["Field", "Register", "Fn", "Type", "Order", "Raw (hex)", "Value", "Unit", "Error"],
           r.fields.map(f => [f.name, f.where ?? f.register, f.fncode, f.datatype, f.order, (f.raw || []).join(" "), f.error ? "" : fmt(f.value), f.unit, f.error || ""]), "reg-table"),
-        ...(r.answers ? [el("h2", {text: "Requests and answers"}), table(["Request", "Answer (hex)", "Error"],
-          r.answers.map(a => [a.request, a.answer || "", a.error || ""]), "answer-table")] : [])));
+        ...(r.answers ? [el("h2", {text: "Requests and answers"}), table(["Request", "Answer (hex)", "Answer (text)", "Error"],
+          r.answers.map(a => [a.request, a.answer || "", a.text || "", a.error || ""]), "answer-table")] : [])));
       const first = r.fields.find(f => f.register !== null && f.register !== undefined);
       const reg = document.getElementById("inspect-register"); if (first && !reg.value) reg.value = first.register;
     });
