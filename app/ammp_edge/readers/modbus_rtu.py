@@ -272,16 +272,25 @@ class RtuTransport:
         finally:
             self._last = self._answered or time.monotonic()
 
-    def exchange(self, request: bytes, receive: Callable[[Callable[[float], bytes]], bytes], timeout: float) -> bytes:
+    def exchange(
+        self,
+        request: bytes,
+        receive: Callable[[Callable[[float], bytes]], bytes],
+        timeout: float,
+        deadline: float | None = None,
+    ) -> bytes:
         """One transaction of a byte-stream protocol on this line (rawserial, readers.streams): the same
-        settling and quiet before it as a Modbus request, `request` written, the answer read by
-        `receive`; after a DeviceSilent the line is watched for a late answer before the next request,
-        after a LinkError it must fall quiet first."""
+        settling and quiet before it as a Modbus request, `request` written (not when the settling took
+        the device's `deadline`: DeviceSilent), the answer read by `receive`; after a DeviceSilent the
+        line is watched for a late answer before the next request, after a LinkError it must fall quiet
+        first."""
         line = self._open()
         self._answered = 0.0
         try:
             self._settle(line)
             self._pause_until(self._last + self.quiet + self.frame_gap)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeviceSilent(f"the deadline passed while {self.port} settled; not sent")
             line.write(request)
             try:
                 answer = receive(line.read_available)

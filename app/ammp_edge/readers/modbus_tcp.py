@@ -210,10 +210,17 @@ class TcpTransport:
             self.close()
             raise LinkError(f"connection to {self.host}:{self.port} lost: {exc}") from None
 
-    def exchange(self, request: bytes, receive: Callable[[Callable[[float], bytes]], bytes], timeout: float) -> bytes:
+    def exchange(
+        self,
+        request: bytes,
+        receive: Callable[[Callable[[float], bytes]], bytes],
+        timeout: float,
+        deadline: float | None = None,
+    ) -> bytes:
         """One transaction of a byte-stream protocol on this connection (rawtcp, readers.streams): the
         connection made or found in step, `request` sent, the answer read by `receive` from as many
-        segments as it comes in; after a timeout or a bad answer the connection is closed."""
+        segments as it comes in; after a timeout or a bad answer the connection is closed. (`deadline`:
+        the device's, which the connect already keeps within the timeout.)"""
         deadline = time.monotonic() + timeout
         sock = self._connect(deadline)
         if not self._in_step(sock):

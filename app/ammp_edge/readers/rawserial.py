@@ -38,12 +38,12 @@ class RawSerialDevice(streams.RawDevice):
     def key(self, f: RawSerialField) -> Any:
         return (f.query, f.termination, f.quiet, f.template.pattern if f.template else None)
 
-    def receiver(self, f: RawSerialField, timeout: float) -> streams.Receive:
+    def receiver(self, f: RawSerialField, timeout: float, deadline: float) -> streams.Receive:
         what = "the query"
         receive = (
-            streams.by_terminator(f.termination, timeout, what)
+            streams.by_terminator(f.termination, timeout, what, deadline=deadline)
             if f.termination
-            else streams.by_quiet(f.quiet, timeout, what)
+            else streams.by_quiet(f.quiet, timeout, what, deadline=deadline)
         )
         if f.template is None:
             return receive

@@ -64,11 +64,11 @@ class RawTcpDevice(streams.RawDevice):
     def key(self, f: RawTcpField) -> Any:
         return (self.requests[f.name], f.check_crc)
 
-    def receiver(self, f: RawTcpField, timeout: float) -> streams.Receive:
+    def receiver(self, f: RawTcpField, timeout: float, deadline: float) -> streams.Receive:
         what = "the request"
         if f.check_crc:
-            return streams.by_crc(timeout, what, self.limit)
-        return streams.by_quiet(DEFAULT_QUIET, timeout, what, self.limit, least=f.pos - 1 + f.length)
+            return streams.by_crc(timeout, what, self.limit, deadline)
+        return streams.by_quiet(DEFAULT_QUIET, timeout, what, self.limit, f.pos - 1 + f.length, deadline)
 
     def value_bytes(self, f: RawTcpField, answer: bytes) -> bytes:
         body = len(answer) - 2 if f.check_crc else len(answer)

@@ -41,7 +41,7 @@ Receive = Callable[[Chunk], bytes]
 class Exchange(Protocol):
     interrupt: Interrupt | None
 
-    def exchange(self, request: bytes, receive: Receive, timeout: float) -> bytes: ...
+    def exchange(self, request: bytes, receive: Receive, timeout: float, deadline: float | None = None) -> bytes: ...
 
     def close(self) -> None: ...
 
@@ -58,15 +58,24 @@ def _first(chunk: Chunk, timeout: float, what: str) -> bytes:
     return data
 
 
+def _within(timeout: float, deadline: float | None) -> float:
+    """The timeout of an answer, cut to the device's deadline (the line may have taken some of it to
+    settle before the request was sent)."""
+    return timeout if deadline is None else max(0.0, min(timeout, deadline - time.monotonic()))
+
+
 def _bounded(buf: bytearray, limit: int) -> None:
     if len(buf) > limit:
         raise LinkError(f"answer longer than {limit} bytes (a device streaming, or another protocol?)")
 
 
-def by_terminator(terminator: bytes, timeout: float, what: str, limit: int = MAX_RESPONSE) -> Receive:
+def by_terminator(
+    terminator: bytes, timeout: float, what: str, limit: int = MAX_RESPONSE, deadline: float | None = None
+) -> Receive:
     def receive(chunk: Chunk) -> bytes:
-        end = time.monotonic() + timeout
-        buf = bytearray(_first(chunk, timeout, what))
+        timeout_ = _within(timeout, deadline)
+        end = time.monotonic() + timeout_
+        buf = bytearray(_first(chunk, timeout_, what))
         while True:
             at = buf.find(terminator)
             if at >= 0:
@@ -77,24 +86,27 @@ def by_terminator(terminator: bytes, timeout: float, what: str, limit: int = MAX
             _bounded(buf, limit)
             more = chunk(end)
             if not more:
-                raise LinkError(f"no terminator {terminator!r} within {timeout:.1f} s: {show(bytes(buf))}")
+                raise LinkError(f"no terminator {terminator!r} within {timeout_:.1f} s: {show(bytes(buf))}")
             buf += more
 
     return receive
 
 
-def by_quiet(quiet: float, timeout: float, what: str, limit: int = MAX_RESPONSE, least: int = 0) -> Receive:
+def by_quiet(
+    quiet: float, timeout: float, what: str, limit: int = MAX_RESPONSE, least: int = 0, deadline: float | None = None
+) -> Receive:
     """Complete when nothing more arrives for `quiet` seconds (after at least `least` bytes: before
     that the rest is waited for until the timeout)."""
 
     def receive(chunk: Chunk) -> bytes:
-        end = time.monotonic() + timeout
-        buf = bytearray(_first(chunk, timeout, what))
+        timeout_ = _within(timeout, deadline)
+        end = time.monotonic() + timeout_
+        buf = bytearray(_first(chunk, timeout_, what))
         while True:
             _bounded(buf, limit)
             now = time.monotonic()
             if now >= end + quiet:
-                raise LinkError(f"still sending {timeout:.1f} s after the request: {show(bytes(buf))}")
+                raise LinkError(f"still sending {timeout_:.1f} s after the request: {show(bytes(buf))}")
             until = now + quiet if len(buf) >= least else end
             try:
                 more = chunk(until)
@@ -104,17 +116,18 @@ def by_quiet(quiet: float, timeout: float, what: str, limit: int = MAX_RESPONSE,
                 raise
             if not more:
                 if len(buf) < least:
-                    raise LinkError(f"short answer: {len(buf)} byte(s) within {timeout:.1f} s, {least} needed")
+                    raise LinkError(f"short answer: {len(buf)} byte(s) within {timeout_:.1f} s, {least} needed")
                 return bytes(buf)
             buf += more
 
     return receive
 
 
-def by_crc(timeout: float, what: str, limit: int = MAX_RESPONSE) -> Receive:
+def by_crc(timeout: float, what: str, limit: int = MAX_RESPONSE, deadline: float | None = None) -> Receive:
     def receive(chunk: Chunk) -> bytes:
-        end = time.monotonic() + timeout
-        buf = bytearray(_first(chunk, timeout, what))
+        timeout_ = _within(timeout, deadline)
+        end = time.monotonic() + timeout_
+        buf = bytearray(_first(chunk, timeout_, what))
         while True:
             if len(buf) >= 3 and crc16(bytes(buf[:-2])) == bytes(buf[-2:]):
                 return bytes(buf)
@@ -122,7 +135,7 @@ def by_crc(timeout: float, what: str, limit: int = MAX_RESPONSE) -> Receive:
             more = chunk(end)
             if not more:
                 raise LinkError(
-                    f"no answer with a valid CRC within {timeout:.1f} s (CRC {bytes(buf[-2:]).hex()}, expected "
+                    f"no answer with a valid CRC within {timeout_:.1f} s (CRC {bytes(buf[-2:]).hex()}, expected "
                     f"{crc16(bytes(buf[:-2])).hex()}): {show(bytes(buf))}"
                 )
             buf += more
@@ -153,7 +166,7 @@ class RawDevice:
         """Fields with the same key share one transaction per cycle (default: the same request bytes)."""
         return self.request(f)
 
-    def receiver(self, f: Any, timeout: float) -> Receive:
+    def receiver(self, f: Any, timeout: float, deadline: float) -> Receive:
         raise NotImplementedError
 
     def value_bytes(self, f: Any, answer: bytes) -> bytes:
@@ -207,7 +220,7 @@ class RawDevice:
             return "deadline passed; not read"
         timeout = min(self.device.timeout, left)
         try:
-            answer = self.transport.exchange(request, self.receiver(f, timeout), timeout)
+            answer = self.transport.exchange(request, self.receiver(f, timeout, deadline), timeout, deadline)
         except Interrupted:
             res.interrupted = True
             res.errors.append("the bus is stopping: not read")
