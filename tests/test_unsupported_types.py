@@ -77,3 +77,21 @@ def test_ammp_edge_read_shows_it(tmp_path):
     assert records["odd"] == {"_d": "odd", "_vid": "odd-1"}
     assert "cpu_load" in records["logger"]
     assert "devices.odd.reading_type" in out.stderr and "not supported by this version yet" in out.stderr
+
+
+@pytest.mark.skipif(not NOT_YET, reason="every reading type is implemented")
+def test_said_on_u_log_msg_when_the_config_runs(builtin_drivers):
+    """node says this on u/log/msg (configdoor.announcement) when the config starts to run."""
+    import json as json_
+
+    from ammp_edge.core import configdoor
+    from ammp_edge.core.kvs import KVStore
+    from ammp_edge.delivery.outputcheck import output_problems
+
+    rt = NOT_YET[0]
+    store = KVStore()
+    verdict = configdoor.submit(store, json_.dumps(site(rt)), "d/config", builtin_drivers, output_problems)
+    assert verdict.config is not None
+    text = configdoor.announcement(store, verdict.config)
+    assert f"devices.odd.reading_type: {rt!r} is not supported by this version yet" in text
+    assert "2 device(s)" in text  # the device is kept (published as {_d, _vid}), not dropped
