@@ -90,6 +90,8 @@ def text_bytes(value: Any, path: str, warnings: list[Problem] | None = None) -> 
 
 
 def _whole(value: Any, path: str, lo: int, hi: int) -> int:
+    if value is None:
+        raise InvalidInput(path, "missing")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
