@@ -5,8 +5,9 @@
 1. Modbus TCP, upstream sma_stp25000 driver (31 fields), against a simulated device that adds
    MS (default 20) per response: requests per cycle and cycle wall time with our planner and with one
    request per field; the ratio of cycle time to requests x round trip.
-2. Modbus RTU at 9600 baud, eastron_sdm530 (scripts/bench_read_rtu.py, if present); rawserial and
-   rawtcp devices, each with the cost of a silent one (scripts/bench_read_raw.py).
+2. Modbus RTU at 9600 baud, eastron_sdm530 (scripts/bench_read_rtu.py, if present); sma_speedwire and
+   snmp (scripts/bench_read_net.py): datagrams or requests and time per cycle, a silent device's cost;
+   rawserial and rawtcp devices, each with the cost of a silent one (scripts/bench_read_raw.py).
 3. Peak RSS (VmHWM) of a real `ammp-edge bus` process polling that device every second.
 """
 
@@ -128,12 +129,11 @@ def main() -> int:
     fewer = o["requests"] / p["requests"]
     print(f"  one request round trip: {rtt * 1000:.1f} ms; planner sends {fewer:.1f}x fewer requests")
 
-    for script in ("bench_read_rtu.py", "bench_read_raw.py"):  # Modbus RTU; rawserial and rawtcp
-        path = REPO / "scripts" / script
-        if path.exists():
+    for extra in ("bench_read_rtu.py", "bench_read_net.py", "bench_read_raw.py"):  # RTU; speedwire, snmp; raw
+        if (REPO / "scripts" / extra).exists():
             print()
             sys.stdout.flush()
-            subprocess.run([sys.executable, str(path)], check=False)
+            subprocess.run([sys.executable, str(REPO / "scripts" / extra)], check=False)
 
     rss = measure_rss(builtin, args.rss_seconds)
     print(f"\nbus process peak RSS (VmHWM) polling sma_stp25000 every 1 s for {args.rss_seconds:.0f} s: {rss:.1f} MB")

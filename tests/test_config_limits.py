@@ -24,7 +24,7 @@ import requests
 
 from ammp_edge.core import jsontext
 from helpers.appliance import Appliance
-from helpers.brokers import Recorder, port_open, publish, wait_until
+from helpers.brokers import Recorder, local_auth, port_open, publish, wait_until
 from helpers.common import AMMP_EDGE, free_port
 from helpers.fake_cloud import FakeCloud
 
@@ -182,9 +182,11 @@ def test_every_door_of_the_appliance_at_and_over_the_limits(tmp_path, simulator,
         start = (0, time.time() - 5)
         wait_until(lambda: app.kv().get_raw("config") == provisioning.read_bytes(), 30, 0.2, what="provisioned")
         latencies["provisioning file"] = w.data_after(start, "P_total")
-        w.log_after(start, "running, from the provisioning file")
-        pids = bus_pids(app)
-        assert {"node", "publisher", "webui", f"bus-tcp_127.0.0.1_{sim.port}", "bus-sys"} <= set(pids)
+        # said on u/log/msg too, possibly before the recorder subscribed: node's own log has it for sure
+        wait_until(lambda: "running, from the provisioning file" in app.logs("node"), 30, 0.2, what="node's log")
+        wanted = {"node", "publisher", "webui", f"bus-tcp_127.0.0.1_{sim.port}", "bus-sys"}
+        # a program is RUNNING once up for its startsecs, which can come after its first data
+        pids = wait_until(lambda: p if wanted <= set(p := bus_pids(app)) else None, 30, 0.2, what=str(wanted))
 
         # -- d/config: 100,000 levels (node exited on it) and one byte over the size: refused, said, A runs on
         for bad, note in (
@@ -192,7 +194,7 @@ def test_every_door_of_the_appliance_at_and_over_the_limits(tmp_path, simulator,
             (too_big(site(sim.port, "freq")), SIZE_NOTE),
         ):
             mark = w.mark()
-            publish(app.port, "d/config", bad, qos=2)
+            publish(app.port, "d/config", bad, qos=2, **local_auth(app.data))
             text = w.log_after(mark, "config from d/config refused, the previous config keeps running", note)
             assert text.startswith("config from d/config refused")
             w.data_after(w.mark(), "P_total")
@@ -200,7 +202,7 @@ def test_every_door_of_the_appliance_at_and_over_the_limits(tmp_path, simulator,
         # ... and at the limits: stored, runs
         mark = w.mark()
         b = at_limits(site(sim.port, "freq"))
-        publish(app.port, "d/config", b, qos=2)
+        publish(app.port, "d/config", b, qos=2, **local_auth(app.data))
         latencies["d/config"] = w.data_after(mark, "freq")
         assert app.kv().get_raw("config") == b
         w.log_after(mark, "running, from d/config")

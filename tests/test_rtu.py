@@ -401,7 +401,9 @@ def test_inter_frame_silence_before_each_request(baudrate, frame_gap, minimum, l
         gaps = [slave.received_at[i + 1] - slave.answered_at[i] for i in range(5)]
         # measured on the slave side: from its answer leaving to the next request being complete
         assert min(gaps) >= minimum, gaps
-        assert max(gaps) < minimum + 0.05, gaps  # and no needless waiting
+        # and no needless waiting (no second 3.5-character wait): the median, since a loaded machine can delay
+        # any one request by its scheduler alone
+        assert sorted(gaps)[len(gaps) // 2] < minimum + 0.05, gaps
     finally:
         tr.close()
 

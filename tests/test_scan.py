@@ -16,7 +16,9 @@ from ammp_edge.core import paths
 from ammp_edge.core.kvs import KVStore
 from ammp_edge.node import scan
 from ammp_edge.node.scan import macs, modbus, network, sensor_address, serial as serial_probe, speedwire
+from ammp_edge.readers import speedwire as reader_speedwire
 from helpers.common import free_port
+from helpers.netns import in_netns
 from helpers.serial_lines import pty_pair
 
 # Recorded from a real run here (`nmap -oX - 192.0.2.1 --disable-arp-ping -p 22,80,443,502`, a
@@ -334,19 +336,31 @@ def test_signature_table_matches_upstream():
 
 
 def datagram(serial: int) -> bytes:
-    # "SMA\0", tag 0x0004 02a0, group 1, length, tag 0x0010, protocol 0x6069, susy id, serial, ticker
-    head = b"SMA\x00" + bytes.fromhex("000402a000000001") + struct.pack(">H", 52) + bytes.fromhex("00106069")
-    return head + struct.pack(">H", 0x0174) + struct.pack(">I", serial) + struct.pack(">I", 12345) + bytes(32)
+    return reader_speedwire.encode_datagram(serial, {(1, 4): (1234).to_bytes(4, "big")}, susy_id=0x0174, ticks=12345)
 
 
 @pytest.mark.parametrize(
-    "data,expected", [(datagram(3004123456), 3004123456), (datagram(1), 1), (b"SMA\x00" + bytes(10), None), (b"", None)]
+    "data,expected",
+    [
+        (datagram(3004123456), 3004123456),
+        (datagram(1), 1),
+        (b"SMA\x00" + bytes(10), None),  # short
+        (b"", None),
+        (b"XMA\x00" + datagram(7)[4:], None),  # wrong signature
+        (datagram(7)[:16] + b"\x60\x65" + datagram(7)[18:], None),  # an inverter's protocol, not a meter's
+        (datagram(7) + b"\x00", None),  # longer than its length says
+        (datagram(7)[:-6], None),  # cut off inside a record
+    ],
 )
 def test_speedwire_serial_parser(data, expected):
     assert speedwire.serial_of(data) == expected
 
 
 def test_speedwire_multicast_on_loopback():
+    in_netns(_multicast_on_loopback)
+
+
+def _multicast_on_loopback():
     port = free_port()
 
     def send():
@@ -354,13 +368,14 @@ def test_speedwire_multicast_on_loopback():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
             s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            s.sendto(b"SMA\x00garbage", (speedwire.GROUP, port))  # counted among the 5, yields no serial
             for serial in (3004123456, 3004123456, 1901234567, 3004123456, 1901234567, 42):
                 s.sendto(datagram(serial), (speedwire.GROUP, port))
 
     threading.Thread(target=send, daemon=True).start()
     serials, error = speedwire.collect_serials(5.0, port=port, interface="127.0.0.1")
     assert error is None
-    assert serials == [3004123456, 1901234567]  # unique serials from the first 5 datagrams; the 6th unread
+    assert serials == [3004123456, 1901234567]  # unique serials from the first 5 datagrams; the rest unread
 
 
 def test_speedwire_times_out_quietly():

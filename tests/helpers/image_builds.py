@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]  # tests/helpers/ -> the checkout
 ARTIFACTS = REPO / "test-artifacts"
 # A cap on a whole build, not a wait tuned to a machine: CI's own limit for the whole run.
 BUILD_CAP_S = 5400

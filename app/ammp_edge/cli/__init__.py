@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     where = s.add_mutually_exclusive_group(required=True)
     where.add_argument("--port", type=int, help="serve Modbus TCP on this port")
     where.add_argument("--serial", metavar="PATH", help="serve Modbus RTU on this serial port instead")
+    where.add_argument(
+        "--speedwire",
+        nargs="?",
+        const="239.12.255.254:9522",
+        metavar="GROUP:PORT",
+        help="send an SMA Energy Meter's datagrams to this group out of loopback (default 239.12.255.254:9522)",
+    )
+    s.add_argument("--serial-number", type=int, default=1900000001, help="Speedwire: the meter's serial")
+    s.add_argument("--interval", type=float, default=1.0, help="Speedwire: seconds between datagrams (default 1)")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--baudrate", type=int, default=9600, help="RTU (default 9600)")
     s.add_argument("--parity", default="none", choices=["none", "even", "odd"], help="RTU (default none)")

@@ -155,6 +155,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if not isinstance(doc, dict):
             raise SystemExit(f"simulate: --values {args.values}: must be a JSON object of field -> value")
         values = {u: doc for u in units}
+    if args.speedwire:
+        return _simulate_speedwire(args, driver, values.get(units[0], {}))
     from ..simulate_raw import raw_kind
 
     if raw_kind(driver):
@@ -219,6 +221,28 @@ def _simulate_raw(args: argparse.Namespace, driver: dict, units: list[int], valu
     install_signal_handlers(stop)
     stop.wait()
     sim.stop()
+    return 0
+
+
+def _simulate_speedwire(args: argparse.Namespace, driver: dict, values: dict) -> int:
+    from ..core.signals import install_signal_handlers
+    from ..simulate_speedwire import SpeedwireSender
+
+    group, _, port = str(args.speedwire).rpartition(":")
+    try:
+        sender = SpeedwireSender(driver, args.serial_number, group, int(port), values, args.interval)
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"simulate: {exc}") from None
+    sender.start()
+    print(
+        f"simulating {args.driver} (Speedwire serial {args.serial_number}) to {group}:{port} "
+        f"every {args.interval:g} s out of loopback; Ctrl-C stops",
+        flush=True,
+    )
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    stop.wait()
+    sender.stop()
     return 0
 
 

@@ -9,7 +9,7 @@ owns (`ammp-edge bus BUS_ID`). Bus ids are derived from the address:
   sys                               -> "sys"
   modbustcp, rawtcp                 -> "tcp_<host or mac>_<port>"   (a gateway's unit ids share it)
   modbusrtu, serial, rawserial      -> "serial_<port name>"         (e.g. serial_ttyUSB0)
-  sma_speedwire                     -> "speedwire"
+  sma_speedwire                     -> "speedwire" (default group and port, else "speedwire_<group>_<port>")
   mqtt                              -> "mqtt_<host>_<port>"
   snmp                              -> "snmp"
   sma_hycon_csv                     -> "hycon_<device key>"
@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import drivers as drv, jsontext, serialline
+from . import drivers as drv, jsontext, netfields, serialline
 from .problems import ConfigUnusable, InvalidInput, Problem, join_path, nonfinite, nonfinite_problem, refuse_nonfinite
 
 log = logging.getLogger(__name__)
@@ -47,10 +47,11 @@ READING_TYPES = (
     "snmp",
 )
 READING_TYPE_ALIASES = {"serial": "modbusrtu"}
-IMPLEMENTED = ("sys", "modbustcp", "modbusrtu", "rawserial", "rawtcp")
+IMPLEMENTED = ("sys", "modbustcp", "modbusrtu", "rawserial", "rawtcp", "sma_speedwire", "snmp")
 # the field kind (drivers.field_kind) each reading type reads; a reading type not listed reads its own kind
 FIELD_KINDS = {"modbustcp": "modbus", "modbusrtu": "modbus"}
 MODBUS_TYPES = ("modbustcp", "modbusrtu")
+NET_FIELDS = {"sma_speedwire": netfields.SpeedwireField, "snmp": netfields.SnmpField}  # reading type -> its field
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_READ_INTERVAL = 60
 # bounds of a device's seconds (a larger value is used as the bound, with a warning): one silent device
@@ -127,8 +128,9 @@ def bus_id_for(key: str, reading_type: str, address: dict) -> str:
     if reading_type in ("modbusrtu", "rawserial"):
         port = str(address.get("device", ""))
         return _safe("serial_" + (port[5:] if port.startswith("/dev/") else port).strip("/"))
-    if reading_type == "sma_speedwire":
-        return "speedwire"
+    if reading_type == "sma_speedwire":  # one bus (one socket) per multicast group and port
+        group, port = address.get("group", "239.12.255.254"), address.get("port", 9522)
+        return "speedwire" if (group, port) == ("239.12.255.254", 9522) else _safe(f"speedwire_{group}_{port}")
     if reading_type == "mqtt":
         return _safe(f"mqtt_{address.get('host', 'localhost')}_{address.get('port', 1883)}")
     if reading_type == "snmp":
@@ -189,6 +191,10 @@ def _check_address(key: str, reading_type: str, address: Any, path: str, problem
             raise InvalidInput(join_path(path, "host"), "needs the host name or IP address of the device")
         _int_in(address, "port", path, 1, 65535, 502)
         _int_in(address, "recv_buffer_size", path, 16, 65536, 1024)
+    elif reading_type == "sma_speedwire":
+        netfields.check_speedwire_address(address, path)
+    elif reading_type == "snmp":
+        netfields.check_snmp_address(address, path, problems)
     if reading_type in MODBUS_TYPES:
         _int_in(address, "max_registers", path, 1, 125, 125)
         _int_in(address, "max_gap", path, 0, 124, 0)
@@ -400,7 +406,9 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
                     "warning",
                 )
             )
-        if drv.field_kind(drv.merge_field(driver, var)) != FIELD_KINDS.get(dev.reading_type, dev.reading_type):
+        if drv.field_kind(drv.merge_field(driver, var)) != FIELD_KINDS.get(
+            dev.reading_type, dev.reading_type
+        ) or not isinstance(fld, NET_FIELDS.get(dev.reading_type, object)):
             problems.append(Problem(fpath, f"is not a field a {dev.reading_type} device can read"))
             failed_fields.add((dev.driver_name, var))
             continue

@@ -340,9 +340,7 @@ def compile_raw_field(
     return rawfields.compile_rawtcp_field(name, opts, path, spec, warnings)
 
 
-def compile_field(
-    driver: dict, name: str, path: str, warnings: list[Problem]
-) -> ModbusField | SysField | OtherField | rawfields.RawSerialField | rawfields.RawTcpField:
+def compile_field(driver: dict, name: str, path: str, warnings: list[Problem]) -> Any:
     """Compile one field of a driver (path names the field, e.g. 'drivers.ems.fields.P_L1')."""
     opts = merge_field(driver, name)
     if not isinstance((driver.get("fields") or {}).get(name), dict):
@@ -355,6 +353,12 @@ def compile_field(
         return compile_sys_field(name, opts, path)
     if kind in ("rawserial", "rawtcp"):
         return compile_raw_field(name, kind, opts, path, warnings)
+    if kind in ("sma_speedwire", "snmp"):
+        from . import netfields  # compiled beside their address checks
+
+        if kind == "snmp":
+            return netfields.compile_snmp_field(name, opts, path)
+        return netfields.compile_speedwire_field(name, opts, path)
     if kind == "unknown":
         raise InvalidInput(path, "no register, method, oid, obis_channel, query, topic or schema: nothing to read")
     return compile_other_field(name, kind, opts, path)

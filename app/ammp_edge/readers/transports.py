@@ -38,6 +38,14 @@ def make_transport(device: Device, resolve_mac: MacResolver | None = None) -> Tr
             a.get("stopbits", 1),
             float(a.get("frame_gap", 0)),
         )
+    if device.reading_type == "sma_speedwire":
+        from .speedwire import SpeedwireSocket  # one socket for the group and port
+
+        return SpeedwireSocket(a.get("group", "239.12.255.254"), int(a.get("port", 9522)))  # type: ignore[return-value]
+    if device.reading_type == "snmp":
+        from .snmp import SnmpTransport  # one UDP socket per agent, made at its first request
+
+        return SnmpTransport()  # type: ignore[return-value]
     return None
 
 
@@ -57,6 +65,14 @@ def make_reader(device: Device, transport: Any, plans: PlanStore | None = None, 
         from . import rawtcp
 
         return rawtcp.RawTcpDevice(device, transport)
+    if device.reading_type == "sma_speedwire":
+        from .speedwire import SpeedwireDevice
+
+        return SpeedwireDevice(device, transport)
+    if device.reading_type == "snmp":
+        from .snmp import SnmpDevice
+
+        return SnmpDevice(device, transport)
     if device.reading_type in MODBUS_TYPES:
         return ModbusDevice(device, transport, plans, plan_key)
     raise ValueError(f"reading type {device.reading_type!r} is not supported by this version yet")

@@ -110,6 +110,8 @@ def read_device(device: cfg.Device) -> dict:
                 rows = _read_sys(device)
             elif device.reading_type in RAW_TYPES:
                 rows, answers = _read_raw(device)
+            elif device.reading_type in NET_TYPES:
+                rows = _read_net(device)
             elif device.reading_type in cfg.MODBUS_TYPES:
                 rows = _read_modbus(device)
             else:
@@ -123,6 +125,8 @@ def read_device(device: cfg.Device) -> dict:
             }
             if answers is not None:
                 out["answers"] = answers
+            if device.reading_type in NET_NOTES:
+                out["note"] = NET_NOTES[device.reading_type]
             return out
     finally:
         _LOCK.release()
@@ -141,6 +145,40 @@ def _read_sys(device: cfg.Device) -> list[dict]:
         }
         for n, f in device.fields.items()
     ]
+
+
+NET_TYPES = ("sma_speedwire", "snmp")
+NET_NOTES = {
+    "sma_speedwire": "Speedwire meters multicast to 239.12.255.254:9522: in Docker the container needs host "
+    "networking (--network host) to hear them; the bus keeps listening while the test listens beside it",
+}
+
+
+def _read_net(device: cfg.Device) -> list[dict]:
+    """Speedwire and SNMP: the bus's own reader on a transport of the test's own (UDP: nothing to pause)."""
+    transport = make_transport(device)
+    try:
+        res = make_reader(device, transport).read(time.monotonic() + max(device.deadline, 10.0))
+    finally:
+        if transport is not None:
+            transport.close()
+    rows = []
+    for name, f in device.fields.items():
+        error = None
+        if res.values.get(name) is None:
+            error = res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read")
+        where = getattr(f, "oid", None)
+        rows.append(
+            {
+                "name": name,
+                "register": ".".join(map(str, where)) if where else f"OBIS {f.channel}.{f.obis_type}",
+                "unit": f.unit or "",
+                "raw": [],
+                "value": _json_value(res.values.get(name)),
+                "error": error,
+            }
+        )
+    return rows
 
 
 def _transport(device: cfg.Device) -> Transport:

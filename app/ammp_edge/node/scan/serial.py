@@ -92,8 +92,10 @@ def probe_raw(transport: RtuTransport, sig: RawSignature, baudrate: int, timeout
         fld = drivers.compile_field(driver, sig.field, f"driver {sig.driver}", [])
     except (OSError, ValueError, InvalidInput) as exc:
         return [test, f"Error: driver {sig.driver}: {exc}"]
-    device = cfg.Device(sig.driver, "rawserial", "", sig.driver, {}, timeout, timeout, fields={sig.field: fld})
-    res = RawSerialDevice(device, transport).read(time.monotonic() + timeout)
+    # the deadline leaves room for the line to settle after the probe before (a late answer's watch)
+    budget = timeout + transport.late_window + transport.quiet
+    device = cfg.Device(sig.driver, "rawserial", "", sig.driver, {}, timeout, budget, fields={sig.field: fld})
+    res = RawSerialDevice(device, transport).read(time.monotonic() + budget)
     if sig.field not in res.values:
         return [test, f"Error: {res.item_errors.get(sig.field) or '; '.join(res.errors)}{hint}"]
     return [

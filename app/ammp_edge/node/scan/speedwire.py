@@ -1,9 +1,9 @@
-"""SMA Speedwire: the serial numbers of energy meters (and inverters) multicasting on the LAN.
+"""SMA Speedwire: the serial numbers of energy meters multicasting on the LAN.
 
-A Speedwire datagram carries the sender's serial as uint32 big-endian at bytes 20:24 (reference
-section 8.1). We listen on UDP 9522, join 239.12.255.254 and collect the serials seen in up to 5
-datagrams, within a timeout. Trouble binding or joining is reported in the result, never raised:
-a scan goes on without Speedwire.
+Each datagram goes through the reader's own check (readers.speedwire.parse_datagram: signature, tags,
+protocol id, lengths), so garbage or another protocol's datagram never yields a serial. We listen on
+UDP 9522, join 239.12.255.254 and collect the serials seen in up to 5 datagrams, within a timeout.
+Trouble binding or joining is reported in the result, never raised: a scan goes on without Speedwire.
 """
 
 from __future__ import annotations
@@ -14,20 +14,23 @@ import struct
 import threading
 import time
 
+from ...readers import speedwire as reader
+
 log = logging.getLogger(__name__)
 
-GROUP = "239.12.255.254"
-PORT = 9522
+GROUP = reader.GROUP
+PORT = reader.PORT
 MAX_DATAGRAMS = 5
 TIMEOUT_S = 5.0
-SERIAL_SLICE = slice(20, 24)
 
 
 def serial_of(datagram: bytes) -> int | None:
-    """The sender's serial, or None for a datagram too short to carry one."""
-    if len(datagram) < SERIAL_SLICE.stop:
+    """The sender's serial, or None for a datagram that is not a valid meter datagram."""
+    try:
+        return reader.parse_datagram(datagram).serial
+    except reader.BadDatagram as exc:
+        log.debug("speedwire scan: datagram dropped: %s", exc)
         return None
-    return struct.unpack(">I", datagram[SERIAL_SLICE])[0]
 
 
 def open_socket(port: int = PORT, group: str | None = GROUP, interface: str = "0.0.0.0") -> socket.socket:
@@ -69,7 +72,7 @@ def collect_serials(
                 break
             sock.settimeout(min(left, 0.5))
             try:
-                data = sock.recv(10240)
+                data = sock.recv(reader.MAX_DATAGRAM)
             except TimeoutError:
                 continue
             received += 1
