@@ -6,7 +6,8 @@
    MS (default 20) per response: requests per cycle and cycle wall time with our planner and with one
    request per field; the ratio of cycle time to requests x round trip.
 2. Modbus RTU at 9600 baud, eastron_sdm530 (scripts/bench_read_rtu.py, if present); sma_speedwire and
-   snmp (scripts/bench_read_net.py): datagrams or requests and time per cycle, a silent device's cost.
+   snmp (scripts/bench_read_net.py): datagrams or requests and time per cycle, a silent device's cost;
+   rawserial and rawtcp devices, each with the cost of a silent one (scripts/bench_read_raw.py).
 2a. The mqtt reader against a local mosquitto (scripts/bench_read_mqtt.py, if present).
    A SunSpec inverter through its generated driver (scripts/bench_read_sunspec.py): the model walk,
    requests per cycle against one per field.
@@ -131,7 +132,7 @@ def main() -> int:
     fewer = o["requests"] / p["requests"]
     print(f"  one request round trip: {rtt * 1000:.1f} ms; planner sends {fewer:.1f}x fewer requests")
 
-    for extra in ("bench_read_rtu.py", "bench_read_net.py"):  # RTU; sma_speedwire and snmp
+    for extra in ("bench_read_rtu.py", "bench_read_net.py", "bench_read_raw.py"):  # RTU; speedwire, snmp; raw
         if (REPO / "scripts" / extra).exists():
             print()
             sys.stdout.flush()

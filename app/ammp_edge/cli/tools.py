@@ -236,6 +236,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         values = {u: doc for u in units}
     if args.speedwire:
         return _simulate_speedwire(args, driver, values.get(units[0], {}))
+    from ..simulate_raw import raw_kind
+
+    if raw_kind(driver):
+        return _simulate_raw(args, driver, units, values.get(units[0], {}))
     serial = (
         dict(
             serial_port=args.serial,
@@ -266,6 +270,32 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise SystemExit(f"simulate: {exc}") from None
     where = f"serial {args.serial} ({args.baudrate} baud)" if args.serial else f"{args.host}:{args.port}"
     print(f"simulating {args.driver} on {where} unit(s) {', '.join(map(str, units))}; Ctrl-C stops", flush=True)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    stop.wait()
+    sim.stop()
+    return 0
+
+
+def _simulate_raw(args: argparse.Namespace, driver: dict, units: list[int], values: dict) -> int:
+    """A rawtcp driver on --port (its request schema's unit_id is --unit), a rawserial one on --serial."""
+    from ..core.signals import install_signal_handlers
+    from ..simulate_raw import RawSimulator
+
+    try:
+        sim = RawSimulator(
+            driver,
+            values,
+            port=args.port,
+            host=args.host,
+            serial_port=args.serial,
+            device_args={"unit_id": units[0]},
+            delay=args.delay_ms / 1000,
+        ).start()
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"simulate: {exc}") from None
+    where = f"serial {args.serial}" if args.serial else f"{args.host}:{sim.port}"
+    print(f"simulating {args.driver} ({sim.kind}) on {where}; Ctrl-C stops", flush=True)
     stop = threading.Event()
     install_signal_handlers(stop)
     stop.wait()

@@ -558,3 +558,59 @@ def decode_status(registers: list[int], spec: StatusSpec) -> dict | None:
         if mapped_value == value:
             return {"c": spec.content, "l": level}
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Byte-stream readers (rawserial, rawtcp, mqtt): `parse_as` before the pipeline (reference 3.6 step 1)
+
+RAW_PARSE_AS = ("bytes", "str", "hex")  # rawserial, rawtcp (str keeps text unless typecast)
+_NUMBER_TEXT = re.compile(r"\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*")
+_INT_TEXT = re.compile(r"\s*[+-]?\d+\s*")
+_HEX_TEXT = re.compile(r"(?:[0-9A-Fa-f]{2})+")
+
+
+def _number_from_text(text: str, typecast: str) -> int | float:
+    """The number a device wrote as text: decimal notation only (no 'nan', 'inf', '1_000', hex)."""
+    if typecast == "int":
+        if not _INT_TEXT.fullmatch(text):
+            raise DecodeError(f"{text!r} is not an integer")
+        return int(text)
+    if not _NUMBER_TEXT.fullmatch(text):
+        raise DecodeError(f"{text!r} is not a number")
+    return float(text)
+
+
+def decode_parsed(raw: bytes, spec: ValueSpec, parse_as: str = "bytes") -> Any:
+    """A value from the raw bytes a byte-stream reader cut out of an answer, as upstream's parse_as:
+
+    - bytes: the bytes as they are (valuemap on their hex, datatype or length inference);
+    - str: UTF-8 text (strictly: invalid UTF-8 is an error, never a value); the valuemap's literal
+      keys; then typecast int or float reads the number (decimal notation only) and multiplier and
+      offset apply; str, bool or no typecast keep the text;
+    - hex: ASCII hex digits (an even number of them, nothing else) to bytes, then as bytes.
+    """
+    if not raw:
+        raise DecodeError("no data")
+    if parse_as == "str":
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"{raw!r} is not UTF-8 text (byte {exc.start}: {raw[exc.start]:#04x})") from None
+        if spec.valuemap is not None:
+            hit, mapped = spec.valuemap.lookup_text(text)
+            if hit:
+                return scale(mapped, spec)
+        if spec.typecast in ("int", "float"):
+            return scale(_number_from_text(text, spec.typecast), spec)
+        return _finite(_typecast(text, spec.typecast))
+    if parse_as == "hex":
+        try:
+            text = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise DecodeError(f"{raw!r} is not ASCII hex digits") from None
+        if not _HEX_TEXT.fullmatch(text):
+            raise DecodeError(f"{text!r} is not an even number of hex digits")
+        raw = bytes.fromhex(text)
+    elif parse_as != "bytes":
+        raise DecodeError(f"parse_as {parse_as!r} is not one of {', '.join(RAW_PARSE_AS)}")
+    return decode_bytes(raw, spec)

@@ -47,8 +47,20 @@ READING_TYPES = (
     "snmp",
 )
 READING_TYPE_ALIASES = {"serial": "modbusrtu"}
-IMPLEMENTED = ("sys", "modbustcp", "modbusrtu", "sma_speedwire", "snmp", "mqtt", "sma_hycon_csv")
+IMPLEMENTED = (
+    "sys",
+    "modbustcp",
+    "modbusrtu",
+    "rawserial",
+    "rawtcp",
+    "sma_speedwire",
+    "snmp",
+    "mqtt",
+    "sma_hycon_csv",
+)
 BACKFILL_TYPES = ("sma_hycon_csv",)  # read once a day by their own program (`ammp-edge hycon`), not by a bus
+# the field kind (drivers.field_kind) each reading type reads; a reading type not listed reads its own kind
+FIELD_KINDS = {"modbustcp": "modbus", "modbusrtu": "modbus", "sma_hycon_csv": "csv"}
 MODBUS_TYPES = ("modbustcp", "modbusrtu")
 NET_FIELDS = {"sma_speedwire": netfields.SpeedwireField, "snmp": netfields.SnmpField}  # reading type -> its field
 DEFAULT_TIMEOUT = 5.0
@@ -163,13 +175,14 @@ def _check_address(key: str, reading_type: str, address: Any, path: str, problem
         _int_in(address, "port", path, 1, 65535, 502)
         _int_in(address, "unit_id", path, 0, 255, 1)
         _int_in(address, "register_offset", path, -65535, 65535, 0)
-    elif reading_type == "modbusrtu":
+    elif reading_type in ("modbusrtu", "rawserial"):
         dev = address.get("device")
         if not isinstance(dev, str) or not dev:
             raise InvalidInput(join_path(path, "device"), "needs the serial port path, e.g. /dev/ttyUSB0")
-        if "slaveaddr" not in address and "unit_id" in address:
+        if reading_type == "modbusrtu" and "slaveaddr" not in address and "unit_id" in address:
             address["slaveaddr"] = address["unit_id"]
-        _int_in(address, "slaveaddr", path, 0, 247, 1)
+        if reading_type == "modbusrtu":
+            _int_in(address, "slaveaddr", path, 0, 247, 1)
         baud = _int_in(
             address, "baudrate", path, serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE, serialline.DEFAULT_BAUDRATE
         )
@@ -183,9 +196,16 @@ def _check_address(key: str, reading_type: str, address: Any, path: str, problem
         parity = str(address.get("parity", "none")).lower()
         if parity not in serialline.PARITIES:
             raise InvalidInput(join_path(path, "parity"), f"{address.get('parity')!r} is not none, even or odd")
-        _int_in(address, "register_offset", path, -65535, 65535, 0)
+        if reading_type == "modbusrtu":
+            _int_in(address, "register_offset", path, -65535, 65535, 0)
         if "frame_gap" in address:
             address["frame_gap"] = _seconds(address, "frame_gap", path, 0.0, 0.0, MAX_FRAME_GAP, problems)
+    elif reading_type == "rawtcp":
+        host = address.get("host")
+        if not isinstance(host, str) or not host:
+            raise InvalidInput(join_path(path, "host"), "needs the host name or IP address of the device")
+        _int_in(address, "port", path, 1, 65535, 502)
+        _int_in(address, "recv_buffer_size", path, 16, 65536, 1024)
     elif reading_type == "sma_speedwire":
         netfields.check_speedwire_address(address, path)
     elif reading_type == "snmp":
@@ -307,12 +327,15 @@ def _compile_device(key: str, dev: Any, drivers: dict[str, dict], problems: list
     driver_name = dev.get("driver")
     if not isinstance(driver_name, str) or not driver_name:
         raise InvalidInput(join_path(path, "driver"), "missing")
-    if rt not in IMPLEMENTED:
-        raise InvalidInput(
-            join_path(path, "reading_type"),
-            f"{rt!r} is not supported by this version yet (supported: {', '.join(IMPLEMENTED)})",
+    if rt not in IMPLEMENTED:  # still published as {_d, _vid}, with this problem, so the cloud sees it
+        problems.append(
+            Problem(
+                join_path(path, "reading_type"),
+                f"{rt!r} is not supported by this version yet (supported: {', '.join(IMPLEMENTED)}); "
+                "the device is published without values",
+            )
         )
-    if driver_name not in drivers:
+    if driver_name not in drivers and rt in IMPLEMENTED:  # (sma_hycon_csv's driver was built into upstream)
         raise InvalidInput(
             join_path(path, "driver"), f"no driver named {driver_name!r} (built in or in config.drivers)"
         )
@@ -391,7 +414,8 @@ def load(raw: Any, builtin_drivers: dict[str, dict]) -> Config:
     _attach_backfill_columns(raw, drivers, devices, problems)
     _check_shared_connections(devices, problems)
     # a device is read only when something asks for it (as upstream)
-    used = {k: d for k, d in devices.items() if d.fields or d.status}
+    # and a device of a reading type not supported yet, to be published as {_d, _vid} (never dropped silently)
+    used = {k: d for k, d in devices.items() if d.fields or d.status or d.reading_type not in IMPLEMENTED}
     outputs = [o for i, o in enumerate(raw.get("output") or []) if not nonfinite(o, join_path("output", i))]
     for where, number in nonfinite(raw):  # everywhere, also where no item was skipped for it
         problem = nonfinite_problem(where, number)
@@ -429,8 +453,8 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
             problems.append(Problem(join_path(path, "device"), f"no device {dkey!r} in devices"))
             continue
         dev = devices.get(dkey) if isinstance(dkey, str) else None
-        if dev is None or var in dev.fields:
-            continue  # device disabled or invalid (already reported), or var already read
+        if dev is None or var in dev.fields or dev.driver_name not in drivers:
+            continue  # device disabled or invalid (already reported), var already read, or not supported yet
         driver = drivers[dev.driver_name]
         if var not in (driver.get("fields") or {}):
             problems.append(Problem(join_path(path, "var"), f"driver {dev.driver_name!r} has no field {var!r}"))
@@ -454,15 +478,9 @@ def _attach_readings(raw: dict, drivers: dict, devices: dict[str, Device], probl
                     "warning",
                 )
             )
-        kind = "sys" if dev.reading_type == "sys" else "modbus" if dev.reading_type in MODBUS_TYPES else None
         wanted = {"mqtt": drv.MqttField, "sma_hycon_csv": drv.CsvField, **NET_FIELDS}.get(dev.reading_type)
-        if (
-            kind == "sys"
-            and not isinstance(fld, drv.SysField)
-            or kind == "modbus"
-            and not isinstance(fld, drv.ModbusField)
-            or wanted is not None
-            and not isinstance(fld, wanted)
+        if drv.field_kind(drv.merge_field(driver, var)) != FIELD_KINDS.get(dev.reading_type, dev.reading_type) or (
+            wanted is not None and not isinstance(fld, wanted)
         ):
             problems.append(Problem(fpath, f"is not a field a {dev.reading_type} device can read"))
             failed_fields.add((dev.driver_name, var))

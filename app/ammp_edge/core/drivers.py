@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import codec, yamltext
+from . import codec, rawfields, yamltext
 from .problems import InvalidInput, Problem, join_path, refuse_nonfinite
 
 log = logging.getLogger(__name__)
@@ -416,6 +416,17 @@ def compile_other_field(name: str, kind: str, opts: dict, path: str) -> OtherFie
     return OtherField(name, kind, dict(opts), opts.get("unit"))
 
 
+def compile_raw_field(
+    name: str, kind: str, opts: dict, path: str, warnings: list[Problem]
+) -> rawfields.RawSerialField | rawfields.RawTcpField:
+    """A rawserial or rawtcp field (core.rawfields), with the value spec every reader shares."""
+    datatype, text_bytes = _datatype(opts, path, None)
+    spec = _value_spec(opts, path, datatype, text_bytes)
+    if kind == "rawserial":
+        return rawfields.compile_rawserial_field(name, opts, path, spec, warnings)
+    return rawfields.compile_rawtcp_field(name, opts, path, spec, warnings)
+
+
 INTEGER_TYPES = ("int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64")
 
 
@@ -518,6 +529,8 @@ def compile_field(
         raise InvalidInput(join_path(path, "scale_factor"), "only a Modbus register field can have a scale factor")
     if kind == "sys":
         return compile_sys_field(name, opts, path)
+    if kind in ("rawserial", "rawtcp"):
+        return compile_raw_field(name, kind, opts, path, warnings)
     if kind in ("sma_speedwire", "snmp"):
         from . import netfields  # compiled beside their address checks
 

@@ -35,6 +35,7 @@ import os
 import select
 import termios
 import time
+from collections.abc import Callable
 
 import serial
 
@@ -96,6 +97,28 @@ class RtuLine(serial.Serial):
                 )
             buf += chunk
         return bytes(buf)
+
+    def read_available(self, until: float) -> bytes:
+        """The bytes waiting now, or the first that arrive before monotonic time `until` (b"" if none)."""
+        while True:
+            if self.interrupt is not None and self.interrupt.is_set():
+                raise Interrupted("the bus is stopping")
+            left = until - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, min(left, INTERRUPT_SLICE)))
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise serial.SerialException(f"read failed: {exc}") from None
+                if not chunk:
+                    raise serial.SerialException(
+                        "device reports readiness to read but returned no data (device disconnected?)"
+                    )
+                return chunk
+            if left <= 0:
+                return b""
 
     def discard_input(self) -> int:
         """Read and drop what is waiting; the number of bytes dropped."""
@@ -243,6 +266,42 @@ class RtuTransport:
             except LinkError as exc:
                 self._settle_until = max(self._settle_until, time.monotonic() + self.quiet)
                 raise LinkError(f"bad frame from slave {unit} on {self.port}: {exc}") from None
+        except (serial.SerialException, OSError, termios.error) as exc:
+            self.close()
+            raise LinkError(f"serial port {self.port} failed: {exc}") from None
+        finally:
+            self._last = self._answered or time.monotonic()
+
+    def exchange(
+        self,
+        request: bytes,
+        receive: Callable[[Callable[[float], bytes]], bytes],
+        timeout: float,
+        deadline: float | None = None,
+    ) -> bytes:
+        """One transaction of a byte-stream protocol on this line (rawserial, readers.streams): the same
+        settling and quiet before it as a Modbus request, `request` written (not when the settling took
+        the device's `deadline`: DeviceSilent), the answer read by `receive`; after a DeviceSilent the
+        line is watched for a late answer before the next request, after a LinkError it must fall quiet
+        first."""
+        line = self._open()
+        self._answered = 0.0
+        try:
+            self._settle(line)
+            self._pause_until(self._last + self.quiet + self.frame_gap)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeviceSilent(f"the deadline passed while {self.port} settled; not sent")
+            line.write(request)
+            try:
+                answer = receive(line.read_available)
+            except DeviceSilent as exc:
+                self._settle_until = time.monotonic() + min(self.late_window, max(0.05, timeout))
+                raise DeviceSilent(f"{exc} on {self.port}") from None
+            except LinkError as exc:
+                self._settle_until = max(self._settle_until, time.monotonic() + self.quiet)
+                raise LinkError(f"bad answer on {self.port}: {exc}") from None
+            self._answered = time.monotonic()
+            return answer
         except (serial.SerialException, OSError, termios.error) as exc:
             self.close()
             raise LinkError(f"serial port {self.port} failed: {exc}") from None

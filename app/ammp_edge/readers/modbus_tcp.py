@@ -29,6 +29,7 @@ import random
 import select
 import socket
 import time
+from collections.abc import Callable
 
 from ..core.macs import MacResolver, lookup
 from . import frames
@@ -205,6 +206,47 @@ class TcpTransport:
         except LinkError as exc:
             self.close()
             raise LinkError(f"bad answer from unit {unit}: {exc}") from None
+        except OSError as exc:
+            self.close()
+            raise LinkError(f"connection to {self.host}:{self.port} lost: {exc}") from None
+
+    def exchange(
+        self,
+        request: bytes,
+        receive: Callable[[Callable[[float], bytes]], bytes],
+        timeout: float,
+        deadline: float | None = None,
+    ) -> bytes:
+        """One transaction of a byte-stream protocol on this connection (rawtcp, readers.streams): the
+        connection made or found in step, `request` sent, the answer read by `receive` from as many
+        segments as it comes in; after a timeout or a bad answer the connection is closed. (`deadline`:
+        the device's, which the connect already keeps within the timeout.)"""
+        deadline = time.monotonic() + timeout
+        sock = self._connect(deadline)
+        if not self._in_step(sock):
+            self.close()
+            sock = self._connect(deadline)
+
+        def chunk(until: float) -> bytes:
+            while self._wait(sock, until):
+                try:
+                    data = sock.recv(4096)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                if not data:
+                    raise LinkError("connection closed by the device")
+                return data
+            return b""
+
+        try:
+            sock.sendall(request)
+            return receive(chunk)
+        except DeviceSilent as exc:
+            self.close()
+            raise DeviceSilent(f"{exc} from {self.host}:{self.port}") from None
+        except LinkError as exc:
+            self.close()
+            raise LinkError(f"bad answer from {self.host}:{self.port}: {exc}") from None
         except OSError as exc:
             self.close()
             raise LinkError(f"connection to {self.host}:{self.port} lost: {exc}") from None

@@ -77,12 +77,12 @@ def _int(form: dict, name: str, lo: int, hi: int) -> int:
 def address_from_form(reading_type: str, form: dict, old: dict | None = None) -> dict:
     """The address of a device from form fields; keeps keys the form does not show."""
     addr = dict(old or {})
-    if reading_type == "modbustcp":
+    if reading_type in ("modbustcp", "rawtcp"):  # rawtcp: unit_id is the device arg its schemas use
         host = str(form.get("host", "")).strip()
         if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,253}", host):
             raise ValueError(f"host: {host!r} is not a host name or IP address")
         addr.update(host=host, port=_int(form, "port", 1, 65535), unit_id=_int(form, "unit_id", 0, 255))
-    elif reading_type in ("modbusrtu", "serial"):
+    elif reading_type in ("modbusrtu", "serial", "rawserial"):
         dev = str(form.get("device", "")).strip()
         if not re.fullmatch(r"/dev/[A-Za-z0-9_./-]{1,64}", dev) or ".." in dev:
             raise ValueError(f"device: {dev!r} is not a serial port path such as /dev/ttyUSB0")
@@ -95,11 +95,12 @@ def address_from_form(reading_type: str, form: dict, old: dict | None = None) ->
         addr.pop("unit_id", None)
         addr.update(
             device=dev,
-            slaveaddr=_int(form, "slaveaddr", 0, 247),
             baudrate=_int(form, "baudrate", serialline.MIN_BAUDRATE, serialline.MAX_BAUDRATE),
             parity=parity,
             stopbits=int(stopbits),
         )
+        if reading_type != "rawserial":
+            addr["slaveaddr"] = _int(form, "slaveaddr", 0, 247)
     return addr
 
 

@@ -23,13 +23,15 @@ from ..core import codec, config as cfg, supervisor as supervisord
 from ..core.problems import ConfigUnusable
 from ..readers.modbus import DeviceSilent, LinkError, ModbusDevice, ModbusException, Transport
 from ..readers.system import SystemDevice
-from ..readers.transports import make_reader, make_transport
+from ..readers.transports import SERIAL_TYPES, make_reader, make_transport
 
 log = logging.getLogger(__name__)
 
 _LOCK = threading.Lock()
 MAX_TEST_S = 30.0
 INSPECT_TYPES = (("uint16", 1), ("int16", 1), ("uint32", 2), ("int32", 2), ("float", 2))
+TESTABLE_TYPES = ("modbustcp", "modbusrtu", "rawserial", "rawtcp")  # the form's types (a configured sys too)
+RAW_TYPES = ("rawserial", "rawtcp")
 
 
 class ProbeError(ValueError):
@@ -38,6 +40,9 @@ class ProbeError(ValueError):
 
 def build_device(dev_doc: dict, drivers_in_config: dict, builtin: dict) -> cfg.Device:
     """A compiled device with every field of its driver (through the config loader: same checks)."""
+    rt = dev_doc.get("reading_type")
+    if rt in cfg.READING_TYPES and rt not in cfg.IMPLEMENTED:
+        raise ProbeError(f"reading type {rt!r} is not supported by this version yet")
     all_drivers = {**builtin, **drivers_in_config}
     driver = all_drivers.get(dev_doc.get("driver"))
     if driver is None:
@@ -60,7 +65,7 @@ def build_device(dev_doc: dict, drivers_in_config: dict, builtin: dict) -> cfg.D
 
 
 def _port_free(device: cfg.Device):
-    return serial_port_free(device.address["device"] if device.reading_type == "modbusrtu" else None)
+    return serial_port_free(device.address["device"] if device.reading_type in SERIAL_TYPES else None)
 
 
 @contextmanager
@@ -100,8 +105,23 @@ def read_device(device: cfg.Device) -> dict:
     try:
         with _port_free(device) as paused:
             started = time.monotonic()
-            readers = {"sys": _read_sys, "mqtt": _read_mqtt, **{t: _read_net for t in NET_TYPES}}
-            rows = readers.get(device.reading_type, _read_modbus)(device)
+            answers = None
+            if device.reading_type == "sys":
+                rows = _read_sys(device)
+            elif device.reading_type == "mqtt":
+                rows = _read_mqtt(device)
+            elif device.reading_type in RAW_TYPES:
+                rows, answers = _read_raw(device)
+            elif device.reading_type in NET_TYPES:
+                rows = _read_net(device)
+            elif device.reading_type in cfg.MODBUS_TYPES:
+                rows = _read_modbus(device)
+            elif device.reading_type in cfg.BACKFILL_TYPES:
+                raise ProbeError(
+                    f"a {device.reading_type} device is read once a day (`ammp-edge hycon --once` fetches it now)"
+                )
+            else:
+                raise ProbeError(f"reading type {device.reading_type!r} is not supported by this version yet")
             out = {
                 "device": device.key,
                 "bus": device.bus_id,
@@ -109,6 +129,8 @@ def read_device(device: cfg.Device) -> dict:
                 "fields": rows,
                 "duration": round(time.monotonic() - started, 3),
             }
+            if answers is not None:
+                out["answers"] = answers
             if device.reading_type in NET_NOTES:
                 out["note"] = NET_NOTES[device.reading_type]
             return out
@@ -233,6 +255,52 @@ def _read_modbus(device: cfg.Device) -> list[dict]:
             row["error"] = res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read")
         rows.append(row)
     return rows
+
+
+def _read_raw(device: cfg.Device) -> tuple[list[dict], list[dict]]:
+    """A rawserial or rawtcp device read once by the bus's own reader: each field's bytes and value,
+    and each request with its whole answer (or why there is none)."""
+    transport = _transport(device)
+    try:
+        try:
+            reader = make_reader(device, transport)
+        except ValueError as exc:
+            raise ProbeError(str(exc)) from None
+        res = reader.read(time.monotonic() + max(device.deadline, 10.0), keep_raw=True)
+    finally:
+        transport.close()
+    raw = res.raw or {}
+    rows = []
+    for name, f in device.fields.items():
+        where = (
+            f"byte {f.pos}+{f.length}" if device.reading_type == "rawserial" else f"byte {f.pos}+{f.length} (1-based)"
+        )
+        rows.append(
+            {
+                "name": name,
+                "register": None,
+                "where": where,
+                "fncode": "",
+                "datatype": " ".join(x for x in (f.parse_as, f.spec.datatype) if x),
+                "order": "",
+                "unit": f.unit or "",
+                "raw": [f"{b:02x}" for b in raw.get(name, [])],
+                "value": _json_value(res.values.get(name)),
+                "error": None
+                if name in res.values
+                else res.item_errors.get(name) or (f"not read: {res.errors[0]}" if res.errors else "not read"),
+            }
+        )
+    answers = [
+        {
+            "request": request.hex(" "),
+            "answer": a.hex(" ") if isinstance(a, bytes) else None,
+            "text": repr(a)[2:-1] if isinstance(a, bytes) else None,  # as Python writes bytes: ASCII stays legible
+            "error": None if isinstance(a, bytes) else a,
+        }
+        for request, a in reader.last_answers.items()
+    ]
+    return rows, answers
 
 
 def decode_orders(regs: list[int]) -> list[dict]:

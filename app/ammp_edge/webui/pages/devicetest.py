@@ -32,8 +32,8 @@ def register(app: bottle.Bottle, ctx: Ctx) -> None:
             dev_doc = dict(config.raw["devices"][key])
         else:
             rt = str(body.get("reading_type") or "modbustcp")
-            if rt not in ("modbustcp", "modbusrtu"):
-                raise probe.ProbeError("reading_type must be modbustcp or modbusrtu")
+            if rt not in probe.TESTABLE_TYPES:
+                raise probe.ProbeError(f"reading_type must be one of {', '.join(probe.TESTABLE_TYPES)}")
             try:
                 address = configedit.address_from_form(rt, body)
             except ValueError as exc:

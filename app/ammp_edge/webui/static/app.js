@@ -179,7 +179,9 @@
         el("h2", {}, `${r.device === "probe" ? "Device" : r.device} on ${r.bus}`, el("small", {text: ` read in ${r.duration} s` + (r.paused ? ` (${r.paused} paused meanwhile)` : "")})),
         ...(r.note ? [el("p", {class: "hint", id: "test-note", text: r.note})] : []),
         table(["Field", "Register", "Fn", "Type", "Order", "Raw (hex)", "Value", "Unit", "Error"],
-          r.fields.map(f => [f.name, f.topic !== undefined ? f.topic : f.register, f.fncode ?? "", f.datatype ?? "", f.order ?? "", (f.raw || []).join(" "), f.error ? "" : fmt(f.value), f.unit, (f.error || "") + (f.age_s != null ? ` (last message ${f.age_s} s ago)` : "")]), "reg-table")));
+          r.fields.map(f => [f.name, f.topic !== undefined ? f.topic : (f.where ?? f.register), f.fncode ?? "", f.datatype ?? "", f.order ?? "", (f.raw || []).join(" "), f.error ? "" : fmt(f.value), f.unit, (f.error || "") + (f.age_s != null ? ` (last message ${f.age_s} s ago)` : "")]), "reg-table"),
+        ...(r.answers ? [el("h2", {text: "Requests and answers"}), table(["Request", "Answer (hex)", "Answer (text)", "Error"],
+          r.answers.map(a => [a.request, a.answer || "", a.text || "", a.error || ""]), "answer-table")] : [])));
       const first = r.fields.find(f => typeof f.register === "number");
       const reg = document.getElementById("inspect-register"); if (first && !reg.value) reg.value = first.register;
     });

@@ -12,7 +12,7 @@
 <option>{{d}}</option>
 % end
 </select></label>
-<label>Type <select name="reading_type"><option>modbustcp</option><option>modbusrtu</option></select></label>
+<label>Type <select name="reading_type"><option>modbustcp</option><option>modbusrtu</option><option>rawserial</option><option>rawtcp</option></select></label>
 <label>Host <input name="host" value="127.0.0.1"></label>
 <label>Port <input name="port" value="502" inputmode="numeric"></label>
 <label>Unit id <input name="unit_id" value="1" inputmode="numeric"></label>
