@@ -35,7 +35,7 @@ def test_upstream_docker_config_loads_per_device(builtin_drivers):
     assert config.calc_vendor_id == "calc-1"
     # the gateway host is one bus; its three unit ids share it
     buses = config.buses()
-    assert sorted(buses) == ["sma_hycon_csv_sma_hycon_csv", "sys", "tcp_mock-modbus-gateway_502"]
+    assert sorted(buses) == ["sys", "tcp_mock-modbus-gateway_502"]  # the HyCon: its own daily program, no bus
     assert {d.key for d in buses["tcp_mock-modbus-gateway_502"]} == {"ems", "sma_stp_1", "sma_stp_2"}
 
 

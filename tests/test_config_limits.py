@@ -282,7 +282,7 @@ def test_every_door_of_the_appliance_at_and_over_the_limits(tmp_path, simulator,
         w = Watch(rec)
         latencies["up --config"] = w.data_after((0, time.time() - INTERVAL), "V_L1")
         assert app.kv().get_raw("config") == f
-        w.log_after((0, 0), "running, from up --config")
+        wait_until(lambda: "running, from up --config" in app.logs("node"), 30, 0.2, what="node's log")
         rec.stop()
         print("time from a config at the limits to its first data:", {k: f"{v:.1f} s" for k, v in latencies.items()})
     finally:

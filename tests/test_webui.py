@@ -502,3 +502,24 @@ def test_sensor_addressing_actions_run_as_jobs(monkeypatch):
     job = runner.start("holykell_sensor_address_8", {"port": "/dev/ttyNOPE0"})
     wait_for(lambda: job.state != "running")
     assert job.state == "done" and job.result == {"port": "/dev/ttyNOPE0", "new address": 8}
+
+
+def test_history_keeps_time_order_whichever_source_came_first(tmp_path, monkeypatch):
+    """The cache (published cycles) and the outbox (newer, not yet sent) are sampled in turn: a point
+    older than the last one seen is put in its place, a full history drops its oldest for it."""
+    from ammp_edge.webui import state as st
+
+    monkeypatch.setattr(st, "HISTORY_POINTS", 4)
+    ws = st.WebState(KVStore(tmp_path / "kv.db"), KVStore(tmp_path / "cache.db"), watch_broker=False)
+    ws.history.clear()
+    ws._record(100, {"_d": "inv", "P": 3.0})  # the outbox's newer cycle first
+    ws._record(90, {"_d": "inv", "P": 2.0})  # then the cache's older one
+    ws._record(100, {"_d": "inv", "P": 3.5})  # the same t again: replaced
+    assert list(ws.history[("inv", "P")]) == [(90, 2.0), (100, 3.5)]
+    assert ws.latest["inv"][0] == 100 and ws.latest["inv"][1]["P"] == 3.5, "an older record never wins"
+    for t in (110, 120):
+        ws._record(t, {"_d": "inv", "P": float(t)})
+    ws._record(95, {"_d": "inv", "P": 9.5})  # full: the oldest (90) goes
+    assert [p[0] for p in ws.history[("inv", "P")]] == [95, 100, 110, 120]
+    ws._record(80, {"_d": "inv", "P": 8.0})  # older than all of a full history: not kept
+    assert [p[0] for p in ws.history[("inv", "P")]] == [95, 100, 110, 120]

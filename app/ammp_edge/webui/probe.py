@@ -220,7 +220,7 @@ def _read_mqtt(device: cfg.Device) -> list[dict]:
 def _transport(device: cfg.Device) -> Transport:
     if device.reading_type in cfg.BACKFILL_TYPES:
         raise ProbeError(f"a {device.reading_type} device is read once a day (`ammp-edge hycon --once` fetches it now)")
-    transport = make_transport(device) if device.reading_type in cfg.MODBUS_TYPES else None
+    transport = make_transport(device) if device.reading_type in (*cfg.MODBUS_TYPES, *RAW_TYPES) else None
     if transport is None:
         raise ProbeError(f"a {device.reading_type} device has no registers")
     return cast(Transport, transport)

@@ -13,6 +13,7 @@ It keeps a short history of every field for the charts and, per device, when it 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -209,19 +210,26 @@ class WebState:
         if isinstance(rec.get("_s"), list) and t >= self.status.get(dev, (0, []))[0]:
             self.status[dev] = (t, [s for s in rec["_s"] if isinstance(s, dict)])
         prev = self.latest.get(dev)
-        if prev is not None and prev[0] > t:
-            return
-        if prev is not None and prev[0] == t:
-            rec = {**prev[1], **rec}
-        self.latest[dev] = (t, rec)
+        if prev is None or prev[0] < t:
+            self.latest[dev] = (t, rec)
+        elif prev[0] == t:
+            self.latest[dev] = (t, {**prev[1], **rec})
+        # the history in time order, whichever source (cache or outbox) was sampled first
         for k, v in rec.items():
             if k.startswith("_") or not (v is None or isinstance(v, (int, float))) or isinstance(v, bool):
                 continue
             h = self.history.setdefault((dev, k), deque(maxlen=HISTORY_POINTS))
-            if h and h[-1][0] == t:
-                h[-1] = (t, v)
-            elif not h or h[-1][0] < t:
+            if not h or h[-1][0] < t:
                 h.append((t, v))
+                continue
+            i = bisect.bisect_left([p[0] for p in h], t)
+            if i < len(h) and h[i][0] == t:
+                h[i] = (t, v)
+            elif len(h) < HISTORY_POINTS:
+                h.insert(i, (t, v))
+            elif i > 0:  # a full history drops its oldest point for it (older than all of them: not kept)
+                h.popleft()
+                h.insert(i - 1, (t, v))
 
     def sample(self, bridges: bool = True, programs: bool = True) -> None:
         ts = self.cache.get(keys.LAST_READINGS_TS)
