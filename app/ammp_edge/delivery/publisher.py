@@ -32,6 +32,7 @@ from ..core import config as cfg, keys
 from ..core.configsource import ConfigSource
 from ..core.kvs import KVStore
 from . import outputs as outputs_mod
+from .cursors import Readers
 from .mqtt import MqttLink
 from .outbox import Outbox
 from .readout import build_message, dumps
@@ -46,7 +47,12 @@ STORE_COUNT_TOPIC = keys.STORE_COUNT_TOPIC
 class Group:
     t: int
     live: bool
-    readouts: dict[str, tuple[int, dict]] = field(default_factory=dict)  # bus -> (outbox key, readout)
+    seen: float = 0.0  # monotonic time its first readout was read
+    readouts: dict[str, tuple[int, dict]] = field(default_factory=dict)  # bus -> (outbox id, readout)
+    more: list[tuple[int, dict]] = field(default_factory=list)  # a second readout of a bus for this t
+
+    def ids(self) -> list[int]:
+        return [i for i, _ in self.readouts.values()]
 
 
 @dataclass
@@ -140,18 +146,16 @@ class Publisher:
         self.queue_pause = queue_pause  # the backlog waits while the broker's queue is longer than this
         self.bridges = BridgeWatch(bridge_topics)
         subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
-        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs)
+        # the local broker is on loopback: after it restarts, try again every 2 s at most (live is late until then)
+        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs, reconnect_max=2)
         self.cache = cache
         self.bridges_fn = bridges_fn  # re-read every few seconds: bridges come and go with the KV store
         self.bridges_checked = time.monotonic()
-        # Two readers over the outbox: live (records written since the gate last opened) and backlog
-        # (everything older, read in chunks so a week-long backlog never sits in memory).
+        # Two readers over the outbox (cursors.py): live (records written since the gate last opened)
+        # and backlog (everything older, read in chunks so a week-long backlog never sits in memory).
         self.gate_was_open = False
-        self.live_cursor: int | None = None
-        self.back_cursor: int | None = None
-        self.back_end: int = 0
+        self.readers = Readers(outbox)
         self.groups: dict[int, Group] = {}
-        self.inflight: set[int] = set()
         self.published: dict[int, set[str]] = {}  # t -> buses already sent (late readouts go alone)
         self.unconfirmed: deque[Sent] = deque()
         self.tokens = 0.0
@@ -169,45 +173,32 @@ class Publisher:
 
     # -- intake -------------------------------------------------------------------------------
     def open_gate(self) -> None:
-        """The gate (re)opened: what is in the outbox now is backlog, what comes after is live."""
-        first, last = self.outbox.bounds()
+        """The gate (re)opened: what is in the outbox now is backlog, what comes after is live. What is
+        in flight stays held until confirmed or sent again; what sat in groups is read again."""
         self.groups.clear()
-        self.live_cursor = (last + 1) if last is not None else None
-        self.back_cursor = first
-        self.back_end = self.live_cursor or 0
+        self.readers.reopen(keep=[i for s in self.unconfirmed for i in s.keys])
 
     def _add(self, records: list[tuple[int, dict]], live: bool) -> None:
-        for key, readout in records:
-            if key in self.inflight:
-                continue
-            t, bus = int(readout["t"]), readout.get("bus", "?")
-            self.groups.setdefault(t, Group(t, live)).readouts[bus] = (key, readout)
+        now_m = time.monotonic()
+        for rid, readout in records:
+            t, bus = int(readout["t"]), str(readout.get("bus", "?"))
+            g = self.groups.setdefault(t, Group(t, live, now_m))
+            if bus in g.readouts:
+                g.more.append((rid, readout))  # the same bus twice for one t: goes in a message of its own
+            else:
+                g.readouts[bus] = (rid, readout)
 
     def intake(self, backlog_groups: int = 1000, chunk: int = 2000) -> None:
-        if self.live_cursor is None:
-            first, _ = self.outbox.bounds()
-            self.live_cursor = first
-        if self.live_cursor is not None:
-            records = self.outbox.read_from(self.live_cursor, 10_000)
-            if records:
-                self.live_cursor = records[-1][0] + 1
-            self._add(records, live=True)
-        if self.back_cursor is not None and self.back_cursor < self.back_end:
-            if sum(1 for g in self.groups.values() if not g.live) < backlog_groups:
-                first, _ = self.outbox.bounds()
-                start = max(self.back_cursor, first) if first is not None else self.back_end
-                records, self.back_cursor = self.outbox.read_range(start, self.back_end, chunk)
-                self._add(records, live=False)
+        self._add(self.readers.live(), live=True)
+        if self.readers.backlog_left() and sum(1 for g in self.groups.values() if not g.live) < backlog_groups:
+            self._add(self.readers.backlog(chunk), live=False)
 
     def _send_again(self, s: Sent) -> None:
-        """Put a message's readouts back in line (they are still in the outbox)."""
-        self.inflight.difference_update(s.keys)
+        """Put a message's readouts back in line (they are still in the outbox): the backlog reads them again."""
+        self.readers.release(s.keys)
         self.published.get(s.t, set()).clear()
         self.status_sent.clear()
         self.stats["resent"] += 1
-        if self.back_cursor is None or min(s.keys) < self.back_cursor:
-            self.back_cursor = min(s.keys)
-        self.back_end = max(self.back_end, max(s.keys) + 1)
 
     def _outputs(self, config: cfg.Config | None) -> list:
         if config is None:
@@ -221,17 +212,28 @@ class Publisher:
 
     # -- choosing what to send -----------------------------------------------------------------
     def ready_groups(self, now: float, config: cfg.Config | None) -> tuple[list[Group], list[Group]]:
-        """(live, backlog) groups ready to go, each in time order."""
+        """(live, backlog) groups ready to go, each in time order. A group is ready when every bus the
+        config expects delivered, or the grace period passed (after `t` by the clock, or after its first
+        readout was read, whichever comes first: a clock set back never holds a cycle), or a later cycle
+        of the same reader is ready (so cycles go out in time order)."""
         interval = config.read_interval if config else 60
         expected = set(config.buses()) if config else set()
         grace = min(max(interval * 0.9, 3.0), 60.0)
-        live: list[Group] = []
-        backlog: list[Group] = []
-        for t, g in sorted(self.groups.items()):
-            complete = expected and expected <= set(g.readouts) | self.published.get(t, set())
-            if complete or now >= t + grace or t in self.published:
-                (live if g.live else backlog).append(g)
-        return live, backlog
+        now_m = time.monotonic()
+        out: dict[bool, list[Group]] = {True: [], False: []}
+        for live in (True, False):
+            waiting: list[Group] = []
+            for t, g in sorted(self.groups.items()):
+                if g.live != live:
+                    continue
+                complete = expected and expected <= set(g.readouts) | self.published.get(t, set())
+                if complete or now >= t + grace or now_m >= g.seen + grace or t in self.published:
+                    out[live].extend(waiting)  # earlier cycles go first, with what they have
+                    waiting = []
+                    out[live].append(g)
+                else:
+                    waiting.append(g)
+        return out[True], out[False]
 
     def _gate_open(self) -> bool:
         return self.link.connected.is_set() and (not self.bridges.configured or self.bridges.up())
@@ -240,9 +242,24 @@ class Publisher:
         q = self.bridges.queue_excess()
         return q is not None and q[1] > self.queue_pause
 
+    def _done_with(self, g: Group) -> None:
+        """The group left (sent, or nothing to send): a second readout of a bus for the same t follows
+        as its own group, ready at once (its t is published)."""
+        self.published.setdefault(g.t, set()).update(g.readouts)
+        del self.groups[g.t]
+        if g.more:
+            rest = Group(g.t, g.live, g.seen)
+            for rid, readout in g.more:
+                bus = str(readout.get("bus", "?"))
+                if bus in rest.readouts:
+                    rest.more.append((rid, readout))
+                else:
+                    rest.readouts[bus] = (rid, readout)
+            self.groups[g.t] = rest
+
     def send_group(self, g: Group, config: cfg.Config | None) -> bool:
         readouts = [r for _, r in g.readouts.values()]
-        keys = [k for k, _ in g.readouts.values()]
+        keys = g.ids()
         calc_vid = config.calc_vendor_id if config else ""
         message, warnings = build_message(g.t, readouts, self._outputs(config), calc_vid, readouts[0].get("config_id"))
         for w in warnings:
@@ -250,9 +267,8 @@ class Publisher:
         if not message["r"]:
             # every device of the cycle was left out (not due, min_read_interval): upstream sends nothing
             # then; the readouts hold nothing to deliver, so they are done with
-            self.outbox.ack(keys)
-            self.published.setdefault(g.t, set()).update(g.readouts)
-            del self.groups[g.t]
+            self.readers.done(keys)
+            self._done_with(g)
             self.stats["empty"] += 1
             return True
         if g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60):
@@ -262,9 +278,7 @@ class Publisher:
         if token is None:
             return False
         self.unconfirmed.append(Sent(keys, g.t, token, time.monotonic(), self.bridges.epoch, status_items))
-        self.inflight.update(keys)
-        self.published.setdefault(g.t, set()).update(g.readouts)
-        del self.groups[g.t]
+        self._done_with(g)
         self.stats["messages"] += 1
         return True
 
@@ -310,8 +324,7 @@ class Publisher:
                 keep.append(s)
         self.unconfirmed = keep
         if done:
-            self.outbox.ack(done)
-            self.inflight.difference_update(done)
+            self.readers.done(done)
 
     # -- status info and last readings -----------------------------------------------------------
     def _filter_status(self, message: dict) -> list[tuple[str, str, int]]:
@@ -412,7 +425,7 @@ class Publisher:
             while not stop.is_set():
                 busy = self.step()
                 tick()
-                stop.wait(0.002 if busy else 0.05 if self.groups or self.unconfirmed else 0.2)
+                stop.wait(0.002 if busy else 0.05 if self.groups or self.unconfirmed else 0.1)
             # stopping: give what is in flight a moment to be acknowledged; the rest stays in the outbox
             deadline = time.monotonic() + 2.0
             while self.unconfirmed and time.monotonic() < deadline and not self.bridges.configured:
