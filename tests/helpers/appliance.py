@@ -94,7 +94,7 @@ class Appliance:
         return KVStore(self.data / "kvs-db" / "kvstore.db")
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self, with_config: bool = True, timeout: float = 60) -> Appliance:
+    def start(self, with_config: bool = True, timeout: float = 120) -> Appliance:
         args = ["up", "--config", str(self.config_file)] if with_config else ["up"]
         log = open(self.up_log, "a")
         self.proc = subprocess.Popen([*AMMP_EDGE, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT)
@@ -145,9 +145,16 @@ class Appliance:
             self.proc = None
         psutil.wait_procs([p for p in self.tree()], timeout=5)
 
-    def kill_program(self, name: str) -> int:
-        pid = self.programs()[name]["pid"]
+    def running_pid(self, name: str) -> int | None:
+        p = self.programs().get(name)
+        return p["pid"] if p and p["statename"] == "RUNNING" and p["pid"] > 0 else None
+
+    def kill_program(self, name: str, timeout: float = 120) -> int:
+        """SIGKILL to a program once it runs (a pid of 0 would be our own process group), then wait until
+        supervisord has it running again under a new pid."""
+        pid = wait_until(lambda: self.running_pid(name), timeout, 0.1, what=f"{name} running")
         os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: self.running_pid(name) not in (None, pid), timeout, 0.2, what=f"{name} restarted")
         return pid
 
     def stop_program(self, name: str) -> None:

@@ -146,8 +146,8 @@ class Publisher:
         self.queue_pause = queue_pause  # the backlog waits while the broker's queue is longer than this
         self.bridges = BridgeWatch(bridge_topics)
         subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
-        # the local broker is on loopback: after it restarts, try again every 2 s at most (live is late until then)
-        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs, reconnect_max=2)
+        # the local broker is on loopback: after it restarts, try again every second (live is late until then)
+        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs, reconnect_max=1)
         self.cache = cache
         self.bridges_fn = bridges_fn  # re-read every few seconds: bridges come and go with the KV store
         self.bridges_checked = time.monotonic()
