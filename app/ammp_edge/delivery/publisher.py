@@ -7,14 +7,18 @@ A readout leaves the outbox only when its message is *confirmed*:
      "1") before the message was sent and did not drop since, and
   3. then either `settle` seconds passed with the broker's queue back near its baseline (read from
      `$SYS/broker/store/messages/count`), or, where the broker publishes no such figure, `settle` passed.
-A message whose connection or bridge dropped before it was confirmed is sent again (duplicates are
-allowed, loss is not). While a configured bridge is down nothing is sent: the outbox is the buffer,
-mosquitto only the transit hop. When the broker's queue grows (the uplink is slower than we are), the
-backlog pauses.
+A message whose connection or bridge dropped before it was confirmed, or that is not confirmed within
+`confirm_timeout` (5 minutes), is sent again (duplicates are allowed, loss is not). While a configured
+bridge is down nothing is sent: the outbox is the buffer, mosquitto only the transit hop. When the
+broker's queue grows (the uplink is slower than we are), the backlog pauses.
+
+Reading: two cursors over the outbox (cursors.py), live (committed since the gate opened) and backlog
+(what was there then, and what must be sent again); every record is held, or ahead of one of them.
 
 Grouping: the readouts of cycle `t` wait until every bus the config expects has delivered, or until a
-grace period after `t`; a bus readout arriving after its cycle went out is sent as its own message
-with the same `t`.
+grace period after `t` (or after it was read, whichever ends first), or until a later cycle is ready
+(cycles go out in time order); a bus readout arriving after its cycle went out is sent as its own
+message with the same `t`, and so is a second readout of one bus for the same `t`.
 A cycle whose readouts hold no device record at all (every device was not due, min_read_interval)
 is not published, as upstream; its readouts leave the outbox at once.
 """
@@ -32,6 +36,7 @@ from ..core import config as cfg, keys
 from ..core.configsource import ConfigSource
 from ..core.kvs import KVStore
 from . import outputs as outputs_mod
+from .bridgewatch import BridgeWatch
 from .cursors import Readers
 from .mqtt import MqttLink
 from .outbox import Outbox
@@ -66,64 +71,6 @@ class Sent:
     acked_at: float | None = None
 
 
-class BridgeWatch:
-    """The delivery gate: which bridges must be up, and whether they are (from their state topics)."""
-
-    def __init__(self, topics: list[str]):
-        self.topics = list(topics)
-        self.state: dict[str, bool] = {}
-        self.epoch = 0  # bumps whenever any gating bridge drops
-        self.store_count: list[tuple[float, int]] = []  # ($SYS samples) (monotonic time, count)
-        self._lock = threading.Lock()
-
-    def set_topics(self, topics: list[str]) -> None:
-        with self._lock:
-            self.topics = list(topics)
-            self.epoch += 1  # what was sent through the old set of bridges is sent again
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.topics)
-
-    def up(self) -> bool:
-        with self._lock:
-            return all(self.state.get(t, False) for t in self.topics)
-
-    def on_state(self, topic: str, payload: bytes) -> None:
-        up = payload.strip() == b"1"
-        with self._lock:
-            was = self.state.get(topic)
-            self.state[topic] = up
-            if was and not up:
-                self.epoch += 1
-        if was != up:
-            log.warning("bridge %s %s", topic, "connected" if up else "DISCONNECTED")
-
-    def forget_samples(self) -> None:
-        with self._lock:
-            self.store_count.clear()
-
-    def on_store_count(self, payload: bytes) -> None:
-        try:
-            n = int(payload)
-        except ValueError:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self.store_count.append((now, n))
-            while self.store_count and self.store_count[0][0] < now - 300:
-                self.store_count.pop(0)
-
-    def queue_excess(self) -> tuple[float, int] | None:
-        """(time of the last sample, messages above the 5-minute minimum), None without samples."""
-        with self._lock:
-            if not self.store_count:
-                return None
-            low = min(n for _, n in self.store_count)
-            at, last = self.store_count[-1]
-            return at, last - low
-
-
 class Publisher:
     def __init__(
         self,
@@ -135,6 +82,7 @@ class Publisher:
         window: int = 5000,
         queue_slack: int = 20,
         queue_pause: int = 500,
+        confirm_timeout: float = 300.0,
         link: MqttLink | None = None,
         cache: KVStore | None = None,
         bridges_fn: Callable[[], list[str]] | None = None,
@@ -144,6 +92,7 @@ class Publisher:
         self.settle, self.backlog_rate, self.window = settle, backlog_rate, window
         self.queue_slack = queue_slack  # a message is confirmed once the broker's queue is this short again
         self.queue_pause = queue_pause  # the backlog waits while the broker's queue is longer than this
+        self.confirm_timeout = confirm_timeout  # a message not confirmed by then is sent again
         self.bridges = BridgeWatch(bridge_topics)
         subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
         # the local broker is on loopback: after it restarts, try again every second (live is late until then)
@@ -316,6 +265,12 @@ class Publisher:
                 settled = n <= self.queue_slack and (
                     sample_at >= s.acked_at + 1.1 or now - s.acked_at >= self.settle + 3
                 )
+            if not settled and now - s.sent_at > self.confirm_timeout:
+                # never confirmed (no PUBACK, or the broker's queue never came back down): nothing waits
+                # forever, it goes again (a duplicate at worst)
+                log.warning("u/data t=%d not confirmed after %.0f s: sending it again", s.t, now - s.sent_at)
+                self._send_again(s)
+                continue
             if settled:
                 self._status_confirmed(s.status_items)
                 done.extend(s.keys)
