@@ -377,3 +377,16 @@ def test_a_complete_later_cycle_does_not_overtake_an_earlier_one(tmp_path, local
         th.join(5)
         rec.close()
     assert [m["t"] for m in msgs] == [t, t + 10]
+
+
+def test_records_put_now_for_cycles_long_past_go_in_the_backlog_lane(tmp_path, isolated_dirs):
+    """A backfill (old rows put into the outbox now) is read by the live reader but sent as backlog:
+    at the backlog's rate and window, pausing while the broker's queue grows, not all at once."""
+    data, temp = isolated_dirs
+    box = Outbox(data / "outbox")
+    pub = Publisher(box, ConfigSource(config_file(tmp_path)), [], cache=KVStore(temp / "c.db"))
+    now = int(time.time())
+    box.put(readout(now - 86_400, "sys", [{"_d": "a", "_vid": "va", "cpu_load": 1}]))
+    box.put(readout(now, "sys", [{"_d": "a", "_vid": "va", "cpu_load": 2}]))
+    pub.intake()
+    assert {t: g.live for t, g in pub.groups.items()} == {now - 86_400: False, now: True}

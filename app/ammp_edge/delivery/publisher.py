@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DATA_TOPIC = keys.DATA_TOPIC
 STORE_COUNT_TOPIC = keys.STORE_COUNT_TOPIC
+LIVE_HORIZON = 300  # s: a live-read record for a cycle older than this is sent as backlog
 
 
 @dataclass
@@ -128,10 +129,13 @@ class Publisher:
         self.readers.reopen(keep=[i for s in self.unconfirmed for i in s.keys])
 
     def _add(self, records: list[tuple[int, dict]], live: bool) -> None:
-        now_m = time.monotonic()
+        now_m, now = time.monotonic(), time.time()
         for rid, readout in records:
             t, bus = int(readout["t"]), str(readout.get("bus", "?"))
-            g = self.groups.setdefault(t, Group(t, live, now_m))
+            # a record committed now for a cycle long past (a backfill) goes in the backlog's lane: at
+            # its rate, within its window, pausing while the broker's queue grows
+            lane = live and t >= now - LIVE_HORIZON
+            g = self.groups.setdefault(t, Group(t, lane, now_m))
             if bus in g.readouts:
                 g.more.append((rid, readout))  # the same bus twice for one t: goes in a message of its own
             else:
