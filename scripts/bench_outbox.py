@@ -21,7 +21,7 @@ from ammp_edge.delivery.outbox import Outbox
 def measure(sync: int, n: int) -> tuple[float, float, float]:
     with tempfile.TemporaryDirectory(dir=".") as tmp:
         box = Outbox(tmp)
-        box.cache.reset("sqlite_synchronous", sync)
+        box.db.execute(f"PRAGMA synchronous={sync}")
         record = {
             "t": 0,
             "bus": "tcp_192.168.1.10_502",

@@ -552,7 +552,6 @@ def test_hycon_once_says_why_it_failed(tmp_path):
 PASSWORD_TEXT = "TestPWD123"
 
 
-@pytest.mark.xfail(strict=True, reason="outbox key reuse, issue 11")
 def test_a_backfill_after_the_outbox_emptied_is_delivered(tmp_path, isolated_dirs, monkeypatch):
     """The daily case: live cycles went out and the outbox is empty when the night's rows arrive."""
     data, _ = isolated_dirs

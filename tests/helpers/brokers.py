@@ -26,7 +26,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -321,6 +321,7 @@ class Message:
     topic: str
     payload: bytes
     retain: bool
+    at: float = field(default=0.0, compare=False)  # time.time() when the recorder received it
 
     @property
     def text(self) -> str:
@@ -361,7 +362,7 @@ class Recorder:
 
     def _on_message(self, client, userdata, msg):
         with self._cond:
-            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.messages.append(Message(msg.topic, bytes(msg.payload), bool(msg.retain), time.time()))
             self._cond.notify_all()
 
     def start(self, timeout: float = 10.0) -> Recorder:

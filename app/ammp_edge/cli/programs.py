@@ -45,11 +45,12 @@ def cmd_bus(args: argparse.Namespace) -> int:
         if outbox is not None:
             key = outbox.put(readout)  # committed before anything else happens to it
             log.debug(
-                "committed t=%d key=%d devices=%s delay=%.4f",
+                "committed t=%d key=%d devices=%s delay=%.4f at=%.3f",
                 readout["t"],
                 key,
                 ",".join(r["_d"] for r in readout["devices"]),
                 readout.get("start_delay", 0.0),
+                time.time(),  # when the commit returned: what delivery latency is measured from
             )
         if args.print:
             from ..delivery.readout import build_message, table  # JSONata comes with it: only when printing

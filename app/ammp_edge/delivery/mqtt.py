@@ -35,6 +35,7 @@ class MqttLink:
         port: int | None = None,
         max_inflight: int = 100,
         clean_session: bool = True,
+        reconnect_max: int = 30,
     ):
         self.host = host or paths.mqtt_host()
         self.port = port or paths.mqtt_port()
@@ -48,7 +49,7 @@ class MqttLink:
         self.client.username_pw_set(keys.LOCAL_BROKER_USER, credentials.broker_password())
         self.client.max_inflight_messages_set(max_inflight)
         self.client.max_queued_messages_set(0)
-        self.client.reconnect_delay_set(1, 30)
+        self.client.reconnect_delay_set(1, reconnect_max)
         self.client.on_connect = self._connected
         self.client.on_disconnect = self._disconnected
         self.client.on_publish = self._published

@@ -7,14 +7,18 @@ A readout leaves the outbox only when its message is *confirmed*:
      "1") before the message was sent and did not drop since, and
   3. then either `settle` seconds passed with the broker's queue back near its baseline (read from
      `$SYS/broker/store/messages/count`), or, where the broker publishes no such figure, `settle` passed.
-A message whose connection or bridge dropped before it was confirmed is sent again (duplicates are
-allowed, loss is not). While a configured bridge is down nothing is sent: the outbox is the buffer,
-mosquitto only the transit hop. When the broker's queue grows (the uplink is slower than we are), the
-backlog pauses.
+A message whose connection or bridge dropped before it was confirmed, or that is not confirmed within
+`confirm_timeout` (5 minutes), is sent again (duplicates are allowed, loss is not). While a configured
+bridge is down nothing is sent: the outbox is the buffer, mosquitto only the transit hop. When the
+broker's queue grows (the uplink is slower than we are), the backlog pauses.
+
+Reading: two cursors over the outbox (cursors.py), live (committed since the gate opened) and backlog
+(what was there then, and what must be sent again); every record is held, or ahead of one of them.
 
 Grouping: the readouts of cycle `t` wait until every bus the config expects has delivered, or until a
-grace period after `t`; a bus readout arriving after its cycle went out is sent as its own message
-with the same `t`.
+grace period after `t` (or after it was read, whichever ends first), or until a later cycle is ready
+(cycles go out in time order); a bus readout arriving after its cycle went out is sent as its own
+message with the same `t`, and so is a second readout of one bus for the same `t`.
 A cycle whose readouts hold no device record at all (every device was not due, min_read_interval)
 is not published, as upstream; its readouts leave the outbox at once.
 """
@@ -32,6 +36,8 @@ from ..core import config as cfg, keys
 from ..core.configsource import ConfigSource
 from ..core.kvs import KVStore
 from . import outputs as outputs_mod
+from .bridgewatch import BridgeWatch
+from .cursors import Readers
 from .mqtt import MqttLink
 from .outbox import Outbox
 from .readout import build_message, dumps
@@ -40,18 +46,24 @@ log = logging.getLogger(__name__)
 
 DATA_TOPIC = keys.DATA_TOPIC
 STORE_COUNT_TOPIC = keys.STORE_COUNT_TOPIC
+LIVE_HORIZON = 300  # s: a live-read record for a cycle older than this is sent as backlog
 
 
 @dataclass
 class Group:
     t: int
     live: bool
-    readouts: dict[str, tuple[int, dict]] = field(default_factory=dict)  # bus -> (outbox key, readout)
+    seen: float = 0.0  # monotonic time its first readout was read
+    readouts: dict[str, tuple[int, dict]] = field(default_factory=dict)  # bus -> (outbox id, readout)
+    more: list[tuple[int, dict]] = field(default_factory=list)  # a second readout of a bus for this t
     provider: str = ""  # a backfill's records (data_provider): sent alone, at the backlog's rate
 
     @property
     def key(self) -> tuple[int, str]:
         return self.t, self.provider
+
+    def ids(self) -> list[int]:
+        return [i for i, _ in self.readouts.values()]
 
 
 @dataclass
@@ -65,64 +77,6 @@ class Sent:
     acked_at: float | None = None
 
 
-class BridgeWatch:
-    """The delivery gate: which bridges must be up, and whether they are (from their state topics)."""
-
-    def __init__(self, topics: list[str]):
-        self.topics = list(topics)
-        self.state: dict[str, bool] = {}
-        self.epoch = 0  # bumps whenever any gating bridge drops
-        self.store_count: list[tuple[float, int]] = []  # ($SYS samples) (monotonic time, count)
-        self._lock = threading.Lock()
-
-    def set_topics(self, topics: list[str]) -> None:
-        with self._lock:
-            self.topics = list(topics)
-            self.epoch += 1  # what was sent through the old set of bridges is sent again
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.topics)
-
-    def up(self) -> bool:
-        with self._lock:
-            return all(self.state.get(t, False) for t in self.topics)
-
-    def on_state(self, topic: str, payload: bytes) -> None:
-        up = payload.strip() == b"1"
-        with self._lock:
-            was = self.state.get(topic)
-            self.state[topic] = up
-            if was and not up:
-                self.epoch += 1
-        if was != up:
-            log.warning("bridge %s %s", topic, "connected" if up else "DISCONNECTED")
-
-    def forget_samples(self) -> None:
-        with self._lock:
-            self.store_count.clear()
-
-    def on_store_count(self, payload: bytes) -> None:
-        try:
-            n = int(payload)
-        except ValueError:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self.store_count.append((now, n))
-            while self.store_count and self.store_count[0][0] < now - 300:
-                self.store_count.pop(0)
-
-    def queue_excess(self) -> tuple[float, int] | None:
-        """(time of the last sample, messages above the 5-minute minimum), None without samples."""
-        with self._lock:
-            if not self.store_count:
-                return None
-            low = min(n for _, n in self.store_count)
-            at, last = self.store_count[-1]
-            return at, last - low
-
-
 class Publisher:
     def __init__(
         self,
@@ -134,6 +88,7 @@ class Publisher:
         window: int = 5000,
         queue_slack: int = 20,
         queue_pause: int = 500,
+        confirm_timeout: float = 300.0,
         link: MqttLink | None = None,
         cache: KVStore | None = None,
         bridges_fn: Callable[[], list[str]] | None = None,
@@ -143,20 +98,19 @@ class Publisher:
         self.settle, self.backlog_rate, self.window = settle, backlog_rate, window
         self.queue_slack = queue_slack  # a message is confirmed once the broker's queue is this short again
         self.queue_pause = queue_pause  # the backlog waits while the broker's queue is longer than this
+        self.confirm_timeout = confirm_timeout  # a message not confirmed by then is sent again
         self.bridges = BridgeWatch(bridge_topics)
         subs = tuple((t, 1) for t in bridge_topics) + ((STORE_COUNT_TOPIC, 0),)
-        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs)
+        # the local broker is on loopback: after it restarts, try again every second (live is late until then)
+        self.link = link or MqttLink(keys.PUBLISHER_CLIENT_ID, self._on_message, subs, reconnect_max=1)
         self.cache = cache
         self.bridges_fn = bridges_fn  # re-read every few seconds: bridges come and go with the KV store
         self.bridges_checked = time.monotonic()
-        # Two readers over the outbox: live (records written since the gate last opened) and backlog
-        # (everything older, read in chunks so a week-long backlog never sits in memory).
+        # Two readers over the outbox (cursors.py): live (records written since the gate last opened)
+        # and backlog (everything older, read in chunks so a week-long backlog never sits in memory).
         self.gate_was_open = False
-        self.live_cursor: int | None = None
-        self.back_cursor: int | None = None
-        self.back_end: int = 0
+        self.readers = Readers(outbox)
         self.groups: dict[tuple[int, str], Group] = {}  # (t, data provider or "") -> group
-        self.inflight: set[int] = set()
         self.published: dict[int, set[str]] = {}  # t -> buses already sent (late readouts go alone)
         self.unconfirmed: deque[Sent] = deque()
         self.tokens = 0.0
@@ -174,48 +128,37 @@ class Publisher:
 
     # -- intake -------------------------------------------------------------------------------
     def open_gate(self) -> None:
-        """The gate (re)opened: what is in the outbox now is backlog, what comes after is live."""
-        first, last = self.outbox.bounds()
+        """The gate (re)opened: what is in the outbox now is backlog, what comes after is live. What is
+        in flight stays held until confirmed or sent again; what sat in groups is read again."""
         self.groups.clear()
-        self.live_cursor = (last + 1) if last is not None else None
-        self.back_cursor = first
-        self.back_end = self.live_cursor or 0
+        self.readers.reopen(keep=[i for s in self.unconfirmed for i in s.keys])
 
     def _add(self, records: list[tuple[int, dict]], live: bool) -> None:
-        for key, readout in records:
-            if key in self.inflight:
-                continue
-            t, bus = int(readout["t"]), readout.get("bus", "?")
-            provider = str(readout.get("data_provider") or "")
+        now_m, now = time.monotonic(), time.time()
+        for rid, readout in records:
+            t, bus = int(readout["t"]), str(readout.get("bus", "?"))
+            # a record committed now for a cycle long past (a backfill) goes in the backlog's lane: at
+            # its rate, within its window, pausing while the broker's queue grows
             # a backfill's rows (data_provider) are old data: each its own message, sent as backlog
-            group = self.groups.setdefault((t, provider), Group(t, live and not provider, provider=provider))
-            group.readouts[bus] = (key, readout)
+            provider = str(readout.get("data_provider") or "")
+            lane = live and not provider and t >= now - LIVE_HORIZON
+            g = self.groups.setdefault((t, provider), Group(t, lane, now_m, provider=provider))
+            if bus in g.readouts:
+                g.more.append((rid, readout))  # the same bus twice for one t: goes in a message of its own
+            else:
+                g.readouts[bus] = (rid, readout)
 
     def intake(self, backlog_groups: int = 1000, chunk: int = 2000) -> None:
-        if self.live_cursor is None:
-            first, _ = self.outbox.bounds()
-            self.live_cursor = first
-        if self.live_cursor is not None:
-            records = self.outbox.read_from(self.live_cursor, 10_000)
-            if records:
-                self.live_cursor = records[-1][0] + 1
-            self._add(records, live=True)
-        if self.back_cursor is not None and self.back_cursor < self.back_end:
-            if sum(1 for g in self.groups.values() if not g.live) < backlog_groups:
-                first, _ = self.outbox.bounds()
-                start = max(self.back_cursor, first) if first is not None else self.back_end
-                records, self.back_cursor = self.outbox.read_range(start, self.back_end, chunk)
-                self._add(records, live=False)
+        self._add(self.readers.live(), live=True)
+        if self.readers.backlog_left() and sum(1 for g in self.groups.values() if not g.live) < backlog_groups:
+            self._add(self.readers.backlog(chunk), live=False)
 
     def _send_again(self, s: Sent) -> None:
-        """Put a message's readouts back in line (they are still in the outbox)."""
-        self.inflight.difference_update(s.keys)
+        """Put a message's readouts back in line (they are still in the outbox): the backlog reads them again."""
+        self.readers.release(s.keys)
         self.published.get(s.t, set()).clear()
         self.status_sent.clear()
         self.stats["resent"] += 1
-        if self.back_cursor is None or min(s.keys) < self.back_cursor:
-            self.back_cursor = min(s.keys)
-        self.back_end = max(self.back_end, max(s.keys) + 1)
 
     def _outputs(self, config: cfg.Config | None) -> list:
         if config is None:
@@ -229,17 +172,28 @@ class Publisher:
 
     # -- choosing what to send -----------------------------------------------------------------
     def ready_groups(self, now: float, config: cfg.Config | None) -> tuple[list[Group], list[Group]]:
-        """(live, backlog) groups ready to go, each in time order."""
+        """(live, backlog) groups ready to go, each in time order. A group is ready when every bus the
+        config expects delivered, or the grace period passed (after `t` by the clock, or after its first
+        readout was read, whichever comes first: a clock set back never holds a cycle), or a later cycle
+        of the same reader is ready (so cycles go out in time order)."""
         interval = config.read_interval if config else 60
         expected = set(config.buses()) if config else set()
         grace = min(max(interval * 0.9, 3.0), 60.0)
-        live: list[Group] = []
-        backlog: list[Group] = []
-        for (t, _), g in sorted(self.groups.items()):
-            complete = expected and expected <= set(g.readouts) | self.published.get(t, set())
-            if complete or now >= t + grace or t in self.published:
-                (live if g.live else backlog).append(g)
-        return live, backlog
+        now_m = time.monotonic()
+        out: dict[bool, list[Group]] = {True: [], False: []}
+        for live in (True, False):
+            waiting: list[Group] = []
+            for (t, _), g in sorted(self.groups.items()):
+                if g.live != live:
+                    continue
+                complete = expected and expected <= set(g.readouts) | self.published.get(t, set())
+                if complete or now >= t + grace or now_m >= g.seen + grace or t in self.published:
+                    out[live].extend(waiting)  # earlier cycles go first, with what they have
+                    waiting = []
+                    out[live].append(g)
+                else:
+                    waiting.append(g)
+        return out[True], out[False]
 
     def _gate_open(self) -> bool:
         return self.link.connected.is_set() and (not self.bridges.configured or self.bridges.up())
@@ -248,9 +202,24 @@ class Publisher:
         q = self.bridges.queue_excess()
         return q is not None and q[1] > self.queue_pause
 
+    def _done_with(self, g: Group) -> None:
+        """The group left (sent, or nothing to send): a second readout of a bus for the same t follows
+        as its own group, ready at once (its t is published)."""
+        self.published.setdefault(g.t, set()).update(g.readouts)
+        del self.groups[g.key]
+        if g.more:
+            rest = Group(g.t, g.live, g.seen, provider=g.provider)
+            for rid, readout in g.more:
+                bus = str(readout.get("bus", "?"))
+                if bus in rest.readouts:
+                    rest.more.append((rid, readout))
+                else:
+                    rest.readouts[bus] = (rid, readout)
+            self.groups[g.key] = rest
+
     def send_group(self, g: Group, config: cfg.Config | None) -> bool:
         readouts = [r for _, r in g.readouts.values()]
-        keys = [k for k, _ in g.readouts.values()]
+        keys = g.ids()
         calc_vid = config.calc_vendor_id if config else ""
         outputs = [] if g.provider else self._outputs(config)  # upstream's backfill had no outputs
         message, warnings = build_message(g.t, readouts, outputs, calc_vid, readouts[0].get("config_id"))
@@ -261,9 +230,8 @@ class Publisher:
         if not message["r"]:
             # every device of the cycle was left out (not due, min_read_interval): upstream sends nothing
             # then; the readouts hold nothing to deliver, so they are done with
-            self.outbox.ack(keys)
-            self.published.setdefault(g.t, set()).update(g.readouts)
-            del self.groups[g.key]
+            self.readers.done(keys)
+            self._done_with(g)
             self.stats["empty"] += 1
             return True
         if not g.provider and (g.live or g.t >= time.time() - 2 * (config.read_interval if config else 60)):
@@ -273,9 +241,7 @@ class Publisher:
         if token is None:
             return False
         self.unconfirmed.append(Sent(keys, g.t, token, time.monotonic(), self.bridges.epoch, status_items))
-        self.inflight.update(keys)
-        self.published.setdefault(g.t, set()).update(g.readouts)
-        del self.groups[g.key]
+        self._done_with(g)
         self.stats["messages"] += 1
         return True
 
@@ -313,6 +279,12 @@ class Publisher:
                 settled = n <= self.queue_slack and (
                     sample_at >= s.acked_at + 1.1 or now - s.acked_at >= self.settle + 3
                 )
+            if not settled and now - s.sent_at > self.confirm_timeout:
+                # never confirmed (no PUBACK, or the broker's queue never came back down): nothing waits
+                # forever, it goes again (a duplicate at worst)
+                log.warning("u/data t=%d not confirmed after %.0f s: sending it again", s.t, now - s.sent_at)
+                self._send_again(s)
+                continue
             if settled:
                 self._status_confirmed(s.status_items)
                 done.extend(s.keys)
@@ -321,8 +293,7 @@ class Publisher:
                 keep.append(s)
         self.unconfirmed = keep
         if done:
-            self.outbox.ack(done)
-            self.inflight.difference_update(done)
+            self.readers.done(done)
 
     # -- status info and last readings -----------------------------------------------------------
     def _filter_status(self, message: dict) -> list[tuple[str, str, int]]:
@@ -423,7 +394,7 @@ class Publisher:
             while not stop.is_set():
                 busy = self.step()
                 tick()
-                stop.wait(0.002 if busy else 0.05 if self.groups or self.unconfirmed else 0.2)
+                stop.wait(0.002 if busy else 0.05 if self.groups or self.unconfirmed else 0.1)
             # stopping: give what is in flight a moment to be acknowledged; the rest stays in the outbox
             deadline = time.monotonic() + 2.0
             while self.unconfirmed and time.monotonic() < deadline and not self.bridges.configured:
