@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from ..core import codec, config as cfg, supervisor as supervisord
 from ..core.problems import ConfigUnusable
-from ..readers.modbus import DeviceSilent, LinkError, ModbusDevice, ModbusException, Transport
+from ..readers.modbus import DeviceSilent, LinkError, ModbusException, Transport
 from ..readers.system import SystemDevice
 from ..readers.transports import SERIAL_TYPES, make_reader, make_transport
 
@@ -226,16 +226,22 @@ def _transport(device: cfg.Device) -> Transport:
     return cast(Transport, transport)
 
 
-def _read_modbus(device: cfg.Device) -> list[dict]:
+def _read_once(device: cfg.Device) -> tuple[Any, Any]:
+    """One read of a Modbus or byte-stream device by the bus's own reader, on a transport of its own,
+    keeping the raw bytes of every field: (the reader, its result)."""
     transport = _transport(device)
     try:
         try:
-            reader = ModbusDevice(device, transport)
+            reader = make_reader(device, transport)
         except ValueError as exc:
             raise ProbeError(str(exc)) from None
-        res = reader.read(time.monotonic() + max(device.deadline, 10.0), keep_raw=True)
+        return reader, reader.read(time.monotonic() + max(device.deadline, 10.0), keep_raw=True)
     finally:
         transport.close()
+
+
+def _read_modbus(device: cfg.Device) -> list[dict]:
+    _, res = _read_once(device)
     raw = res.raw or {}
     rows = []
     for name, f in device.fields.items():
@@ -260,15 +266,7 @@ def _read_modbus(device: cfg.Device) -> list[dict]:
 def _read_raw(device: cfg.Device) -> tuple[list[dict], list[dict]]:
     """A rawserial or rawtcp device read once by the bus's own reader: each field's bytes and value,
     and each request with its whole answer (or why there is none)."""
-    transport = _transport(device)
-    try:
-        try:
-            reader = make_reader(device, transport)
-        except ValueError as exc:
-            raise ProbeError(str(exc)) from None
-        res = reader.read(time.monotonic() + max(device.deadline, 10.0), keep_raw=True)
-    finally:
-        transport.close()
+    reader, res = _read_once(device)
     raw = res.raw or {}
     rows = []
     for name, f in device.fields.items():
