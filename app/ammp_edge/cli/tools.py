@@ -220,7 +220,6 @@ def _driver_arg(name: str) -> dict:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from ..core.signals import install_signal_handlers
     from ..simulate import Simulator
 
     driver = _driver_arg(args.driver)
@@ -270,16 +269,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise SystemExit(f"simulate: {exc}") from None
     where = f"serial {args.serial} ({args.baudrate} baud)" if args.serial else f"{args.host}:{args.port}"
     print(f"simulating {args.driver} on {where} unit(s) {', '.join(map(str, units))}; Ctrl-C stops", flush=True)
-    stop = threading.Event()
-    install_signal_handlers(stop)
-    stop.wait()
-    sim.stop()
-    return 0
+    return _until_stopped(sim)
 
 
 def _simulate_raw(args: argparse.Namespace, driver: dict, units: list[int], values: dict) -> int:
     """A rawtcp driver on --port (its request schema's unit_id is --unit), a rawserial one on --serial."""
-    from ..core.signals import install_signal_handlers
     from ..simulate_raw import RawSimulator
 
     try:
@@ -296,11 +290,7 @@ def _simulate_raw(args: argparse.Namespace, driver: dict, units: list[int], valu
         raise SystemExit(f"simulate: {exc}") from None
     where = f"serial {args.serial}" if args.serial else f"{args.host}:{sim.port}"
     print(f"simulating {args.driver} ({sim.kind}) on {where}; Ctrl-C stops", flush=True)
-    stop = threading.Event()
-    install_signal_handlers(stop)
-    stop.wait()
-    sim.stop()
-    return 0
+    return _until_stopped(sim)
 
 
 def _simulate_speedwire(args: argparse.Namespace, driver: dict, values: dict) -> int:
@@ -353,4 +343,15 @@ def cmd_kvs(args: argparse.Namespace) -> int:
     except ValueError:
         value = args.value
     store.set(args.key, value)
+    return 0
+
+
+def _until_stopped(sim) -> int:
+    """Serve until SIGINT or SIGTERM, then stop the simulator."""
+    from ..core.signals import install_signal_handlers
+
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    stop.wait()
+    sim.stop()
     return 0

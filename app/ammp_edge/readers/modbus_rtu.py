@@ -85,18 +85,22 @@ class RtuLine(serial.Serial):
             ready, _, _ = select.select([self.fd], [], [], min(left, INTERRUPT_SLICE))
             if not ready:
                 continue
-            try:
-                chunk = os.read(self.fd, size - len(buf))
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise serial.SerialException(f"read failed: {exc}") from None
-            if not chunk:
-                raise serial.SerialException(
-                    "device reports readiness to read but returned no data (device disconnected?)"
-                )
-            buf += chunk
+            chunk = self._read_ready(size - len(buf))
+            if chunk is not None:
+                buf += chunk
         return bytes(buf)
+
+    def _read_ready(self, size: int) -> bytes | None:
+        """Up to `size` bytes from a descriptor select found readable (None: it was not after all)."""
+        try:
+            chunk = os.read(self.fd, size)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise serial.SerialException(f"read failed: {exc}") from None
+        if not chunk:
+            raise serial.SerialException("device reports readiness to read but returned no data (device disconnected?)")
+        return chunk
 
     def read_available(self, until: float) -> bytes:
         """The bytes waiting now, or the first that arrive before monotonic time `until` (b"" if none)."""
@@ -106,16 +110,9 @@ class RtuLine(serial.Serial):
             left = until - time.monotonic()
             ready, _, _ = select.select([self.fd], [], [], max(0.0, min(left, INTERRUPT_SLICE)))
             if ready:
-                try:
-                    chunk = os.read(self.fd, 4096)
-                except BlockingIOError:
+                chunk = self._read_ready(4096)
+                if chunk is None:
                     continue
-                except OSError as exc:
-                    raise serial.SerialException(f"read failed: {exc}") from None
-                if not chunk:
-                    raise serial.SerialException(
-                        "device reports readiness to read but returned no data (device disconnected?)"
-                    )
                 return chunk
             if left <= 0:
                 return b""
